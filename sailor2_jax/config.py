@@ -1,0 +1,189 @@
+"""Typed configs: YAML files plus dotted `key=value` overrides, validated by pydantic with errors that name the field.
+
+Every config class derives from `Config` (frozen, unknown keys are errors). `load(cls, path, overrides)` is the one
+way configs enter the program, so a typo in a YAML key or an override fails at start-up, not hours into a run.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pydantic
+import yaml
+
+C = TypeVar("C", bound="Config")
+
+DType = Literal["float32", "bfloat16", "float16"]
+RematPolicy = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "save_attention_out"]
+AttentionImpl = Literal["xla", "cudnn", "splash", "auto"]
+
+
+class Config(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    def replace(self: C, **changes: Any) -> C:
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+_HF_FIELDS = {  # ModelConfig field -> HF config.json key
+    "vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
+    "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
+    "rope_theta": "rope_theta", "rms_norm_eps": "rms_norm_eps", "tie_embeddings": "tie_word_embeddings",
+    "max_position_embeddings": "max_position_embeddings", "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id",
+}
+
+
+class ModelConfig(Config):
+    """A Qwen2.5 decoder. Field names follow our dimension legend; `from_hf`/`to_hf` map to HF `config.json`."""
+
+    vocab_size: int = pydantic.Field(gt=0, description="V: embedding rows, padded beyond the tokenizer's vocabulary")
+    hidden_size: int = pydantic.Field(gt=0, description="D")
+    intermediate_size: int = pydantic.Field(gt=0, description="F")
+    num_layers: int = pydantic.Field(gt=0, description="L")
+    num_heads: int = pydantic.Field(gt=0, description="N: query heads")
+    num_kv_heads: int = pydantic.Field(gt=0, description="K: key/value heads")
+    head_dim: int = pydantic.Field(gt=0, description="H")
+    rope_theta: float = 1e6
+    rms_norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = 151643
+    eos_token_id: int | None = 151643
+    param_dtype: DType = "float32"
+    compute_dtype: DType = "bfloat16"
+    scan_layers: bool = True
+    remat: RematPolicy = "dots_saveable"
+    attention: AttentionImpl = "xla"
+
+    @pydantic.model_validator(mode="after")
+    def _check_heads(self) -> "ModelConfig":
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        return self
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> "ModelConfig":
+        """Build from a HF `config.json` dict; refuses architectures and features we do not implement."""
+        archs = hf.get("architectures") or ["Qwen2ForCausalLM"]
+        if hf.get("model_type", "qwen2") != "qwen2" or archs != ["Qwen2ForCausalLM"]:
+            raise ValueError(f"unsupported architecture: model_type={hf.get('model_type')!r}, architectures={archs}; "
+                             "only Qwen2ForCausalLM (model_type 'qwen2') is supported")
+        if hf.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {hf['hidden_act']!r} in config.json (only 'silu')")
+        scaling = hf.get("rope_scaling") or (hf.get("rope_parameters") or {})
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"unsupported rope scaling {scaling!r} in config.json (only the default RoPE)")
+        if hf.get("use_sliding_window"):
+            raise ValueError("unsupported: use_sliding_window=true in config.json")
+        kwargs: dict[str, Any] = {}
+        for ours, theirs in _HF_FIELDS.items():
+            if theirs in hf and (hf[theirs] is not None or ours.endswith("token_id")):
+                kwargs[ours] = hf[theirs]
+        if "rope_theta" not in hf and "rope_theta" in scaling:  # transformers 5 nests it in rope_parameters
+            kwargs["rope_theta"] = scaling["rope_theta"]
+        if isinstance(kwargs.get("eos_token_id"), list):
+            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
+        for required in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads"):
+            if required not in kwargs:
+                raise ValueError(f"config.json lacks required field {_HF_FIELDS[required]!r}")
+        kwargs.setdefault("num_kv_heads", kwargs["num_heads"])
+        kwargs["head_dim"] = hf.get("head_dim") or kwargs["hidden_size"] // kwargs["num_heads"]
+        if kwargs["head_dim"] * kwargs["num_heads"] != kwargs["hidden_size"]:
+            raise ValueError("config.json: hidden_size must equal num_attention_heads * head_dim for Qwen2")
+        kwargs.setdefault("tie_embeddings", False)
+        try:
+            return cls(**{**kwargs, **overrides})
+        except pydantic.ValidationError as e:
+            raise ValueError(f"invalid Qwen2 config.json: {e}") from None
+
+    def to_hf(self, torch_dtype: str | None = None) -> dict[str, Any]:
+        hf: dict[str, Any] = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
+                              "attention_dropout": 0.0, "initializer_range": 0.02, "use_cache": True,
+                              "use_sliding_window": False, "sliding_window": None, "max_window_layers":
+                              self.num_layers, "rope_scaling": None, "head_dim": self.head_dim,
+                              "torch_dtype": torch_dtype or self.param_dtype}
+        for ours, theirs in _HF_FIELDS.items():
+            hf[theirs] = getattr(self, ours)
+        return hf
+
+
+class MeshConfig(Config):
+    """Mesh axis sizes; one of them may be -1 to take the remaining devices."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "MeshConfig":
+        sizes = (self.data, self.fsdp, self.tensor)
+        if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
+            raise ValueError(f"mesh sizes must be positive with at most one -1, got data={self.data}, "
+                             f"fsdp={self.fsdp}, tensor={self.tensor}")
+        return self
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides; values are parsed as YAML scalars/lists (`1e-4`, `true`, `[1, 2]`)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form dotted.key=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return data
+
+
+def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+         **base: Any) -> C:
+    """Load `cls` from YAML (optional) + overrides; raise ValueError naming the file and each bad field."""
+    data = apply_overrides({**base, **(read_yaml(path) if path else {})}, overrides)
+    try:
+        return cls.model_validate(data)
+    except pydantic.ValidationError as e:
+        where = f"{path}" if path else cls.__name__
+        lines = [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()]
+        raise ValueError(f"invalid config {where}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
+    """A model config by name (`sailor2-1b`, resolved in `configs/model/`) or by YAML path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / "model" / f"{name_or_path}.yaml"
+    return load(ModelConfig, path, overrides)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

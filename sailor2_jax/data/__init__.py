@@ -1,0 +1,1 @@
+"""Data side of sailor2_jax: cleaning, vocabularies, tasks and loaders."""

@@ -1,0 +1,156 @@
+"""Typed data configs: tasks (one per language and source), a mixture per stage, caching and loading.
+
+One YAML file describes one pre-training stage (`configs/data/demo_stage1.yaml`, `stage2.yaml` ...): its tasks, its
+mixture, where the cache lives and how batches are built. A stage-2 file names the stage-1 file it replays from, so
+the stage-1 tasks are defined once.
+
+Relative paths (data files, `rates_file`, `replay.config`, `cache_dir`) are resolved against the directory the
+command runs in first and then against the project root, so the shipped configs work from anywhere in a checkout.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+
+from sailor2_jax.config import CONFIG_DIR, Config, load
+
+# The 15 Sailor2 languages in the fixed order that batches index into (`languages` holds positions in this tuple).
+LANGUAGES: tuple[str, ...] = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war",
+                              "ilo")
+LANGUAGE_INDEX: dict[str, int] = {lang: i for i, lang in enumerate(LANGUAGES)}
+PROJECT_ROOT = CONFIG_DIR.parent
+
+Language = Literal["en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo"]
+OnBadInput = Literal["error", "skip"]
+_TASK_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A config path as given if it exists here (or is absolute), else relative to the project root."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists() or glob.glob(str(path)):
+        return path
+    return PROJECT_ROOT / path
+
+
+class FileSource(Config):
+    """Documents in files: `jsonl` (one JSON object per line), `parquet` (one row each) or `text` (one per line).
+
+    `.gz` files are read transparently for `jsonl` and `text`.
+    """
+
+    type: Literal["jsonl", "parquet", "text"]
+    files: list[str] = pydantic.Field(min_length=1, description="paths or glob patterns")
+    text_field: str = "text"
+
+
+class TfdsSource(Config):
+    """A TensorFlow Datasets dataset (`name` as `dataset/config:version`) read from `data_dir`."""
+
+    type: Literal["tfds"]
+    name: str
+    data_dir: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+
+class TaskConfig(Config):
+    """One seqio Task: one language from one source."""
+
+    name: str
+    language: Language
+    source: FileSource | TfdsSource = pydantic.Field(discriminator="type")
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _TASK_NAME.match(name):
+            raise ValueError(f"task name {name!r} must be lower-case letters, digits and underscores")
+        return name
+
+
+class ReplayConfig(Config):
+    """Stage-1 replay inside a later stage: the mixture of `config`, scaled to `tokens` in all."""
+
+    config: str
+    tokens: float = pydantic.Field(gt=0)
+
+
+class MixtureConfig(Config):
+    """Token rates per task or per language (a language's rate is split evenly over its tasks).
+
+    `rates_file` (YAML or JSON mapping of the same keys, as the RegMix search writes it) replaces `rates`.
+    `temperature` T reshapes the shares p_i to p_i^(1/T), renormalised (T=1 keeps them, larger T flattens them).
+    """
+
+    name: str
+    rates: dict[str, float] = {}
+    rates_file: str | None = None
+    temperature: float = pydantic.Field(1.0, gt=0)
+    replay: ReplayConfig | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "MixtureConfig":
+        if not self.rates and not self.rates_file and not self.replay:
+            raise ValueError("a mixture needs rates, a rates_file or a replay")
+        if any(r < 0 for r in self.rates.values()):
+            raise ValueError(f"mixture rates must be non-negative: {self.rates}")
+        return self
+
+
+class LoaderConfig(Config):
+    """How batches are built. `batch_size` is global: each of `shard_count` hosts builds its share of rows."""
+
+    seq_len: int = pydantic.Field(4096, gt=1)
+    batch_size: int = pydantic.Field(8, gt=0)
+    seed: int = 0
+    # "cache": ArrayRecord shards written by `sailor2-jax cache` (the production path, random access, any size).
+    # "seqio": run the seqio tasks here and hold their output in memory (small data: the demo and tests).
+    source: Literal["cache", "seqio"] = "cache"
+    # per-host sharding; None = this JAX process (jax.process_index() of jax.process_count())
+    shard_index: int | None = None
+    shard_count: int | None = None
+    # id placed at padding positions of `tokens` and `targets` (they are masked out anyway): <|endoftext|>
+    pad_id: int = 151643
+    prefetch_threads: int = pydantic.Field(0, ge=0, description="grain thread prefetch buffer (0 = off)")
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "LoaderConfig":
+        if (self.shard_index is None) != (self.shard_count is None):
+            raise ValueError("set both loader.shard_index and loader.shard_count, or neither")
+        if self.shard_count is not None and not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"loader.shard_index {self.shard_index} out of range for {self.shard_count} shards")
+        return self
+
+
+class DataConfig(Config):
+    """One pre-training stage's data."""
+
+    tasks: list[TaskConfig] = []
+    mixture: MixtureConfig
+    tokenizer: str | None = pydantic.Field(None, description="a tokenizer.json; default: the Qwen2.5 tokenizer")
+    cache_dir: str = "runs/cache"
+    on_bad_input: OnBadInput = "error"
+    loader: LoaderConfig = LoaderConfig()
+    cache_shards: int = pydantic.Field(4, gt=0, description="ArrayRecord shards per task")
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"task names must be unique, repeated: {dup}")
+        return self
+
+
+def load_data_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DataConfig:
+    """A stage's data config by path or by name in `configs/data/` (`demo_stage1`)."""
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = CONFIG_DIR / "data" / f"{path}.yaml"
+    return load(DataConfig, resolve_path(p), overrides)

@@ -1,0 +1,34 @@
+"""Creating models: abstract shapes → shardings → one jitted init whose outputs are born sharded."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh
+
+from sailor2_jax.config import ModelConfig
+from sailor2_jax.model.qwen2 import Qwen2
+from sailor2_jax.sharding import state_shardings
+
+
+def abstract_model(cfg: ModelConfig) -> Qwen2:
+    """The model with ShapeDtypeStructs instead of arrays: shapes and counts of any config without memory."""
+    return nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(0)))
+
+
+def param_count(cfg: ModelConfig) -> int:
+    _, state = nnx.split(abstract_model(cfg))
+    return sum(x.size for x in jax.tree.leaves(state))
+
+
+def create_model(cfg: ModelConfig, mesh: Mesh, seed: int = 0) -> Qwen2:
+    """A randomly initialised model whose parameters are created directly as sharded arrays on `mesh`."""
+    graphdef, abstract_state = nnx.split(abstract_model(cfg))
+    shardings = state_shardings(abstract_state, mesh)
+
+    @jax.jit
+    def init():
+        return nnx.state(Qwen2(cfg, rngs=nnx.Rngs(seed)))
+
+    init = jax.jit(init, out_shardings=shardings)  # the shardings tree mirrors the state tree
+    return nnx.merge(graphdef, init())

@@ -1,0 +1,173 @@
+"""Flax NNX Qwen2.5, with exact Hugging Face `Qwen2ForCausalLM` semantics.
+
+Architecture choices, top to bottom:
+- token embedding [V, D], rows padded beyond the tokenizer's vocabulary; optional tied LM head (`x @ embed.T`);
+- pre-norm decoder layers: RMSNorm (fp32 statistics) → GQA attention with bias on q/k/v only, rotate-half RoPE over
+  the full head dim (theta from config) → residual; RMSNorm → SwiGLU MLP without bias → residual;
+- a final RMSNorm, then logits in fp32.
+Layer weights are stacked on a leading L axis and the layer function is scanned (`jax.lax.scan`) with a named remat
+policy; `scan_layers=False` runs the same layer function in a Python loop (for debugging; tested equal).
+Parameters carry logical axis names (`sharding.RULES` maps them onto the mesh); activations are constrained by name.
+Dimension legend: B batch, T sequence, D model, N query heads, K kv heads, H head dim, F MLP, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+from flax import nnx
+
+from sailor2_jax.config import ModelConfig
+from sailor2_jax.model.attention import attention
+from sailor2_jax.sharding import shard
+
+LAYER_PARAMS = ("attn_norm", "q", "q_bias", "k", "k_bias", "v", "v_bias", "o", "mlp_norm", "gate", "up", "down")
+
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
+}
+
+
+def _param(rngs: nnx.Rngs, init, shape: tuple[int, ...], names: tuple[str | None, ...], dtype) -> nnx.Param:
+    # eager_sharding=False: logical names stay metadata; sharding.state_shardings resolves them once, on a mesh.
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=False)
+
+
+def _normal(key, shape, dtype):
+    return 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _zeros(key, shape, dtype):
+    return jnp.zeros(shape, dtype)
+
+
+def _ones(key, shape, dtype):
+    return jnp.ones(shape, dtype)
+
+
+class DecoderLayers(nnx.Module):
+    """All L decoder layers' weights, stacked on a leading layer axis."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        L, D, N, K, H, F = (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                            cfg.intermediate_size)
+        p = partial(_param, rngs, dtype=jnp.dtype(cfg.param_dtype))
+        self.attn_norm = p(_ones, (L, D), ("layers", "norm"))
+        self.q = p(_normal, (L, D, N, H), ("layers", "embed", "q_heads", "head_dim"))
+        self.q_bias = p(_zeros, (L, N, H), ("layers", "q_heads", "head_dim"))
+        self.k = p(_normal, (L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"))
+        self.k_bias = p(_zeros, (L, K, H), ("layers", "kv_heads", "head_dim"))
+        self.v = p(_normal, (L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"))
+        self.v_bias = p(_zeros, (L, K, H), ("layers", "kv_heads", "head_dim"))
+        self.o = p(_normal, (L, N, H, D), ("layers", "q_heads", "head_dim", "embed"))
+        self.mlp_norm = p(_ones, (L, D), ("layers", "norm"))
+        self.gate = p(_normal, (L, D, F), ("layers", "embed", "mlp"))
+        self.up = p(_normal, (L, D, F), ("layers", "embed", "mlp"))
+        self.down = p(_normal, (L, F, D), ("layers", "mlp", "embed"))
+
+    def stacked(self) -> dict[str, jax.Array]:
+        return {name: getattr(self, name)[...] for name in LAYER_PARAMS}
+
+
+def rms_norm(x_BTD: jax.Array, weight_D: jax.Array, eps: float) -> jax.Array:
+    x = x_BTD.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+    return weight_D.astype(x_BTD.dtype) * x.astype(x_BTD.dtype)
+
+
+def rope_tables(positions_BT: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """sin, cos [B, T, H/2] in fp32 (HF computes the angles in fp32 too)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.sin(angles), jnp.cos(angles)
+
+
+def apply_rope(x_BTNH: jax.Array, sin_BTh: jax.Array, cos_BTh: jax.Array) -> jax.Array:
+    """Rotate-half RoPE: x * cos + rotate_half(x) * sin, with rotate_half(x1, x2) = (-x2, x1)."""
+    x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+    sin, cos = sin_BTh[:, :, None, :], cos_BTh[:, :, None, :]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTNH.dtype)
+
+
+def decoder_layer(cfg: ModelConfig, x_BTD: jax.Array, w: dict[str, jax.Array], *, sin, cos, segment_ids_BT,
+                  positions_BT, packed: bool) -> jax.Array:
+    """One pre-norm decoder layer; `w` holds this layer's weights (already in compute dtype)."""
+    h_BTD = rms_norm(x_BTD, w["attn_norm"], cfg.rms_norm_eps)
+    q_BTNH = jnp.einsum("btd,dnh->btnh", h_BTD, w["q"]) + w["q_bias"]
+    k_BTKH = jnp.einsum("btd,dkh->btkh", h_BTD, w["k"]) + w["k_bias"]
+    v_BTKH = jnp.einsum("btd,dkh->btkh", h_BTD, w["v"]) + w["v_bias"]
+    q_BTNH = shard(apply_rope(q_BTNH, sin, cos), ("batch", "seq", "act_heads", None))
+    k_BTKH = shard(apply_rope(k_BTKH, sin, cos), ("batch", "seq", "act_kv_heads", None))
+    v_BTKH = shard(v_BTKH, ("batch", "seq", "act_kv_heads", None))
+    o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, q_segment_ids=segment_ids_BT, kv_segment_ids=segment_ids_BT,
+                       q_positions=positions_BT, kv_positions=positions_BT, impl=cfg.attention, packed=packed)
+    o_BTNH = checkpoint_name(o_BTNH, "attention_out")
+    x_BTD = shard(x_BTD + jnp.einsum("btnh,nhd->btd", o_BTNH, w["o"]), ("batch", "seq", "act_embed"))
+
+    h_BTD = rms_norm(x_BTD, w["mlp_norm"], cfg.rms_norm_eps)
+    gate_BTF = jnp.einsum("btd,df->btf", h_BTD, w["gate"])
+    up_BTF = jnp.einsum("btd,df->btf", h_BTD, w["up"])
+    act_BTF = shard(jax.nn.silu(gate_BTF) * up_BTF, ("batch", "seq", "act_mlp"))
+    return shard(x_BTD + jnp.einsum("btf,fd->btd", act_BTF, w["down"]), ("batch", "seq", "act_embed"))
+
+
+class Qwen2(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dtype = jnp.dtype(cfg.param_dtype)
+        self.embed = _param(rngs, _normal, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), dtype)
+        self.layers = DecoderLayers(cfg, rngs=rngs)
+        self.final_norm = _param(rngs, _ones, (cfg.hidden_size,), ("norm",), dtype)
+        self.lm_head = (None if cfg.tie_embeddings else
+                        _param(rngs, _normal, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), dtype))
+
+    def __call__(self, tokens_BT: jax.Array, *, positions_BT: jax.Array | None = None,
+                 segment_ids_BT: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V] in fp32."""
+        return self.logits(self.hidden(tokens_BT, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT))
+
+    def hidden(self, tokens_BT: jax.Array, *, positions_BT: jax.Array | None = None,
+               segment_ids_BT: jax.Array | None = None) -> jax.Array:
+        """Final-normed hidden states [B, T, D] in compute dtype (the objective turns them into log-probs)."""
+        cfg = self.cfg
+        cdt = jnp.dtype(cfg.compute_dtype)
+        # Without segment ids every row is one document from position 0: a plain causal kernel is exact.
+        packed = segment_ids_BT is not None
+        if segment_ids_BT is None:
+            segment_ids_BT = jnp.ones_like(tokens_BT)
+        if positions_BT is None:
+            positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+        x_BTD = shard(self.embed[...].astype(cdt)[tokens_BT], ("batch", "seq", "act_embed"))
+        sin, cos = rope_tables(positions_BT, cfg.head_dim, cfg.rope_theta)
+
+        def body(x, w):
+            w = jax.tree.map(lambda a: a.astype(cdt), w)  # per layer: never a second full copy of the weights
+            return decoder_layer(cfg, x, w, sin=sin, cos=cos, segment_ids_BT=segment_ids_BT,
+                                 positions_BT=positions_BT, packed=packed), None
+
+        if cfg.remat != "none":
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        weights = self.layers.stacked()
+        if cfg.scan_layers:
+            x_BTD, _ = jax.lax.scan(body, x_BTD, weights)
+        else:
+            for i in range(cfg.num_layers):
+                x_BTD, _ = body(x_BTD, jax.tree.map(lambda a: a[i], weights))
+        return rms_norm(x_BTD, self.final_norm[...], cfg.rms_norm_eps)
+
+    def logits(self, x_BTD: jax.Array) -> jax.Array:
+        cdt = x_BTD.dtype
+        if self.lm_head is None:
+            logits = jnp.einsum("btd,vd->btv", x_BTD, self.embed[...].astype(cdt), preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("btd,dv->btv", x_BTD, self.lm_head[...].astype(cdt),
+                                preferred_element_type=jnp.float32)
+        return shard(logits, ("batch", "seq", "act_vocab"))

@@ -1,0 +1,126 @@
+"""The device mesh and the one table that maps logical axis names onto it.
+
+Parameters and activations name their axes logically where they are defined (`"embed"`, `"q_heads"`, `"batch"` ...).
+`RULES` is the only place that says which mesh axis each name is split over. Logical names are resolved exactly
+once, here: resolving already-resolved specs again would silently replicate everything (stack.md).
+
+Mesh axes: `data` (pure data parallelism), `fsdp` (data parallelism with parameters and optimiser state sharded),
+`tensor` (heads, MLP width and vocabulary split across devices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from sailor2_jax.config import MeshConfig
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+MeshAxes = str | tuple[str, ...] | None
+
+# logical axis -> mesh axis (or axes). Parameters: the model dimension is FSDP-sharded, heads/MLP/vocab are tensor-
+# sharded. Activations: the batch is split over every data-parallel axis; the sequence stays whole.
+RULES: dict[str, MeshAxes] = {
+    # parameters
+    "vocab": "tensor",
+    "embed": "fsdp",
+    "q_heads": "tensor",
+    "kv_heads": "tensor",
+    "head_dim": None,
+    "mlp": "tensor",
+    "layers": None,
+    "norm": None,
+    # activations
+    "batch": ("data", "fsdp"),
+    "seq": None,
+    "act_embed": None,
+    "act_heads": "tensor",
+    "act_kv_heads": "tensor",
+    "act_mlp": "tensor",
+    "act_vocab": "tensor",
+}
+
+
+def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over `devices` (default: all); a -1 size takes what the others leave."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are not divisible by {known}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if int(np.prod(sizes)) != len(devices):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
+                         f"{len(devices)} are available")
+    # Auto axes: GSPMD propagates shardings from our constraints (Explicit is jax.make_mesh's default now).
+    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_to_spec(names: Sequence[str | None], rules: Mapping[str, MeshAxes] = RULES) -> P:
+    """Map logical axis names to a PartitionSpec; a mesh axis used twice in one spec is an error."""
+    used: dict[str, str] = {}
+    out = []
+    for name in names:
+        if name is None:
+            out.append(None)
+            continue
+        if name not in rules:
+            raise KeyError(f"logical axis {name!r} has no entry in the sharding rules")
+        axes = rules[name]
+        for axis in (axes,) if isinstance(axes, str) else (axes or ()):
+            if axis in used:
+                raise ValueError(f"sharding rules collide: mesh axis {axis!r} is used by both logical axes "
+                                 f"{used[axis]!r} and {name!r} in {tuple(names)}")
+            used[axis] = name
+        out.append(axes)
+    return P(*out)
+
+
+def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, what: str) -> P:
+    """Check that every sharded dimension divides evenly; a clear error names the array and the dimension."""
+    for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
+        if axes is None:
+            continue
+        n = int(np.prod([mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes)]))
+        if size % n:
+            raise ValueError(f"{what}: dimension {dim} of shape {shape} (size {size}) cannot be split over mesh "
+                             f"axes {axes} of size {n}; change the mesh or the sharding rules")
+    return spec
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Mapping[str, MeshAxes] = RULES) -> Any:
+    """NamedShardings for an NNX state whose Variables carry logical `out_sharding` metadata."""
+    from flax import nnx
+
+    def one(path, var):
+        names = var.get_metadata().get("out_sharding") or (None,) * len(var.value.shape)
+        what = "/".join(str(p) for p in path)
+        spec = _fit_spec(logical_to_spec(names, rules), var.value.shape, mesh, what)
+        return var.replace(NamedSharding(mesh, spec))
+
+    return nnx.map_state(one, abstract_state)
+
+
+def shard(x: jax.Array, names: Sequence[str | None], rules: Mapping[str, MeshAxes] = RULES) -> jax.Array:
+    """Constrain an activation's sharding by logical names; a no-op outside a mesh context (single device)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(names, rules))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Batch arrays [B, T, ...]: rows split over the data-parallel axes, everything else whole."""
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1)))
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assemble global arrays from this process's rows (multi-host: each process passes its own shard)."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+            for k, v in local.items()}
