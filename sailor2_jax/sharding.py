@@ -99,9 +99,9 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Mapping[str, MeshAxe
     from flax import nnx
 
     def one(path, var):
-        names = var.get_metadata().get("out_sharding") or (None,) * len(var.value.shape)
+        names = var.get_metadata().get("out_sharding") or (None,) * len(var.get_value().shape)
         what = "/".join(str(p) for p in path)
-        spec = _fit_spec(logical_to_spec(names, rules), var.value.shape, mesh, what)
+        spec = _fit_spec(logical_to_spec(names, rules), var.get_value().shape, mesh, what)
         return var.replace(NamedSharding(mesh, spec))
 
     return nnx.map_state(one, abstract_state)

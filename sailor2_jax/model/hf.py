@@ -87,6 +87,33 @@ def _path(p) -> str:
     return ".".join(str(k) for k in p)
 
 
+def check_keys(src: SafetensorsDir, cfg: ModelConfig) -> None:
+    """Every tensor the config implies is present and nothing else is: no weight is silently dropped."""
+    present, expected = set(src.keys()), set(hf_keys(cfg))
+    if cfg.tie_embeddings and "lm_head.weight" in present:
+        # Some writers store the tied head too; accept it only if it really is the embedding.
+        if not np.array_equal(src.read("lm_head.weight"), src.read("model.embed_tokens.weight")):
+            raise ValueError(f"{src.path}: tie_word_embeddings is true but lm_head.weight differs from the "
+                             "embedding; set tie_word_embeddings=false in config.json")
+        expected.add("lm_head.weight")
+    if missing := sorted(expected - present):
+        raise ValueError(f"{src.path}: missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if unexpected := sorted(present - expected):
+        raise ValueError(f"{src.path}: unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+                         f" (config.json says {cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings})")
+
+
+def read_hf_config(hf_dir: str | Path, **overrides) -> ModelConfig:
+    cfg_file = Path(hf_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{hf_dir}: config.json not found")
+    try:
+        hf = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file}: not valid JSON: {e}") from None
+    return ModelConfig.from_hf(hf, **overrides)
+
+
 # --- HF -> ours --------------------------------------------------------------------------------------------------
 
 def _read_part(src: SafetensorsDir, key: str, row: Row, shape: tuple[int, ...], index: tuple[slice, ...]):
@@ -118,32 +145,17 @@ def _read_part(src: SafetensorsDir, key: str, row: Row, shape: tuple[int, ...], 
 def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
     """Load a HF Qwen2 checkpoint into a (sharded) model; config fields can be overridden (e.g. dtypes)."""
     hf_dir = Path(hf_dir)
-    cfg_file = hf_dir / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{hf_dir}: config.json not found")
-    cfg = ModelConfig.from_hf(json.loads(cfg_file.read_text()), **overrides)
+    cfg = read_hf_config(hf_dir, **overrides)
     graphdef, abstract_state = nnx.split(abstract_model(cfg))
     shardings = state_shardings(abstract_state, mesh)
     rows = {r.ours: r for r in rows_for(cfg)}
     with SafetensorsDir(hf_dir) as src:
-        present, expected = set(src.keys()), set(hf_keys(cfg))
-        if cfg.tie_embeddings and "lm_head.weight" in present:
-            # Some writers store the tied head too; accept it only if it really is the embedding.
-            if not np.array_equal(src.read("lm_head.weight"), src.read("model.embed_tokens.weight")):
-                raise ValueError(f"{hf_dir}: tie_word_embeddings is true but lm_head.weight differs from the "
-                                 "embedding; set tie_word_embeddings=false in config.json")
-            expected.add("lm_head.weight")
-        if missing := sorted(expected - present):
-            raise ValueError(f"{hf_dir}: missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected := sorted(present - expected):
-            raise ValueError(f"{hf_dir}: unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
-                             f" (config.json says {cfg.num_layers} layers, tie_word_embeddings="
-                             f"{cfg.tie_embeddings})")
+        check_keys(src, cfg)
         dtype = np.dtype(cfg.param_dtype) if cfg.param_dtype != "bfloat16" else np.dtype(jax.numpy.bfloat16)
 
         def load(path, var):
             row = rows[_path(path)]
-            shape = var.value.shape
+            shape = var.get_value().shape
 
             def callback(index):
                 if not row.layered:
@@ -154,7 +166,7 @@ def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
 
             return var.replace(jax.make_array_from_callback(shape, shardings_by_path[_path(path)], callback))
 
-        shardings_by_path = {_path(p): v.value for p, v in nnx.to_flat_state(shardings)}
+        shardings_by_path = {_path(p): v.get_value() for p, v in nnx.to_flat_state(shardings)}
         state = nnx.map_state(load, abstract_state)
     return nnx.merge(graphdef, state)
 

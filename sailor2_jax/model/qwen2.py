@@ -137,15 +137,22 @@ class Qwen2(nnx.Module):
     def hidden(self, tokens_BT: jax.Array, *, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None) -> jax.Array:
         """Final-normed hidden states [B, T, D] in compute dtype (the objective turns them into log-probs)."""
+        x_BTD = self.embed[...].astype(self.cfg.compute_dtype)[tokens_BT]
+        return self.decode(x_BTD, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
+
+    def decode(self, x_BTD: jax.Array, *, positions_BT: jax.Array | None = None,
+               segment_ids_BT: jax.Array | None = None) -> jax.Array:
+        """The decoder stack and final norm on input embeddings [B, T, D]."""
         cfg = self.cfg
         cdt = jnp.dtype(cfg.compute_dtype)
+        B, T = x_BTD.shape[:2]
         # Without segment ids every row is one document from position 0: a plain causal kernel is exact.
         packed = segment_ids_BT is not None
         if segment_ids_BT is None:
-            segment_ids_BT = jnp.ones_like(tokens_BT)
+            segment_ids_BT = jnp.ones((B, T), jnp.int32)
         if positions_BT is None:
-            positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-        x_BTD = shard(self.embed[...].astype(cdt)[tokens_BT], ("batch", "seq", "act_embed"))
+            positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        x_BTD = shard(x_BTD.astype(cdt), ("batch", "seq", "act_embed"))
         sin, cos = rope_tables(positions_BT, cfg.head_dim, cfg.rope_theta)
 
         def body(x, w):

@@ -1,0 +1,69 @@
+"""sailcraft's heuristic filters (recipe.md §3.2), in sailcraft's order; a document fails at the first one.
+
+Each measure is a plain function of the text so tests can check thresholds one by one. The n-gram counts use the
+vectorised hashes of hashing.py instead of Python Counters of substrings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sailor2_jax.data.clean import hashing
+from sailor2_jax.data.clean.languages import LanguageParams
+from sailor2_jax.data.clean.text import special_ratio, words
+from sailor2_jax.data.clean.wordlists import flagged_for, stopwords_for
+
+
+def char_repetition_ratio(text: str, n: int) -> float:
+    """Share of the character n-grams taken by the k most frequent ones, k = min(⌊√distinct⌋, distinct − singletons)."""
+    h = hashing.char_ngram_hashes(text, n)
+    if not len(h):
+        return 0.0
+    counts = np.sort(np.unique(h, return_counts=True)[1])[::-1]
+    k = min(int(np.sqrt(len(counts))), len(counts) - int((counts == 1).sum()))
+    return float(counts[:k].sum() / counts.sum()) if k > 0 else 0.0
+
+
+def word_repetition_ratio(ws: list[str], n: int) -> float:
+    """Share of word n-gram occurrences whose n-gram occurs more than once."""
+    if len(ws) < n:
+        return 0.0
+    h = hashing.token_ngram_hashes(" ".join(w.replace(" ", "_") for w in ws), n)
+    counts = np.unique(h, return_counts=True)[1]
+    return float(counts[counts > 1].sum() / counts.sum())
+
+
+def stopword_ratio(ws: list[str], stopwords: frozenset[str]) -> float:
+    return sum(w in stopwords for w in ws) / len(ws) if ws else 0.0
+
+
+def flagged_ratio(text: str, ws: list[str], flagged: frozenset[str]) -> float:
+    """sailcraft: 1/#words for each flagged word found as a substring of the space-free lowercased text, plus the
+    fraction of words that are flagged; clipped at 1."""
+    if not ws:
+        return 0.0
+    squashed = "".join(text.lower().split())
+    ratio = sum(1 for f in flagged if f in squashed) / len(ws)
+    ratio += sum(w in flagged for w in ws) / len(ws)
+    return min(ratio, 1.0)
+
+
+def check(text: str, lang: str, params: LanguageParams) -> str | None:
+    """Run the filters in sailcraft's order; the reason of the first that fails, or None if all pass."""
+    ws = words(text, params, lang)
+    if len(ws) < params.words_min:
+        return "too_few_words"
+    if len(ws) > params.words_max:
+        return "too_many_words"
+    if char_repetition_ratio(text, params.char_rep_n) > params.char_rep_max:
+        return "character_repetition"
+    if word_repetition_ratio(ws, params.word_rep_n) > params.word_rep_max:
+        return "word_repetition"
+    if special_ratio(text) > params.special_max:
+        return "special_characters"
+    stopwords = stopwords_for(lang)
+    if params.stopwords_check and stopwords is not None and stopword_ratio(ws, stopwords) < params.stopwords_min:
+        return "too_few_stopwords"
+    if flagged_ratio(text, ws, flagged_for(lang)) > params.flagged_max:
+        return "flagged_words"
+    return None

@@ -1,0 +1,122 @@
+"""Checkpoints: orbax `CheckpointManager`, async, keep-last-N, one directory per step holding everything a resume
+needs — `params` (fp32 master weights), `train` (optimiser state, step, RNG, NaN-guard counters), `config` (the
+train config and the resolved model config, JSON) and `data` (each process's data-iterator state, JSON).
+
+Atomic: orbax writes a step into a temporary directory and renames it when every item is complete, so a killed
+save leaves the previous step the latest restorable one. Restores take an abstract target with shardings, so a
+checkpoint restores onto any mesh shape (arrays are resharded as they are read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from sailor2_jax.config import ModelConfig
+from sailor2_jax.train.config import TrainConfig
+from sailor2_jax.train.data import CheckpointableIterator
+from sailor2_jax.train.step import TrainState
+
+ITEMS = ("params", "train", "config", "data")
+
+
+# --- the data iterator as an orbax item: one JSON file per process ------------------------------------------------
+
+class IteratorHandler(ocp.CheckpointHandler):
+    """Saves `get_state()` of each process's iterator as `process_I-of-N.json`; restore calls `set_state`."""
+
+    @staticmethod
+    def _file(directory: epath.Path) -> epath.Path:
+        return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    def save(self, directory: epath.Path, args: "IteratorSave") -> None:
+        self._file(directory).write_text(json.dumps(args.item.get_state()))
+
+    def restore(self, directory: epath.Path, args: "IteratorRestore") -> CheckpointableIterator:
+        path = self._file(directory)
+        if not path.exists():
+            raise ValueError(f"{directory}: no data-iterator state for this process ({path.name}); checkpoints "
+                             "restore data order only with the process count they were saved with")
+        args.item.set_state(json.loads(path.read_text()))
+        return args.item
+
+    def metadata(self, directory: epath.Path) -> None:
+        return None
+
+
+@ocp.args.register_with_handler(IteratorHandler, for_save=True)
+@dataclasses.dataclass
+class IteratorSave(ocp.args.CheckpointArgs):
+    item: CheckpointableIterator
+
+
+@ocp.args.register_with_handler(IteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class IteratorRestore(ocp.args.CheckpointArgs):
+    item: CheckpointableIterator
+
+
+# --- the manager ---------------------------------------------------------------------------------------------------
+
+def manager(directory: str | Path, every: int, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
+                                           enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=ITEMS)
+
+
+def _train_item(state: TrainState) -> dict[str, Any]:
+    return {"step": state.step, "opt_state": state.opt_state, "rng": state.rng, "bad_steps": state.bad_steps,
+            "skipped_steps": state.skipped_steps}
+
+
+def save(mgr: ocp.CheckpointManager, state: TrainState, cfg: TrainConfig, model_cfg: ModelConfig,
+         data_iter: CheckpointableIterator, *, step: int, force: bool = False) -> bool:
+    """Start saving the state after `step` batches (async: arrays are copied off device before returning)."""
+    meta = {"train": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}
+    return mgr.save(step, force=force, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(_train_item(state)),
+        config=ocp.args.JsonSave(meta), data=IteratorSave(data_iter)))
+
+
+def restore(mgr: ocp.CheckpointManager, step: int, target: TrainState, data_iter: CheckpointableIterator | None
+            ) -> TrainState:
+    """Restore onto `target` (abstract arrays with the shardings wanted now) and reposition `data_iter`."""
+    items = {"params": ocp.args.StandardRestore(target.params),
+             "train": ocp.args.StandardRestore(_train_item(target))}
+    if data_iter is not None:
+        items["data"] = IteratorRestore(data_iter)
+    out = mgr.restore(step, args=ocp.args.Composite(**items))
+    t = out["train"]
+    return TrainState(step=t["step"], params=out["params"], opt_state=t["opt_state"], rng=t["rng"],
+                      bad_steps=t["bad_steps"], skipped_steps=t["skipped_steps"])
+
+
+# --- reading a checkpoint outside the loop (export, init from a previous stage) ------------------------------------
+
+def step_dir(path: str | Path) -> Path:
+    """A step directory from a step dir, a checkpoints dir or a run's output dir (latest step)."""
+    path = Path(path)
+    if (path / "params").is_dir():
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    steps = sorted((int(p.name), p) for p in root.glob("*") if p.name.isdigit() and (p / "params").is_dir())
+    if not steps:
+        raise FileNotFoundError(f"no finished checkpoint under {path}")
+    return steps[-1][1]
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """{'train': ..., 'model': ...} as saved with the checkpoint."""
+    d = step_dir(path)
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(d / "config")
+
+
+def restore_params(path: str | Path, target: Any) -> Any:
+    """Only the parameters of a checkpoint, onto `target` (abstract arrays with shardings)."""
+    return ocp.StandardCheckpointer().restore(step_dir(path) / "params", target)

@@ -1,0 +1,156 @@
+"""Typed training configs: one `TrainConfig` drives pre-training, SFT and DPO; the objective picks the loss.
+
+`model` is either a name/path (`tiny`, `sailor2-1b`, `configs/model/x.yaml`) or a mapping `{base: NAME, field: value}`
+so dotted overrides such as `model.vocab_size=256` work; it may be omitted when `init.hf_dir` supplies the model
+(its `config.json`, with `init.model_overrides` such as `remat` or `attention` applied).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from sailor2_jax.config import Config, MeshConfig, ModelConfig, load_model_config
+
+LANGUAGES = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo")
+LM_OBJECTIVES = ("pretrain", "sft")
+PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
+
+
+class ScheduleConfig(Config):
+    """Learning-rate schedule. `wsd`: linear warmup, a stable plateau, then a decay over the last `decay_steps`
+    (MiniCPM; Sailor2 stage 1 is the plateau at 1e-4, stage 2 the anneal towards 1e-5). `cosine`: warmup then cosine
+    to `final_lr` over the run. `constant`: `peak_lr` after warmup."""
+
+    kind: Literal["wsd", "cosine", "constant"] = "wsd"
+    peak_lr: float = pydantic.Field(1e-4, ge=0)
+    init_lr: float = pydantic.Field(0.0, ge=0, description="learning rate at step 0 of the warmup")
+    final_lr: float = pydantic.Field(1e-5, ge=0, description="end of the wsd decay / of the cosine")
+    warmup_steps: int = pydantic.Field(0, ge=0)
+    decay_steps: int = pydantic.Field(0, ge=0, description="wsd: length of the final decay (0: no decay)")
+    decay_shape: Literal["exponential", "linear", "cosine"] = "exponential"
+
+
+class OptimizerConfig(Config):
+    """AdamW with decoupled weight decay (none on norms and biases) and global-norm clipping."""
+
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = pydantic.Field(0.1, ge=0)
+    clip_norm: float | None = pydantic.Field(1.0, gt=0, description="global-norm clip; null disables it")
+    schedule: ScheduleConfig = ScheduleConfig()
+    trainable: Literal["all", "new_layers"] = "all"
+    new_layers: list[bool] | None = pydantic.Field(
+        None, description="is_new_layer per layer (trainable=new_layers); default: init.hf_dir's sailor2_expansion.json")
+
+
+class ObjectiveConfig(Config):
+    """`pretrain`/`sft`: token-averaged NLL under `loss_mask` (SFT masks carry assistant tokens only).
+    `dpo`, `ln_dpo` (length-normalised), `simpo` (reference-free): Oat's formulas (recipe.md §6.2)."""
+
+    kind: Literal["pretrain", "sft", "dpo", "ln_dpo", "simpo"] = "pretrain"
+    beta: float = pydantic.Field(0.1, gt=0)
+    label_smoothing: float = pydantic.Field(0.0, ge=0, le=0.5)
+    gamma_beta_ratio: float = 0.5
+    len_reg_alpha: float = pydantic.Field(0.0, ge=0)
+    dpop_lambda: float = pydantic.Field(0.0, ge=0)
+    sft_coef: float = pydantic.Field(0.0, ge=0, description="weight of an SFT (chosen NLL) term in preference runs")
+    reference: Literal["model", "cache"] = pydantic.Field(
+        "model", description="reference log-probs from a frozen copy of the initial model, or from the batch's "
+        "ref_chosen_logps/ref_rejected_logps (precomputed; saves the reference model's memory)")
+    logits_chunk: int = pydantic.Field(1024, gt=0, description="T-chunk for log-probs: never a full fp32 [B,T,V]")
+
+    @property
+    def is_preference(self) -> bool:
+        return self.kind in PREFERENCE_OBJECTIVES
+
+
+class InitConfig(Config):
+    """Where the first parameters come from (ignored when a checkpoint in the output directory is resumed)."""
+
+    hf_dir: str | None = pydantic.Field(None, description="a Hugging Face Qwen2 directory (e.g. from `expand`)")
+    checkpoint: str | None = pydantic.Field(None, description="a train checkpoint step dir (params only)")
+    model_overrides: dict[str, Any] = pydantic.Field(default_factory=dict,
+                                                     description="ModelConfig fields applied on top of hf_dir")
+    seed: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> "InitConfig":
+        if self.hf_dir and self.checkpoint:
+            raise ValueError("init: give hf_dir or checkpoint, not both")
+        return self
+
+
+class DataConfig(Config):
+    """The batch source. `synthetic` is a deterministic demo/test source (sailor2_jax/train/data.py)."""
+
+    source: Literal["synthetic"] = "synthetic"
+    batch_size: int = pydantic.Field(8, gt=0, description="global rows per step (pairs for preference objectives)")
+    seq_len: int = pydantic.Field(128, gt=0)
+    micro_batches: int = pydantic.Field(1, gt=0, description="gradient accumulation: micro-batches per step")
+    seed: int = 0
+
+
+class CheckpointConfig(Config):
+    every: int = pydantic.Field(1000, gt=0)
+    keep: int = pydantic.Field(3, gt=0)
+    async_save: bool = True
+
+
+class LogConfig(Config):
+    every: int = pydantic.Field(10, gt=0)
+    eval_every: int = pydantic.Field(0, ge=0, description="0: no eval")
+    eval_batches: int = pydantic.Field(2, gt=0)
+    tensorboard: bool = True
+    progress: bool = True
+    peak_flops: float | None = pydantic.Field(None, description="per-device FLOP/s for MFU; default by device kind")
+
+
+class TrainConfig(Config):
+    model: ModelConfig | None = None
+    mesh: MeshConfig = MeshConfig()
+    init: InitConfig = InitConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    data: DataConfig = DataConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    log: LogConfig = LogConfig()
+    steps: int = pydantic.Field(100, gt=0)
+    max_bad_steps: int = pydantic.Field(5, gt=0, description="stop after this many non-finite steps in a row")
+
+    @pydantic.field_validator("model", mode="before")
+    @classmethod
+    def _resolve_model(cls, v: Any) -> Any:
+        if isinstance(v, (str, Path)):
+            return load_model_config(v)
+        if isinstance(v, dict) and "base" in v:
+            fields = {k: val for k, val in v.items() if k != "base"}
+            return load_model_config(v["base"]).replace(**fields)
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.model is None and not self.init.hf_dir and not self.init.checkpoint:
+            raise ValueError("model: required unless init.hf_dir or init.checkpoint provides the model")
+        if self.data.batch_size % self.data.micro_batches:
+            raise ValueError(f"data.batch_size ({self.data.batch_size}) must be a multiple of data.micro_batches "
+                             f"({self.data.micro_batches})")
+        if self.objective.kind == "simpo" and self.objective.reference == "cache":
+            raise ValueError("objective.reference=cache makes no sense for simpo (reference-free)")
+        return self
+
+    def resolved_model(self) -> ModelConfig:
+        """The model config, reading init.hf_dir's config.json or init.checkpoint's saved config when needed."""
+        if self.model is not None:
+            return self.model
+        if self.init.hf_dir:
+            hf = json.loads((Path(self.init.hf_dir) / "config.json").read_text())
+            return ModelConfig.from_hf(hf, **self.init.model_overrides)
+        from sailor2_jax.train.checkpoint import read_config  # the checkpoint module imports this one
+
+        saved = read_config(self.init.checkpoint)
+        return ModelConfig.model_validate({**saved["model"], **self.init.model_overrides})

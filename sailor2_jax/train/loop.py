@@ -1,0 +1,176 @@
+"""The training loop: build or resume the state, run the jitted step, log, evaluate, checkpoint, stop on NaN.
+
+- The loop dispatches step t, then reads step t-1's metrics (already computed), so the host never stalls the device
+  on logging. A checkpoint step waits for its own step (the save copies the arrays off the device).
+- Rerunning with the same output directory resumes from the latest checkpoint, data-iterator position included, and
+  continues bitwise as if never interrupted (same program, same state, same batches).
+- NaN/inf guard: the step itself skips a non-finite update (and counts it); the loop stops after
+  `max_bad_steps` in a row and never checkpoints during such a streak, so the last good checkpoint stays the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from sailor2_jax.config import ModelConfig
+from sailor2_jax.model.init import abstract_model, create_model
+from sailor2_jax.model.qwen2 import Qwen2
+from sailor2_jax.sharding import global_batch, make_mesh, state_shardings as param_state_shardings
+from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.train.config import TrainConfig
+from sailor2_jax.train.data import CheckpointableIterator, synthetic_iterator
+from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
+from sailor2_jax.train.objectives import Objective
+from sailor2_jax.train.optim import optimizer, trainable_mask
+from sailor2_jax.train.step import (TrainState, compile_step, init_state, make_eval_step, make_step,
+                                    state_shardings)
+
+Params = dict[str, Any]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int                      # batches consumed when the loop ended
+    stopped: str                   # "done" or "non_finite"
+    metrics: dict[str, Any]        # the last logged metrics
+    resumed_from: int | None       # the checkpoint step the run resumed from, if any
+    output_dir: Path
+
+
+def _abstract(shardings: Any, shapes: Any) -> Any:
+    return jax.tree.map(lambda sh, s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shardings, shapes)
+
+
+def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardings: Params,
+                   init_model: Qwen2 | None = None) -> Params:
+    """The first parameters: a given model, an HF directory, a previous run's checkpoint, or a random init."""
+    if init_model is not None:
+        params = nnx.to_pure_dict(nnx.state(init_model, nnx.Param))
+    elif cfg.init.hf_dir:
+        from sailor2_jax.model.hf import import_hf
+        params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, **cfg.init.model_overrides)))
+    elif cfg.init.checkpoint:
+        shapes = nnx.to_pure_dict(nnx.split(abstract_model(model_cfg))[1])
+        params = ckpt.restore_params(cfg.init.checkpoint, _abstract(shardings, shapes))
+    else:
+        params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed)))
+    return jax.device_put(params, shardings)
+
+
+def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: CheckpointableIterator | None = None,
+          eval_iter: CheckpointableIterator | None = None, init_model: Qwen2 | None = None,
+          mesh: Mesh | None = None) -> TrainResult:
+    """Train for cfg.steps steps (resuming from output_dir/checkpoints if present); see the module docstring.
+
+    data_iter: host batches for this process (default: the synthetic source); its state is checkpointed.
+    eval_iter: eval batches (default with log.eval_every: an independent synthetic stream); the first
+      `log.eval_batches` batches are the fixed eval set.
+    init_model: the starting model (e.g. an imported, block-expanded checkpoint); overrides cfg.init.
+    """
+    output_dir = Path(output_dir)
+    mesh = mesh or make_mesh(cfg.mesh)
+    model_cfg = init_model.cfg if init_model is not None else cfg.resolved_model()
+    graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
+    shapes = nnx.to_pure_dict(abstract_state)
+    p_shardings = nnx.to_pure_dict(param_state_shardings(abstract_state, mesh))
+    objective = Objective(cfg.objective)
+    mask = trainable_mask(cfg, shapes)
+    tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    shardings = state_shardings(p_shardings, tx, shapes, mesh)
+    data_iter = data_iter if data_iter is not None else synthetic_iterator(cfg, model_cfg.vocab_size)
+
+    mgr = ckpt.manager(output_dir / "checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
+                       cfg.checkpoint.async_save)
+    resumed_from = mgr.latest_step()
+    if resumed_from is None:
+        params = initial_params(cfg, model_cfg, mesh, p_shardings, init_model)
+        state = jax.jit(lambda p: init_state(p, tx, cfg.init.seed), out_shardings=shardings)(params)
+    else:
+        abstract_train = jax.eval_shape(lambda p: init_state(p, tx, 0), shapes)
+        state = ckpt.restore(mgr, resumed_from, _abstract(shardings, abstract_train), data_iter)
+    ref_params = None
+    if objective.needs_reference_model:
+        # A frozen copy of the initial policy (rebuilt from the same source on resume), in compute dtype; a real
+        # copy, because the step donates the state's own buffers.
+        start = params if resumed_from is None else initial_params(cfg, model_cfg, mesh, p_shardings, init_model)
+        cdt = jnp.dtype(model_cfg.compute_dtype)
+        ref_params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=cdt, copy=True), p),
+                             out_shardings=p_shardings)(start)
+
+    ref_shardings = p_shardings if ref_params is not None else None
+    step_fn = compile_step(make_step(graphdef, objective, tx, lr_schedule, mask, cfg.data.micro_batches), mesh,
+                           shardings, ref_shardings)
+    eval_fn, eval_set = None, []
+    if cfg.log.eval_every:
+        eval_fn = jax.jit(make_eval_step(graphdef, objective))
+        source = eval_iter if eval_iter is not None else synthetic_iterator(cfg, model_cfg.vocab_size,
+                                                                            seed_offset=1_000_003)
+        eval_set = [next(source) for _ in range(cfg.log.eval_batches)]
+
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
+    flops_step = flops_per_token(model_cfg, cfg.data.seq_len) * tokens_per_step
+    peak = peak_flops(cfg.log.peak_flops)
+    writer = MetricsWriter(output_dir, cfg.log.tensorboard)
+    start = int(jax.device_get(state.step))
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.log.progress or jax.process_index() != 0,
+               desc="train", unit="step", dynamic_ncols=True)
+    last: dict[str, Any] = {}
+    stopped = "done"
+    pending: tuple[int, Any] | None = None
+    t_last = time.perf_counter()
+
+    def read(step: int, metrics: Any) -> dict[str, Any]:
+        nonlocal t_last
+        values = flatten(jax.device_get(metrics))
+        now = time.perf_counter()
+        values["tokens_per_s"] = tokens_per_step / max(now - t_last, 1e-9)
+        if peak:
+            values["mfu"] = values["tokens_per_s"] * flops_step / tokens_per_step / peak
+        t_last = now
+        if step % cfg.log.every == 0 or step == cfg.steps or not values["finite"]:
+            writer.write(step, values)
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+        return values
+
+    with jax.set_mesh(mesh):
+        for t in range(start, cfg.steps):
+            batch = global_batch(next(data_iter), mesh)
+            state, metrics = step_fn(state, batch, ref_params)  # step t+1 dispatched ...
+            if pending is not None:
+                last = read(*pending)                             # ... before step t's metrics are read
+            pending = (t + 1, metrics)
+            if last.get("bad_steps", 0) >= cfg.max_bad_steps:
+                stopped = "non_finite"
+                break
+            done = t + 1
+            if eval_fn is not None and done % cfg.log.eval_every == 0:
+                losses = [eval_fn(state.params, global_batch(b, mesh), ref_params) for b in eval_set]
+                writer.write(done, {"eval_loss": float(sum(jax.device_get(losses)) / len(losses))})
+            if done % cfg.checkpoint.every == 0 or done == cfg.steps:
+                current = read(*pending)  # waits for this step: never save inside a non-finite streak
+                last, pending = current, None
+                if current["bad_steps"] == 0:
+                    ckpt.save(mgr, state, cfg, model_cfg, data_iter, step=done, force=done == cfg.steps)
+                elif current["bad_steps"] >= cfg.max_bad_steps:
+                    stopped = "non_finite"
+                    break
+        if pending is not None and stopped == "done":
+            last = read(*pending)
+            if last["bad_steps"] >= cfg.max_bad_steps:
+                stopped = "non_finite"
+    mgr.wait_until_finished()
+    mgr.close()
+    bar.close()
+    writer.close()
+    return TrainResult(step=int(jax.device_get(state.step)), stopped=stopped, metrics=last,
+                       resumed_from=resumed_from, output_dir=output_dir)

@@ -1,0 +1,177 @@
+"""Training objectives on one shared core: fp32 token log-probs, then either masked NLL or a DPO-family loss.
+
+Every objective returns a *sum* over the batch plus the normaliser of the full batch (tokens for the LM loss, pairs
+for preference losses). The step divides by the full-batch normaliser, so gradient accumulation over micro-batches
+is the same sum as one big batch.
+
+Batch contract (numpy on host, global arrays on device):
+- LM (pre-training, SFT): `tokens`, `targets` (next token), `loss_mask` (1 on real targets; SFT: assistant tokens
+  only), `segment_ids` (0 = padding), `positions`, all [B, T]; optional `languages` [B, T] (index into LANGUAGES).
+- preference: the same five keys prefixed `chosen_` and `rejected_`, [B, T] each (B pairs; the loss masks cover the
+  response tokens only), optional `ref_chosen_logps`/`ref_rejected_logps` [B] (sum over response tokens, from a
+  precomputed cache; needed when objective.reference=cache).
+
+Preference formulas follow Oat (recipe.md §6.2); log π(y) is the *sum* of response-token log-probs (`dpo`) or its
+mean (`ln_dpo`, `simpo`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from sailor2_jax.model.qwen2 import Qwen2
+from sailor2_jax.train.config import LANGUAGES, ObjectiveConfig
+
+Batch = Mapping[str, jax.Array]
+LM_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
+
+
+def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *, segment_ids_BT: jax.Array,
+                   positions_BT: jax.Array, chunk: int = 1024) -> jax.Array:
+    """log p(target_t | tokens_≤t) in fp32, [B, T].
+
+    The LM head runs over T in chunks under `jax.checkpoint`, so neither the forward nor the backward pass holds
+    the fp32 [B, T, V] logits (at V = 151,936 they would dwarf the rest of the activations).
+    """
+    x_BTD = model.hidden(tokens_BT, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
+    B, T, D = x_BTD.shape
+    C = chunk if T % chunk == 0 else T
+
+    @jax.checkpoint
+    def chunk_logprobs(x_BCD, targets_BC):
+        logits_BCV = model.logits(x_BCD)  # fp32
+        target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
+        return target_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
+
+    x_nBCD = x_BTD.reshape(B, T // C, C, D).swapaxes(0, 1)
+    targets_nBC = targets_BT.reshape(B, T // C, C).swapaxes(0, 1)
+    _, logp_nBC = jax.lax.scan(lambda _, xs: (None, chunk_logprobs(*xs)), None, (x_nBCD, targets_nBC))
+    return logp_nBC.swapaxes(0, 1).reshape(B, T)
+
+
+def _lm_logprobs(model: Qwen2, batch: Batch, prefix: str, chunk: int) -> jax.Array:
+    return token_logprobs(model, batch[prefix + "tokens"], batch[prefix + "targets"],
+                          segment_ids_BT=batch[prefix + "segment_ids"], positions_BT=batch[prefix + "positions"],
+                          chunk=chunk)
+
+
+# --- LM: pre-training and SFT ------------------------------------------------------------------------------------
+
+def lm_weight(batch: Batch) -> jax.Array:
+    """Normaliser of the token-averaged loss: the number of target tokens in the whole batch."""
+    return jnp.sum(batch["loss_mask"].astype(jnp.float32))
+
+
+def lm_loss(model: Qwen2, batch: Batch, cfg: ObjectiveConfig, ref_model: Qwen2 | None = None
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum of masked NLL over the batch, with per-language sums when `languages` is present."""
+    del ref_model
+    mask_BT = batch["loss_mask"].astype(jnp.float32)
+    nll_BT = -_lm_logprobs(model, batch, "", cfg.logits_chunk) * mask_BT
+    sums = {"nll": jnp.sum(nll_BT), "tokens": jnp.sum(mask_BT)}
+    if "languages" in batch:
+        onehot_BTl = jax.nn.one_hot(batch["languages"], len(LANGUAGES), dtype=jnp.float32)
+        sums["lang_nll"] = jnp.einsum("bt,btl->l", nll_BT, onehot_BTl)
+        sums["lang_tokens"] = jnp.einsum("bt,btl->l", mask_BT, onehot_BTl)
+    return sums["nll"], sums
+
+
+def lm_metrics(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    out = {"loss": sums["nll"] / jnp.maximum(sums["tokens"], 1.0), "loss_tokens": sums["tokens"]}
+    if "lang_nll" in sums:
+        # NaN marks a language absent from this batch; the logger drops it.
+        out["lang_loss"] = jnp.where(sums["lang_tokens"] > 0, sums["lang_nll"] / jnp.maximum(sums["lang_tokens"], 1),
+                                     jnp.nan)
+    return out
+
+
+# --- preference: DPO, LN-DPO, SimPO (+ length regularisation, DPOP, SFT term) -------------------------------------
+
+def preference_weight(batch: Batch) -> jax.Array:
+    """Normaliser of the pair-averaged loss: the number of pairs."""
+    return jnp.asarray(batch["chosen_tokens"].shape[0], jnp.float32)
+
+
+def sequence_logps(model: Qwen2, batch: Batch, chunk: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Summed response log-probs and response lengths of chosen and rejected, in one forward pass ([2B, T])."""
+    both = {k: jnp.concatenate([batch["chosen_" + k], batch["rejected_" + k]]) for k in LM_KEYS}
+    mask_bT = both["loss_mask"].astype(jnp.float32)
+    logp_b = jnp.sum(_lm_logprobs(model, both, "", chunk) * mask_bT, axis=-1)
+    len_b = jnp.sum(mask_bT, axis=-1)
+    B = batch["chosen_tokens"].shape[0]
+    return logp_b[:B], logp_b[B:], len_b[:B], len_b[B:]
+
+
+def preference_losses(cfg: ObjectiveConfig, pi_w_B: jax.Array, pi_l_B: jax.Array, ref_w_B: jax.Array | None,
+                      ref_l_B: jax.Array | None, len_w_B: jax.Array, len_l_B: jax.Array
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Per-pair losses [B] and implicit rewards from *summed* log-probs (Oat's DPOLoss / SimPOLoss)."""
+    beta = cfg.beta
+    if cfg.kind in ("ln_dpo", "simpo"):  # Oat's average_log_prob=True, for policy and reference alike
+        pi_w_B, pi_l_B = pi_w_B / jnp.maximum(len_w_B, 1), pi_l_B / jnp.maximum(len_l_B, 1)
+        if ref_w_B is not None:
+            ref_w_B, ref_l_B = ref_w_B / jnp.maximum(len_w_B, 1), ref_l_B / jnp.maximum(len_l_B, 1)
+    if cfg.kind == "simpo":
+        z_B = (pi_w_B - pi_l_B) - cfg.gamma_beta_ratio
+        reward_w_B, reward_l_B = beta * pi_w_B, beta * pi_l_B
+    else:
+        z_B = (pi_w_B - pi_l_B) - (ref_w_B - ref_l_B)
+        if cfg.len_reg_alpha > 0:  # arXiv 2403.19159, Eq. 9, as in Oat
+            z_B = z_B + cfg.len_reg_alpha / beta * (len_w_B - len_l_B)
+        if cfg.dpop_lambda > 0:  # DPO-Positive: penalise the chosen log-prob falling below the reference's
+            z_B = z_B - cfg.dpop_lambda * jax.nn.relu(ref_w_B - pi_w_B)
+        reward_w_B, reward_l_B = beta * (pi_w_B - ref_w_B), beta * (pi_l_B - ref_l_B)
+    eps = cfg.label_smoothing
+    loss_B = -jax.nn.log_sigmoid(beta * z_B) * (1 - eps) - jax.nn.log_sigmoid(-beta * z_B) * eps
+    reward_w_B, reward_l_B = jax.lax.stop_gradient(reward_w_B), jax.lax.stop_gradient(reward_l_B)
+    return loss_B, {"chosen_reward": reward_w_B, "rejected_reward": reward_l_B}
+
+
+def preference_loss(model: Qwen2, batch: Batch, cfg: ObjectiveConfig, ref_model: Qwen2 | None = None
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    pi_w_B, pi_l_B, len_w_B, len_l_B = sequence_logps(model, batch, cfg.logits_chunk)
+    if cfg.kind == "simpo":
+        ref_w_B = ref_l_B = None
+    elif cfg.reference == "cache":
+        ref_w_B, ref_l_B = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+    else:
+        ref_w_B, ref_l_B, _, _ = jax.lax.stop_gradient(sequence_logps(ref_model, batch, cfg.logits_chunk))
+    loss_B, rewards = preference_losses(cfg, pi_w_B, pi_l_B, ref_w_B, ref_l_B, len_w_B, len_l_B)
+    if cfg.sft_coef > 0:
+        loss_B = loss_B + cfg.sft_coef * (-pi_w_B / jnp.maximum(len_w_B, 1))
+    margin_B = rewards["chosen_reward"] - rewards["rejected_reward"]
+    sums = {"loss": jnp.sum(loss_B), "pairs": jnp.asarray(loss_B.shape[0], jnp.float32),
+            "chosen_reward": jnp.sum(rewards["chosen_reward"]), "rejected_reward": jnp.sum(rewards["rejected_reward"]),
+            "reward_margin": jnp.sum(margin_B), "reward_accuracy": jnp.sum((margin_B > 0).astype(jnp.float32)),
+            "chosen_logp": jnp.sum(pi_w_B), "rejected_logp": jnp.sum(pi_l_B),
+            "tokens": jnp.sum(len_w_B + len_l_B)}
+    return sums["loss"], sums
+
+
+def preference_metrics(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    n = jnp.maximum(sums["pairs"], 1.0)
+    return {k: sums[k] / n for k in ("loss", "chosen_reward", "rejected_reward", "reward_margin", "reward_accuracy",
+                                     "chosen_logp", "rejected_logp")} | {"loss_tokens": sums["tokens"]}
+
+
+# --- dispatch ----------------------------------------------------------------------------------------------------
+
+class Objective:
+    """The three functions the step needs, chosen once from the config."""
+
+    def __init__(self, cfg: ObjectiveConfig):
+        self.cfg = cfg
+        if cfg.is_preference:
+            self.weight, self._loss, self.metrics = preference_weight, preference_loss, preference_metrics
+        else:
+            self.weight, self._loss, self.metrics = lm_weight, lm_loss, lm_metrics
+
+    @property
+    def needs_reference_model(self) -> bool:
+        return self.cfg.is_preference and self.cfg.kind != "simpo" and self.cfg.reference == "model"
+
+    def loss(self, model: Qwen2, batch: Batch, ref_model: Qwen2 | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return self._loss(model, batch, self.cfg, ref_model)

@@ -1,0 +1,103 @@
+"""The optimiser: learning-rate schedules, AdamW with a weight-decay mask, and the trainable mask.
+
+Parameters are a pure nested dict (`nnx.to_pure_dict` of the model state) in fp32: the master weights. The model
+casts them to the compute dtype layer by layer.
+
+Trainable mask: one float array per leaf, broadcastable to it. Most leaves get a scalar 1 or 0; the stacked decoder
+layers get a [L, 1, ...] column, so `trainable: new_layers` trains exactly the layers that block expansion added
+(recipe.md §1.3) while their neighbours in the same stacked array stay frozen. The step multiplies gradients by the
+mask (so clipping and the grad-norm metric see only trainable weights); the chain multiplies the final updates by it
+again, so weight decay never moves a frozen weight.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sailor2_jax.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
+
+Params = dict[str, Any]
+
+
+def schedule(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
+    """The learning rate as a function of the update count."""
+    warmup = optax.linear_schedule(cfg.init_lr, cfg.peak_lr, max(cfg.warmup_steps, 1))
+    if cfg.kind == "constant":
+        return optax.join_schedules([warmup, optax.constant_schedule(cfg.peak_lr)], [cfg.warmup_steps])
+    if cfg.kind == "cosine":
+        decay = optax.cosine_decay_schedule(cfg.peak_lr, max(total_steps - cfg.warmup_steps, 1),
+                                            alpha=cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0)
+        return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+    # wsd: warmup, stable, then decay over the last decay_steps steps of the run.
+    stable_end = max(total_steps - cfg.decay_steps, cfg.warmup_steps)
+    n = max(cfg.decay_steps, 1)
+    if cfg.decay_shape == "linear":
+        decay = optax.linear_schedule(cfg.peak_lr, cfg.final_lr, n)
+    elif cfg.decay_shape == "cosine":
+        decay = optax.cosine_decay_schedule(cfg.peak_lr, n, alpha=cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0)
+    else:  # MiniCPM's exponential anneal, ending exactly at final_lr
+        ratio = cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0
+        decay = lambda s: cfg.peak_lr * ratio ** (jnp.minimum(s, n) / n)  # noqa: E731
+    return optax.join_schedules([warmup, optax.constant_schedule(cfg.peak_lr), decay],
+                                [cfg.warmup_steps, stable_end])
+
+
+def decay_mask(params: Params) -> Params:
+    """Weight decay on matrices and embeddings; none on norms and biases."""
+    def decays(path, _):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return not (name.endswith("norm") or name.endswith("bias"))
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def new_layer_mask(cfg: TrainConfig) -> list[bool]:
+    """The expansion mask: from the config, or from init.hf_dir/sailor2_expansion.json (written by `expand`)."""
+    if cfg.optimizer.new_layers is not None:
+        return list(cfg.optimizer.new_layers)
+    if cfg.init.hf_dir:
+        meta = Path(cfg.init.hf_dir) / "sailor2_expansion.json"
+        if meta.is_file():
+            return list(json.loads(meta.read_text())["is_new_layer"])
+    raise ValueError("optimizer.trainable=new_layers needs optimizer.new_layers or an init.hf_dir written by "
+                     "`sailor2-jax expand` (with sailor2_expansion.json)")
+
+
+def trainable_mask(cfg: TrainConfig, params: Params) -> Params:
+    """Per-leaf float masks (see the module docstring); all ones when everything trains."""
+    if cfg.optimizer.trainable == "all":
+        return jax.tree.map(lambda p: np.ones((), np.float32), params)
+    is_new_L = np.asarray(new_layer_mask(cfg), np.float32)
+
+    def leaf(path, p):
+        if str(getattr(path[0], "key", path[0])) != "layers":
+            return np.zeros((), np.float32)  # embeddings, final norm, LM head: frozen during expansion training
+        if p.shape[0] != is_new_L.shape[0]:
+            raise ValueError(f"optimizer.new_layers has {is_new_L.shape[0]} entries, the model has "
+                             f"{p.shape[0]} layers")
+        return is_new_L.reshape((-1,) + (1,) * (p.ndim - 1))
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def _scale_by_mask(mask: Params) -> optax.GradientTransformation:
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, m: u * m, updates, mask), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def optimizer(cfg: OptimizerConfig, total_steps: int, params: Params, mask: Params
+              ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """clip → AdamW (decoupled decay on matrices) → zero the frozen updates."""
+    lr = schedule(cfg.schedule, total_steps)
+    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
+    chain += [optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                          mask=decay_mask(params)),
+              _scale_by_mask(mask)]
+    return optax.chain(*chain), lr

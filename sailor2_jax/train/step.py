@@ -1,0 +1,129 @@
+"""The train state and the one step family: `step(state, batch, ref_params) -> (state, metrics)`.
+
+The objective picks the loss; everything else — micro-batch accumulation, masking, clipping, the NaN/inf guard, the
+update — is shared. `compile_step` jits it once with explicit in/out shardings and the state donated.
+
+Gradient accumulation: the batch [B, ...] is viewed as [B/M, M, ...] and micro-batch m takes rows m, M+m, 2M+m ...,
+so each micro-batch stays spread over every data-parallel device; each micro-batch's loss sum is divided by the
+*full* batch's normaliser, so the accumulated gradient is the big-batch gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sailor2_jax.sharding import batch_sharding
+from sailor2_jax.train.objectives import Batch, Objective
+
+Params = dict[str, Any]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    step: jax.Array            # int32 []: batches consumed
+    params: Params             # fp32 master weights (pure dict of the NNX model state)
+    opt_state: optax.OptState
+    rng: jax.Array             # uint32 [2]: raw key data, for stochastic objectives and checkpoint symmetry
+    bad_steps: jax.Array       # int32 []: consecutive non-finite steps (the loop stops at max_bad_steps)
+    skipped_steps: jax.Array   # int32 []: all non-finite steps skipped so far
+
+
+def init_state(params: Params, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=tx.init(params),
+                      rng=jax.random.key_data(jax.random.key(seed)), bad_steps=zero, skipped_steps=zero)
+
+
+def _micro_batches(batch: Batch, m: int) -> Batch:
+    """[B, ...] -> [M, B/M, ...] with micro-batch i = rows i, M+i, 2M+i ... (keeps each one data-parallel)."""
+    def split(x):
+        x = x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, P(None, ("data", "fsdp"))) if _has_mesh() else x
+    return jax.tree.map(split, batch)
+
+
+def _has_mesh() -> bool:
+    mesh = jax.sharding.get_abstract_mesh()
+    return not mesh.empty and mesh.size > 1
+
+
+def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTransformation,
+              lr_schedule: optax.Schedule, trainable: Params, micro_batches: int = 1
+              ) -> Callable[[TrainState, Batch, Params | None], tuple[TrainState, dict[str, jax.Array]]]:
+    """The pure step function (not yet jitted)."""
+
+    def loss_fn(params, mb, ref_params, weight):
+        model = nnx.merge(graphdef, params)
+        ref_model = nnx.merge(graphdef, ref_params) if ref_params is not None else None
+        loss_sum, sums = objective.loss(model, mb, ref_model)
+        return loss_sum / weight, sums
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch: Batch, ref_params: Params | None) -> tuple[TrainState, dict[str, jax.Array]]:
+        weight = jnp.maximum(objective.weight(batch), 1.0)
+        if micro_batches == 1:
+            (_, sums), grads = grad_fn(state.params, batch, ref_params, weight)
+        else:
+            def accumulate(carry, mb):
+                (_, sums), grads = grad_fn(state.params, mb, ref_params, weight)
+                return jax.tree.map(jnp.add, carry, (grads, sums)), None
+            mbs = _micro_batches(batch, micro_batches)
+            zero_sums = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], mbs),
+                                                       ref_params, weight)[0][1])
+            zeros = (jax.tree.map(jnp.zeros_like, state.params),
+                     jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_sums))
+            (grads, sums), _ = jax.lax.scan(accumulate, zeros, mbs)
+        grads = jax.tree.map(lambda g, m: g * m, grads, trainable)
+        grad_norm = optax.global_norm(grads)
+        metrics = objective.metrics(sums)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # NaN/inf guard: a non-finite step leaves params and optimiser state as they were, and is counted.
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        bad = jnp.where(finite, 0, state.bad_steps + 1)
+        new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                               opt_state=keep(opt_state, state.opt_state), rng=state.rng, bad_steps=bad,
+                               skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+        metrics |= {"grad_norm": grad_norm, "lr": lr_schedule(state.step), "finite": finite,
+                    "bad_steps": bad, "skipped_steps": new_state.skipped_steps}
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(graphdef: nnx.GraphDef, objective: Objective) -> Callable[[Params, Batch, Params | None], Any]:
+    def eval_step(params, batch, ref_params):
+        model = nnx.merge(graphdef, params)
+        ref_model = nnx.merge(graphdef, ref_params) if ref_params is not None else None
+        _, sums = objective.loss(model, batch, ref_model)
+        return objective.metrics(sums)["loss"]
+    return eval_step
+
+
+def state_shardings(param_shardings: Params, tx: optax.GradientTransformation, abstract_params: Params,
+                    mesh: Mesh) -> TrainState:
+    """Shardings of the whole state: optimiser moments follow their parameters; counters are replicated."""
+    replicated = NamedSharding(mesh, P())
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
+                                          transform_non_params=lambda _: replicated)
+    return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings, rng=replicated,
+                      bad_steps=replicated, skipped_steps=replicated)
+
+
+def compile_step(step: Callable, mesh: Mesh, shardings: TrainState, ref_shardings: Params | None) -> Callable:
+    """jit once: state in and out with its shardings (donated), batch rows over the data axes, metrics replicated."""
+    return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh, 1), ref_shardings),
+                   out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
