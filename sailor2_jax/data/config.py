@@ -117,7 +117,7 @@ class LoaderConfig(Config):
     shard_count: int | None = None
     # id placed at padding positions of `tokens` and `targets` (they are masked out anyway): <|endoftext|>
     pad_id: int = 151643
-    prefetch_threads: int = pydantic.Field(0, ge=0, description="grain thread prefetch buffer (0 = off)")
+    prefetch_batches: int = pydantic.Field(0, ge=0, description="batches a background thread builds ahead (0 = off)")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "LoaderConfig":

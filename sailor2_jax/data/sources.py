@@ -15,7 +15,6 @@ import io
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 from sailor2_jax.data.config import FileSource, OnBadInput, resolve_path
 
@@ -135,7 +134,3 @@ def read_documents(file: str, source: FileSource, on_bad: OnBadInput) -> Iterato
         if on_bad == "error":
             raise BadInputError(f"{file}: cannot read: {e}") from None
         COUNTS.add(file, "unreadable_file")
-
-
-def file_label(file: str) -> str:
-    return Path(file).name

@@ -110,7 +110,7 @@ def expand_hf_dir(base: str | Path, out: str | Path, new_layers: int, *, vocab_s
     src_of, is_new = expansion_plan(cfg.num_layers, new_layers)
     with SafetensorsDir(base) as src:
         check_keys(src, cfg)
-        dtypes = {k: src.read(k, (slice(0, 1),) * len(src.shape(k))).dtype for k in src.keys()}
+        dtypes = {k: src.dtype(k) for k in src.keys()}
         dtype = str(dtypes["model.embed_tokens.weight"])
         specs = []
         for key in hf_keys(new_cfg):

@@ -159,10 +159,11 @@ def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
 
             def callback(index):
                 if not row.layered:
+                    # astype copies: a view would pin the whole read buffer inside the device array
                     return _read_part(src, row.hf, row, shape, index).astype(dtype)
                 layers = range(*index[0].indices(shape[0]))
                 parts = [_read_part(src, row.hf.format(l=l), row, shape[1:], index[1:]) for l in layers]
-                return np.stack(parts).astype(dtype)
+                return np.stack(parts).astype(dtype, copy=False)  # np.stack already copied
 
             return var.replace(jax.make_array_from_callback(shape, shardings_by_path[_path(path)], callback))
 
@@ -180,25 +181,40 @@ def _host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+EXPORT_BLOCK_BYTES = 64 << 20
+
+
+def _hf_row_blocks(a: jax.Array, row: Row, np_dtype: np.dtype):
+    """Yield the HF tensor of our (per-layer) array `a` in blocks of HF rows, each gathered on its own.
+
+    HF rows are the first group of our axes; blocks are cut along that group's first axis, so each block is one
+    device slice, transposed and reshaped on the host — never the whole matrix at once.
+    """
+    axis = row.groups[0][0]
+    row_bytes = a.size // a.shape[axis] * np_dtype.itemsize
+    step = max(1, EXPORT_BLOCK_BYTES // row_bytes)
+    for start in range(0, a.shape[axis], step):
+        part = _host(jax.lax.slice_in_dim(a, start, min(start + step, a.shape[axis]), axis=axis))
+        part = np.transpose(part, row.perm())
+        yield part.reshape((-1,) + row.hf_shape(a.shape)[1:]).astype(np_dtype, copy=False)
+
+
 def export_specs(model: Qwen2, dtype: str | None = None) -> list[TensorSpec]:
-    """One TensorSpec per HF tensor, in table order; values are gathered only when written."""
+    """One TensorSpec per HF tensor, in table order; values are gathered block by block only when written."""
     cfg = model.cfg
     np_dtype = np.dtype(jax.numpy.dtype(dtype or cfg.param_dtype))
     params = {_path(p): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     specs = []
     for row in rows_for(cfg):
         arr = params[row.ours][...]
-
-        def to_hf(a, row=row):
-            a = _host(a)
-            return np.transpose(a, row.perm()).reshape(row.hf_shape(a.shape))
-
         if row.layered:
             shape = row.hf_shape(arr.shape[1:])
-            specs += [TensorSpec(row.hf.format(l=l), np_dtype, shape, lambda a=arr, l=l, f=to_hf: f(a[l]))
+            specs += [TensorSpec(row.hf.format(l=l), np_dtype, shape,
+                                 lambda a=arr, l=l, row=row: _hf_row_blocks(a[l], row, np_dtype))
                       for l in range(cfg.num_layers)]
         else:
-            specs.append(TensorSpec(row.hf, np_dtype, row.hf_shape(arr.shape), lambda a=arr, f=to_hf: f(a)))
+            specs.append(TensorSpec(row.hf, np_dtype, row.hf_shape(arr.shape),
+                                    lambda a=arr, row=row: _hf_row_blocks(a, row, np_dtype)))
     return specs
 
 

@@ -137,7 +137,10 @@ class Qwen2(nnx.Module):
     def hidden(self, tokens_BT: jax.Array, *, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None) -> jax.Array:
         """Final-normed hidden states [B, T, D] in compute dtype (the objective turns them into log-probs)."""
-        x_BTD = self.embed[...].astype(self.cfg.compute_dtype)[tokens_BT]
+        # Gather from a table whole along D (the FSDP all-gather), so the lookup's output can take the batch
+        # sharding directly instead of being resharded from D-split to batch-split.
+        table_VD = shard(self.embed[...], ("vocab", None)).astype(self.cfg.compute_dtype)
+        x_BTD = table_VD[tokens_BT]
         return self.decode(x_BTD, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
 
     def decode(self, x_BTD: jax.Array, *, positions_BT: jax.Array | None = None,

@@ -1,7 +1,7 @@
 """Safetensors directories, read lazily and written as a stream: the pieces behind import, export and expansion.
 
 Reading: a Hugging Face model directory holds `model.safetensors` or shards listed in `model.safetensors.index.json`;
-tensors are opened lazily and sliced on disk, so a process reads only the part its devices hold. Pickle-based
+tensors are read lazily, only the rows a device holds, so a process reads only its part of the model. Pickle-based
 weights (`.bin`, `.pt`, ...) are refused: loading them can execute arbitrary code.
 
 Writing: `write_shards` plans shards from (name, dtype, shape) alone, writes each file's header first and then each
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-from safetensors import safe_open
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -34,8 +33,45 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F6
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
+@dataclass(frozen=True)
+class _Entry:
+    file: Path
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset of the data in the file
+
+
+def _read_header(path: Path) -> dict[str, _Entry]:
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{path}: not a safetensors file (truncated header)")
+        (n,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    size = path.stat().st_size
+    entries = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info["dtype"] not in _DTYPES:
+            raise ValueError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
+        begin, end = info["data_offsets"]
+        entry = _Entry(path, np.dtype(_DTYPES[info["dtype"]]), tuple(info["shape"]), 8 + n + begin)
+        if end - begin != int(np.prod(entry.shape, dtype=np.int64)) * entry.dtype.itemsize or 8 + n + end > size:
+            raise ValueError(f"{path}: tensor {key} has inconsistent data offsets (file truncated?)")
+        entries[key] = entry
+    return entries
+
+
 class SafetensorsDir:
-    """Lazy, read-only access to the tensors of a HF model directory."""
+    """Lazy, read-only access to the tensors of a HF model directory.
+
+    Reads use plain positioned reads of just the rows asked for, not mmap: mapped file pages count as resident
+    memory of the process, which would double the apparent (and cgroup-accounted) footprint of an import.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -46,47 +82,64 @@ class SafetensorsDir:
             weight_map = json.loads(index.read_text())["weight_map"]
             files = sorted(set(weight_map.values()))
         elif (self.path / SINGLE_FILE).is_file():
-            files = [SINGLE_FILE]
-            weight_map = None
+            files, weight_map = [SINGLE_FILE], None
         else:
             pickles = sorted(p.name for p in self.path.iterdir() if p.suffix in PICKLE_SUFFIXES)
             if pickles:
                 raise ValueError(f"{self.path}: refusing pickle-format weights {pickles} (loading pickle can run "
                                  "arbitrary code); convert them to safetensors first")
             raise FileNotFoundError(f"{self.path}: no {SINGLE_FILE} or {INDEX_FILE}")
-        self._handles = {}
-        self._stack = contextlib.ExitStack()
-        self.key_to_file: dict[str, str] = {}
+        self._entries: dict[str, _Entry] = {}
         for name in files:
             if not (self.path / name).is_file():
                 raise FileNotFoundError(f"{self.path}: shard {name} listed in {INDEX_FILE} is missing")
-            handle = self._stack.enter_context(safe_open(str(self.path / name), framework="np"))
-            self._handles[name] = handle
-            for key in handle.keys():
-                self.key_to_file[key] = name
+            self._entries.update(_read_header(self.path / name))
         if weight_map is not None:
-            absent = sorted(set(weight_map) - set(self.key_to_file))
+            absent = sorted(set(weight_map) - set(self._entries))
             if absent:
                 raise ValueError(f"{self.path}: tensors listed in {INDEX_FILE} but absent from the shards: {absent[:5]}")
+        self._fds: dict[Path, int] = {}
 
     def keys(self) -> list[str]:
-        return list(self.key_to_file)
+        return list(self._entries)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._slice(key).get_shape())
+        return self._entry(key).shape
+
+    def dtype(self, key: str) -> np.dtype:
+        return self._entry(key).dtype
 
     def read(self, key: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
-        """The tensor `key`, or only `index` of it (read from disk without loading the rest)."""
-        sl = self._slice(key)
-        return sl[index] if index is not None else sl[:]
+        """The tensor `key`, or only `index` of it: the rows of the first axis are read, the rest sliced after."""
+        e = self._entry(key)
+        index = tuple(index or ())
+        rows = range(*(index[0].indices(e.shape[0]) if index and e.shape else (0, e.shape[0] if e.shape else 1)))
+        row_bytes = int(np.prod(e.shape[1:], dtype=np.int64)) * e.dtype.itemsize
+        if e.file not in self._fds:
+            self._fds[e.file] = os.open(e.file, os.O_RDONLY)
+        start, count = (rows.start, len(rows)) if rows.step == 1 else (0, e.shape[0])
+        buf = bytearray(count * row_bytes) if e.shape else bytearray(e.dtype.itemsize)
+        view, done = memoryview(buf), 0
+        while done < len(buf):  # pread may return short reads on large requests
+            n = os.preadv(self._fds[e.file], [view[done:]], e.offset + start * row_bytes + done)
+            if n == 0:
+                raise ValueError(f"{e.file}: unexpected end of file reading {key}")
+            done += n
+        arr = np.frombuffer(buf, dtype=e.dtype).reshape((count,) + e.shape[1:] if e.shape else ())
+        if rows.step != 1:
+            arr = arr[index[0]]
+        rest = index[1:] if index else ()
+        return arr[(slice(None),) + rest] if rest else arr
 
-    def _slice(self, key: str):
-        if key not in self.key_to_file:
+    def _entry(self, key: str) -> _Entry:
+        if key not in self._entries:
             raise KeyError(f"{self.path}: tensor {key!r} not found")
-        return self._handles[self.key_to_file[key]].get_slice(key)
+        return self._entries[key]
 
     def close(self) -> None:
-        self._stack.close()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> "SafetensorsDir":
         return self
@@ -97,12 +150,14 @@ class SafetensorsDir:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A tensor to be written: its name, dtype and shape, and a function that produces its values on demand."""
+    """A tensor to be written: its name, dtype and shape, and a function that produces its values on demand —
+    either the whole array or an iterator of consecutive row blocks (so a large matrix never sits on the host
+    twice)."""
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
-    produce: Callable[[], np.ndarray]
+    produce: Callable[[], np.ndarray | Iterator[np.ndarray]]
 
     @property
     def nbytes(self) -> int:
@@ -146,11 +201,17 @@ def _write_file(path: Path, specs: Sequence[TensorSpec], metadata: dict[str, str
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for spec in specs:
-            arr = np.ascontiguousarray(np.asarray(spec.produce()).astype(spec.dtype, copy=False))
-            if arr.shape != spec.shape:
-                raise ValueError(f"tensor {spec.name}: produced shape {arr.shape}, declared {spec.shape}")
-            f.write(arr.tobytes())  # little-endian on every platform we run on
-            del arr
+            produced = spec.produce()
+            blocks = [produced] if isinstance(produced, np.ndarray) else produced
+            rows = 0
+            for block in blocks:
+                block = np.ascontiguousarray(np.asarray(block).astype(spec.dtype, copy=False))
+                if block.shape[1:] != spec.shape[1:]:
+                    raise ValueError(f"tensor {spec.name}: produced block {block.shape}, declared {spec.shape}")
+                f.write(block.view(np.uint8).data)  # no tobytes(): that would copy the block once more
+                rows += block.shape[0] if block.ndim else 1
+            if rows != (spec.shape[0] if spec.shape else 1):
+                raise ValueError(f"tensor {spec.name}: produced {rows} rows, declared shape {spec.shape}")
 
 
 def write_shards(out_dir: Path, specs: Sequence[TensorSpec], max_shard_bytes: int,

@@ -126,6 +126,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     last: dict[str, Any] = {}
     stopped = "done"
     pending: tuple[int, Any] | None = None
+    extra: dict[int, dict[str, float]] = {}  # eval losses, merged into their step's line
     t_last = time.perf_counter()
 
     def read(step: int, metrics: Any) -> dict[str, Any]:
@@ -136,7 +137,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         if peak:
             values["mfu"] = values["tokens_per_s"] * flops_step / tokens_per_step / peak
         t_last = now
-        if step % cfg.log.every == 0 or step == cfg.steps or not values["finite"]:
+        values |= extra.pop(step, {})
+        if step % cfg.log.every == 0 or step == cfg.steps or not values["finite"] or "eval_loss" in values:
             writer.write(step, values)
         bar.update(step - bar.n)
         bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
@@ -155,7 +157,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
             done = t + 1
             if eval_fn is not None and done % cfg.log.eval_every == 0:
                 losses = [eval_fn(state.params, global_batch(b, mesh), ref_params) for b in eval_set]
-                writer.write(done, {"eval_loss": float(sum(jax.device_get(losses)) / len(losses))})
+                extra[done] = {"eval_loss": float(sum(jax.device_get(losses)) / len(losses))}
             if done % cfg.checkpoint.every == 0 or done == cfg.steps:
                 current = read(*pending)  # waits for this step: never save inside a non-finite streak
                 last, pending = current, None

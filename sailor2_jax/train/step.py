@@ -84,7 +84,7 @@ def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTr
                      jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_sums))
             (grads, sums), _ = jax.lax.scan(accumulate, zeros, mbs)
         grads = jax.tree.map(lambda g, m: g * m, grads, trainable)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         metrics = objective.metrics(sums)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
 

@@ -45,8 +45,8 @@ def test_expanded_hf_directory_keeps_the_base_logits(untie, save_hf, tmp_path):
     x = tokens()
     np.testing.assert_allclose(hf_logits(model.eval(), x), hf_logits(base, x), rtol=1e-5, atol=1e-5)
     new_layer = model.model.layers[2]
-    assert float(new_layer.self_attn.o_proj.weight.abs().sum()) == 0.0
-    assert float(new_layer.mlp.down_proj.weight.abs().sum()) == 0.0
+    assert float(new_layer.self_attn.o_proj.weight.detach().abs().sum()) == 0.0
+    assert float(new_layer.mlp.down_proj.weight.detach().abs().sum()) == 0.0
     # the inserted layer copies the preceding original one (its q/k/v, MLP and norms)
     np.testing.assert_array_equal(new_layer.self_attn.q_proj.bias.detach().numpy(),
                                   base.model.layers[1].self_attn.q_proj.bias.detach().numpy())

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams, canonical_language
 
@@ -91,21 +91,22 @@ class CleanConfig(_Strict):
     languages: dict[str, dict] = Field(default_factory=dict, description="per-language overrides of languages.py")
     compression: Literal["gzip", "none"] = "gzip"
     progress: bool = True
+    _params: dict[str, LanguageParams] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_languages(self):
         self.language = canonical_language(self.language)
         for code, override in self.languages.items():
             try:
-                LanguageParams(**{**SAILCRAFT.get(code, SAILCRAFT["default"]).model_dump(), **override})
+                self._params[code] = LanguageParams(**{**SAILCRAFT.get(code, SAILCRAFT["default"]).model_dump(),
+                                                       **override})
             except ValidationError as e:
                 raise ValueError(f"languages.{code}: {_first_error(e)}") from None
         return self
 
     def params(self, lang: str) -> LanguageParams:
-        base = SAILCRAFT.get(lang, SAILCRAFT["default"])
-        override = self.languages.get(lang)
-        return base.model_copy(update=override) if override else base
+        """sailcraft's row for `lang` (or `default`) with this config's overrides."""
+        return self._params.get(lang) or SAILCRAFT.get(lang, SAILCRAFT["default"])
 
 
 def _first_error(e: ValidationError) -> str:

@@ -89,3 +89,12 @@ def digest128(data: bytes) -> tuple[int, int]:
 
 def digest64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def line_hashes(text: str) -> np.ndarray:
+    """Hashes of the lines of `text` (split on "\\n"), in order; equal lines give equal hashes."""
+    cps = codepoints(text)
+    breaks = np.flatnonzero(cps == 10)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(cps)]])
+    return substring_hashes(prefix_hashes(cps), starts, ends)

@@ -28,13 +28,13 @@ def word_repetition_ratio(ws: list[str], n: int) -> float:
     """Share of word n-gram occurrences whose n-gram occurs more than once."""
     if len(ws) < n:
         return 0.0
-    h = hashing.token_ngram_hashes(" ".join(w.replace(" ", "_") for w in ws), n)
+    h = hashing.token_ngram_hashes(" ".join(ws), n)  # words hold no spaces (split or ICU words)
     counts = np.unique(h, return_counts=True)[1]
     return float(counts[counts > 1].sum() / counts.sum())
 
 
 def stopword_ratio(ws: list[str], stopwords: frozenset[str]) -> float:
-    return sum(w in stopwords for w in ws) / len(ws) if ws else 0.0
+    return sum(map(stopwords.__contains__, ws)) / len(ws) if ws else 0.0
 
 
 def flagged_ratio(text: str, ws: list[str], flagged: frozenset[str]) -> float:
@@ -44,7 +44,7 @@ def flagged_ratio(text: str, ws: list[str], flagged: frozenset[str]) -> float:
         return 0.0
     squashed = "".join(text.lower().split())
     ratio = sum(1 for f in flagged if f in squashed) / len(ws)
-    ratio += sum(w in flagged for w in ws) / len(ws)
+    ratio += sum(map(flagged.__contains__, ws)) / len(ws)
     return min(ratio, 1.0)
 
 

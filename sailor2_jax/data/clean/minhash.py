@@ -23,6 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.text import segment
 
+# `regex`'s \w includes combining marks; `re`'s does not and would cut Thai or Burmese words at every vowel sign
 _NON_WORD = regex.compile(r"\W+")
 _MAX_BATCH_SHINGLES = 2048  # rows of the (shingles × permutations) matrix per block: 2 MiB of uint32
 

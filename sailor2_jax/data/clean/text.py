@@ -9,6 +9,7 @@ my, zh) use ICU's dictionary-based word break iterator (`pyicu-wheels`), which g
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
 
@@ -35,9 +36,11 @@ _PUNCT_TABLE = str.maketrans({
     "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~", "…": "...", "━": "-", "〈": "<", "〉": ">",
     "【": "[", "】": "]", "％": "%", "►": "-",
 })
-_URL_MARKERS = ("http", "www", ".com", "href", "//")
+_URL_MARK = re.compile(r"http|www|\.com|href|//", re.IGNORECASE)
+_URL_WORD = re.compile(r"\S*(?:http|www|\.com|href|//)\S*", re.IGNORECASE)
+_strip_special = operator.methodcaller("strip", _SPECIAL_STRIP)
 _MULTI_SPACE = re.compile(r"[ ]{2,}")
-_CONTROL = regex.compile(r"[\p{Cc}--[\n]]", flags=regex.V1)
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # control characters (Cc) but the newline
 
 # ICU locales for the segmenter languages; ICU picks the dictionary from the text's script, the locale is a hint.
 _ICU_LOCALE = {"th": "th", "lo": "lo", "km": "km", "my": "my", "zh": "zh"}
@@ -61,20 +64,12 @@ def segment(text: str, lang: str) -> list[str]:
 
 def words(text: str, params: LanguageParams, lang: str) -> list[str]:
     """The word units the filters count: lowercased, special characters stripped from the ends, empties dropped."""
+    text = text.lower()
     if params.word_unit == "segmenter":
-        pieces = (p for p in segment(text, lang) if _HAS_WORD_CHAR.search(p))
+        pieces = [p for p in segment(text, lang) if _HAS_WORD_CHAR.search(p)]
     else:
         pieces = text.split()
-    out = []
-    for p in pieces:
-        w = p.strip(_SPECIAL_STRIP).lower()
-        if w:
-            out.append(w)
-    return out
-
-
-def _strip_special(word: str) -> str:
-    return word.strip(_SPECIAL_STRIP)
+    return [w for w in map(_strip_special, pieces) if w]
 
 
 def normalise(text: str, params: LanguageParams, lang: str) -> str:
@@ -83,31 +78,40 @@ def normalise(text: str, params: LanguageParams, lang: str) -> str:
     text = unicodedata.normalize("NFC", text.translate(_WHITESPACE_TABLE))
     text = _CONTROL.sub("", text)
     if params.replace_unicode_punct:
-        text = text.translate(_PUNCT_TABLE)
-    if params.remove_url_words or params.remove_long_words:
-        text = "\n".join(_modify_line(line, params, lang) for line in text.split("\n"))
-    lines = (_MULTI_SPACE.sub(" ", line).strip() for line in text.split("\n"))
+        text = normalise_punctuation(text)
+    text = _remove_words(text, params, lang)
+    lines = (line.strip() for line in _MULTI_SPACE.sub(" ", text).split("\n"))
     return "\n".join(line for line in lines if line)
 
 
-def _modify_line(line: str, params: LanguageParams, lang: str) -> str:
-    def keep(word: str) -> bool:
-        if params.remove_url_words and any(m in word.lower() for m in _URL_MARKERS):
-            return False
-        return not (params.remove_long_words and len(_strip_special(word)) > params.long_word_max_chars)
+def normalise_punctuation(text: str) -> str:
+    return text.translate(_PUNCT_TABLE)
 
+
+def _remove_words(text: str, params: LanguageParams, lang: str) -> str:
+    """Regex passes over the whole text (`\\S` never crosses a line): only the rare long or URL-like words reach
+    Python code."""
+    if params.remove_url_words and _URL_MARK.search(text):  # URLs are whitespace-delimited in every script
+        text = _URL_WORD.sub("", text)
+    if not params.remove_long_words:
+        return text
+    limit = params.long_word_max_chars
     if params.word_unit == "segmenter":
-        # A whitespace "word" in Thai is a whole phrase; judge the ICU words inside it instead, but URLs are
-        # whitespace-delimited in every script.
-        kept = []
-        for chunk in line.split(" "):
-            if params.remove_url_words and any(m in chunk.lower() for m in _URL_MARKERS):
-                continue
-            kept.append("".join(p for p in segment(chunk, lang) if keep(p)) if params.remove_long_words else chunk)
-        return " ".join(kept)
-    return " ".join(w for w in line.split(" ") if keep(w))
+        # a whitespace "word" in Thai is a whole phrase: judge the ICU words inside it instead
+        def cut(m: re.Match) -> str:
+            return "".join(p for p in segment(m.group(), lang) if len(_strip_special(p)) <= limit)
+    else:
+        def cut(m: re.Match) -> str:
+            return "" if len(_strip_special(m.group())) > limit else m.group()
+    return _long_run(limit).sub(cut, text)
+
+
+@functools.lru_cache(maxsize=None)
+def _long_run(limit: int) -> re.Pattern:
+    """Whitespace-free runs longer than `limit`: the only candidates for removal (stripping only shortens)."""
+    return re.compile(r"\S{%d,}" % (limit + 1))
 
 
 def special_ratio(text: str) -> float:
     """Fraction of characters that are punctuation, symbols, digits or whitespace."""
-    return len(SPECIAL_RE.findall(text)) / len(text) if text else 1.0
+    return SPECIAL_RE.subn("", text)[1] / len(text) if text else 1.0

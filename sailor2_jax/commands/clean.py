@@ -1,0 +1,41 @@
+"""`sailor2-jax clean`: Sailor2's data cleaning (datatrove pipeline) on JSONL or Parquet documents."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "clean"
+HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
+        "language ID, MinHash near-dedup, frequent-line removal, optional KenLM")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="JSONL (.jsonl, .jsonl.gz, .json) or Parquet files, or directories of them; records "
+                             "have `text` and optionally `url`, `id`, `language`")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="writes DIR/kept/, DIR/rejected/, DIR/summary.json and DIR/summary.png")
+    parser.add_argument("--config", metavar="CFG", help="YAML config (see configs/clean/default.yaml)")
+    parser.add_argument("--language", metavar="LANG",
+                        help="expected language of records without a `language` field (e.g. th, ms, fil)")
+    parser.add_argument("--tasks", type=int, metavar="N", help="override executor.tasks")
+    parser.add_argument("--workers", type=int, metavar="N", help="override executor.workers (local executor)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sailor2_jax.data.clean import load_config, run_clean
+
+    config = load_config(args.config, language=args.language)
+    executor = {k: v for k, v in (("tasks", args.tasks), ("workers", args.workers)) if v is not None}
+    if executor:  # re-validate, so that a bad number is reported like a bad config value
+        config = load_config(args.config, language=args.language,
+                             executor={**config.executor.model_dump(), **executor})
+    summary = run_clean(args.input, args.output, config)
+    if summary.get("submitted"):
+        print(f"submitted to Slurm; logs under {summary['logs']}; summary.json appears when the last stage ends")
+        return 0
+    for step, t in summary["totals"].items():
+        removed = ", ".join(f"{k} {v}" for k, v in sorted(t["removed"].items())) or "-"
+        print(f"{step:<16}{t['docs_in']:>10} → {t['docs_out']:<10} {removed}")
+    print(summary["message"])
+    return 0

@@ -1,0 +1,32 @@
+"""`sailor2-jax export`: a train checkpoint (pre-training, SFT or DPO alike) → a Hugging Face directory."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "export"
+HELP = "export the parameters of a train checkpoint as a Hugging Face Qwen2 directory (optionally push to the Hub)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="a run's output dir or its checkpoints/ dir (latest step), or one step's directory")
+    p.add_argument("--out", required=True, help="the HF directory to write")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="tensor dtype (default: as trained)")
+    p.add_argument("--tokenizer", help="a directory whose tokenizer files are copied alongside")
+    p.add_argument("--max-shard-size", default="2GB")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--push-to-hub", metavar="REPO", help="upload the exported folder to this Hub repo (HF_TOKEN)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sailor2_jax.model.hf import export_hf, push_to_hub
+    from sailor2_jax.train.export import load_checkpoint_model
+
+    model, step = load_checkpoint_model(args.checkpoint)
+    out = export_hf(model, args.out, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
+                    overwrite=args.overwrite)
+    print(f"exported step {step} to {out}")
+    if args.push_to_hub:
+        print(f"pushed: {push_to_hub(out, args.push_to_hub)}")
+    return 0

@@ -1,0 +1,44 @@
+"""`sailor2-jax train`: pre-training, SFT or DPO, as the config's objective says; rerunning resumes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "train"
+HELP = ("train a model from a config (pre-training, SFT or DPO); rerunning the same command resumes from the "
+        "latest checkpoint in the output directory")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="a train config YAML (see configs/train/)")
+    p.add_argument("--output-dir", help="checkpoints, metrics.jsonl and TensorBoard logs (default: runs/<config>)")
+    p.add_argument("--steps", type=int, help="total steps (overrides `steps` in the config)")
+    p.add_argument("--coordinator", help="multi-host: coordinator address host:port (not needed on TPU pods)")
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's id")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. data.seq_len=512")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sailor2_jax.train import multihost
+
+    # Before anything touches a JAX backend: a multi-host job must be joined first.
+    multihost.initialize(args.coordinator, args.num_processes, args.process_id)
+
+    from sailor2_jax.config import load
+    from sailor2_jax.train.config import TrainConfig
+    from sailor2_jax.train.loop import train
+
+    overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
+    cfg = load(TrainConfig, args.config, overrides)
+    output_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
+    result = train(cfg, output_dir)
+    where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
+    if result.stopped == "non_finite":
+        print(f"stopped at step {result.step}: {cfg.max_bad_steps} non-finite steps in a row; the last good "
+              f"checkpoint is in {output_dir / 'checkpoints'}")
+        return 1
+    print(f"trained to step {result.step} ({where}loss {result.metrics.get('loss', float('nan')):.4f}); "
+          f"checkpoints in {output_dir / 'checkpoints'}")
+    return 0

@@ -1,0 +1,73 @@
+"""Per-step, per-language counters (documents and bytes in and out, removals by reason), saved as JSON per task and
+summed into `summary.json`. Bytes are UTF-8 bytes of the text as it enters and leaves the step."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from datatrove.io import DataFolder
+
+# The steps of the pipeline, in order; summary.json and the chart list them this way.
+STEPS = ("read", "normalise", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash", "frequent_lines", "kenlm")
+
+
+def _empty() -> dict:
+    return {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "removed": defaultdict(int)}
+
+
+class StepCounter:
+    """Counts for one step in one task: `entered`, then either `left` or `removed` for each document."""
+
+    def __init__(self, step: str):
+        if step not in STEPS:
+            raise ValueError(f"unknown step {step!r}; steps are {STEPS}")
+        self.step = step
+        self.by_lang: dict[str, dict] = defaultdict(_empty)
+
+    def entered(self, lang: str, nbytes: int, docs: int = 1) -> None:
+        c = self.by_lang[lang]
+        c["docs_in"] += docs
+        c["bytes_in"] += nbytes
+
+    def left(self, lang: str, nbytes: int, docs: int = 1) -> None:
+        c = self.by_lang[lang]
+        c["docs_out"] += docs
+        c["bytes_out"] += nbytes
+
+    def removed(self, lang: str, reason: str, docs: int = 1) -> None:
+        self.by_lang[lang]["removed"][reason] += docs
+
+    def to_json(self) -> dict:
+        return {lang: {**c, "removed": dict(c["removed"])} for lang, c in sorted(self.by_lang.items())}
+
+    def save(self, folder: DataFolder, rank: int) -> None:
+        with folder.open(f"work/stats/{self.step}-{rank:05d}.json", "w") as f:
+            json.dump(self.to_json(), f)
+
+
+def merge_stats(folder: DataFolder) -> dict[str, dict[str, dict]]:
+    """Sum every task's counters (under `folder`/work/stats): {step: {language: counts}}, steps in pipeline order."""
+    merged: dict[str, dict[str, dict]] = {}
+    for path in sorted(folder.list_files("work/stats")):
+        step = path.split("/")[-1].rsplit("-", 1)[0]
+        with folder.open(path) as f:
+            for lang, c in json.load(f).items():
+                m = merged.setdefault(step, {}).setdefault(lang, _empty())
+                for key in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
+                    m[key] += c[key]
+                for reason, n in c["removed"].items():
+                    m["removed"][reason] += n
+    return {
+        step: {lang: {**c, "removed": dict(c["removed"])} for lang, c in sorted(merged[step].items())}
+        for step in STEPS if step in merged
+    }
+
+
+def intern(table: list[str], value: str) -> int:
+    """Index of `value` in `table`, appended if new: string columns are stored as small ints in the work files."""
+    try:
+        return table.index(value)
+    except ValueError:
+        table.append(value)
+        return len(table) - 1

@@ -1,0 +1,150 @@
+"""Stage 3, one task per shard: apply stage 2's decisions, drop frequent lines, run the optional KenLM filter and
+write `kept/` and `rejected/`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolder
+from datatrove.pipeline.base import PipelineStep
+from tqdm import tqdm
+
+from sailor2_jax.data.clean import hashing
+from sailor2_jax.data.clean.accounting import StepCounter
+from sailor2_jax.data.clean.config import CleanConfig
+from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
+from sailor2_jax.data.clean.perplexity import PerplexityModel
+from sailor2_jax.data.clean.records import JsonlOut, kept_record, rejected_record
+
+
+class ApplyDecisions(PipelineStep):
+    """Reads this shard's normalised documents back and marks those stage 2 removed."""
+
+    name = "read work files, apply stage-2 decisions"
+    type = "📖 - READER"
+
+    def __init__(self, config: CleanConfig, out_dir: DataFolder):
+        super().__init__()
+        self.config = config
+        self.out_dir = out_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        with self.out_dir.open(f"work/decisions/{rank:05d}.npz", "rb") as f:
+            decisions = dict(np.load(f))
+        with self.out_dir.open("work/decisions/reasons.json") as f:
+            reasons = json.load(f)["reasons"]
+        path = f"work/docs/{rank:05d}.jsonl" + (".gz" if self.config.compression == "gzip" else "")
+        if not self.out_dir.exists(path):
+            return
+        with self.out_dir.open(path, "rt", compression="gzip" if path.endswith(".gz") else None) as f:
+            for line in tqdm(f, total=len(decisions["step"]), desc=f"write (task {rank})", unit="doc",
+                             disable=not self.config.progress):
+                w = json.loads(line)
+                i = w["i"]
+                record = w["record"]
+                record[self.config.text_key] = w["text"]  # restored so that output records keep every field
+                meta = {"file": w["file"], "line": w["line"], "record": record, "lang": w["lang"], "reject": None,
+                        "bucket": int(decisions["bucket"][i])}
+                step = DECIDE_STEPS[decisions["step"][i]]
+                if step != "kept":
+                    code = decisions["reason"][i]
+                    reason = reasons[code] if code >= 0 else FIXED_REASONS[step]
+                    meta["reject"] = {"step": step, "reason": reason}
+                yield Document(text=w["text"], id=w["id"], metadata=meta)
+
+
+class FrequentLineFilter(PipelineStep):
+    """Removes the lines stage 2 found more than `max_count` times in the document's bucket."""
+
+    name = "frequent-line removal"
+    type = "✂️ - FORMAT"
+
+    def __init__(self, out_dir: DataFolder):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        with self.out_dir.open("work/decisions/frequent_lines.npz", "rb") as f:
+            arrays = np.load(f)
+            frequent = {(int(b), int(h)) for b, h in zip(arrays["bucket"], arrays["hash"])}
+        counter = StepCounter("frequent_lines")
+        for doc in data:
+            meta = doc.metadata
+            if meta["reject"] is None:
+                lang, bucket = meta["lang"], meta["bucket"]
+                counter.entered(lang, len(doc.text.encode("utf-8")))
+                if frequent:
+                    lines = doc.text.split("\n")
+                    drop = [(bucket, int(h)) in frequent for h in hashing.line_hashes(doc.text)]
+                    if any(drop):
+                        doc.text = "\n".join(line for line, d in zip(lines, drop) if not d)
+                        self.stat_update("lines_removed", value=sum(drop))
+                if doc.text:
+                    counter.left(lang, len(doc.text.encode("utf-8")))
+                else:
+                    meta["reject"] = {"step": "frequent_lines", "reason": "all_lines_frequent"}
+                    counter.removed(lang, "all_lines_frequent")
+            yield doc
+        counter.save(self.out_dir, rank)
+
+
+class PerplexityFilter(PipelineStep):
+    """sailcraft's KenLM filter: keep a document whose perplexity is ≤ its language's `perplexity_max`. Languages
+    without a configured model pass unchanged (counted as `no_model` in the step's stats)."""
+
+    name = "KenLM perplexity"
+    type = "🔻 - FILTER"
+
+    def __init__(self, config: CleanConfig, out_dir: DataFolder):
+        super().__init__()
+        self.config = config
+        self.out_dir = out_dir
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        models = {lang: PerplexityModel(m.kenlm, m.sentencepiece) for lang, m in self.config.kenlm.models.items()}
+        counter = StepCounter("kenlm")
+        for doc in data:
+            meta = doc.metadata
+            if meta["reject"] is None:
+                lang = meta["lang"]
+                nbytes = len(doc.text.encode("utf-8"))
+                counter.entered(lang, nbytes)
+                model = models.get(lang)
+                if model is None:
+                    self.stat_update("no_model")
+                    counter.left(lang, nbytes)
+                else:
+                    ppl = model.perplexity(doc.text)
+                    meta["perplexity"] = ppl
+                    if ppl <= self.config.params(lang).perplexity_max:
+                        counter.left(lang, nbytes)
+                    else:
+                        meta["reject"] = {"step": "kenlm", "reason": "perplexity_too_high"}
+                        counter.removed(lang, "perplexity_too_high")
+            yield doc
+        counter.save(self.out_dir, rank)
+
+
+class OutputWriter(PipelineStep):
+    name = "write kept/ and rejected/"
+    type = "💽 - WRITER"
+
+    def __init__(self, config: CleanConfig, out_dir: DataFolder):
+        super().__init__()
+        self.config = config
+        self.out_dir = out_dir
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        kept = JsonlOut(self.out_dir, f"kept/{rank:05d}", self.config.compression)
+        rejected = JsonlOut(self.out_dir, f"rejected/apply-{rank:05d}", self.config.compression)
+        for doc in data:
+            if doc.metadata["reject"] is None:
+                kept.write(kept_record(doc, self.config.text_key))
+            else:
+                rejected.write(rejected_record(doc, self.config.text_key))
+        kept.close()
+        rejected.close()
+        return
+        yield  # a PipelineStep's run is a generator; nothing follows the writer

@@ -1,0 +1,167 @@
+"""Stage 2, one task: apply the global steps, in the issue's order, on the facts of every shard.
+
+Order: URL dedup (keep the longest text per normalised URL) → exact dedup (first of each text digest) → heuristics
+→ LID → MinHash (first document of each cluster) → frequent lines (count line hashes within random buckets of
+`bucket_docs` surviving documents; the lines to drop are listed per bucket for stage 3). Every step is a few
+numpy passes over arrays of all documents, so it holds about 250 bytes per document in memory (≈ 2.5 GB for 10 M).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from datatrove.data import DocumentsPipeline
+from datatrove.io import DataFolder
+from datatrove.pipeline.base import PipelineStep
+
+from sailor2_jax.data.clean import hashing
+from sailor2_jax.data.clean.accounting import StepCounter, intern
+from sailor2_jax.data.clean.config import CleanConfig
+from sailor2_jax.data.clean.minhash import cluster_duplicates
+
+# Stage-2 step codes stored per document in work/decisions (0: kept so far).
+DECIDE_STEPS = ("kept", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash")
+# Reasons of the dedup steps (one each); heuristics and LID store a reason code per document.
+FIXED_REASONS = {"url_dedup": "shorter_duplicate_url", "exact_dedup": "exact_duplicate", "minhash": "near_duplicate"}
+
+
+def _first_of_groups(keys: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Boolean mask of the winner of each group of equal rows of `keys` (n × 2): the smallest `priority`."""
+    order = np.lexsort((priority, keys[:, 1], keys[:, 0]))
+    k = keys[order]
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = np.any(k[1:] != k[:-1], axis=1)
+    winner = np.zeros(len(k), dtype=bool)
+    winner[order[first]] = True
+    return winner
+
+
+class Decide(PipelineStep):
+    name = "decide: URL dedup, exact dedup, heuristics, LID, MinHash, frequent lines"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, config: CleanConfig, out_dir: DataFolder, tasks: int):
+        super().__init__()
+        self.config = config
+        self.out_dir = out_dir
+        self.tasks = tasks
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        facts, langs, reasons, sizes = self._load()
+        n = len(facts["lang"])
+        step = np.zeros(n, dtype=np.int8)
+        reason = np.full(n, -1, dtype=np.int32)
+        lang_names = np.array(langs + ["?"], dtype=object)
+
+        def remove(mask: np.ndarray, step_name: str, why: np.ndarray | str) -> None:
+            counter = StepCounter(step_name)
+            alive = step == 0
+            for li in np.unique(facts["lang"][alive]):
+                sel = alive & (facts["lang"] == li)
+                counter.entered(lang_names[li], int(facts["nbytes"][sel].sum()), docs=int(sel.sum()))
+                out = sel & ~mask
+                counter.left(lang_names[li], int(facts["nbytes"][out].sum()), docs=int(out.sum()))
+                gone = sel & mask
+                if isinstance(why, str):
+                    if gone.any():
+                        counter.removed(lang_names[li], why, docs=int(gone.sum()))
+                else:
+                    for code, cnt in zip(*np.unique(why[gone], return_counts=True)):
+                        counter.removed(lang_names[li], reasons[code], docs=int(cnt))
+            hit = alive & mask
+            step[hit] = DECIDE_STEPS.index(step_name)
+            if not isinstance(why, str):
+                reason[hit] = why[hit]
+            counter.save(self.out_dir, 0)
+
+        cfg = self.config
+        index = np.arange(n)
+        if cfg.url_dedup:
+            alive = (step == 0) & facts["has_url"]
+            # longest first, then input order: the winner of each URL group has the smallest priority
+            priority = np.lexsort((index, -facts["nbytes"]))
+            rank_of = np.empty(n, dtype=np.int64)
+            rank_of[priority] = index
+            sub = np.flatnonzero(alive)
+            win = np.zeros(n, dtype=bool)
+            win[sub] = _first_of_groups(facts["url"][sub], rank_of[sub])
+            remove(alive & ~win, "url_dedup", FIXED_REASONS["url_dedup"])
+        if cfg.exact_dedup:
+            sub = np.flatnonzero(step == 0)
+            win = np.zeros(n, dtype=bool)
+            win[sub] = _first_of_groups(facts["text"][sub], sub)
+            remove((step == 0) & ~win, "exact_dedup", FIXED_REASONS["exact_dedup"])
+        if cfg.heuristics:
+            remove(facts["heur"] >= 0, "heuristics", facts["heur"])
+        if cfg.lid:
+            remove(facts["lid"] >= 0, "lid", facts["lid"])
+        if cfg.minhash.enabled:
+            sub = np.flatnonzero(step == 0)
+            dup_of = cluster_duplicates(facts["bands"][sub])
+            mask = np.zeros(n, dtype=bool)
+            mask[sub[dup_of >= 0]] = True
+            remove(mask, "minhash", FIXED_REASONS["minhash"])
+        buckets = self._frequent_lines(facts, step == 0)
+        reason_names = {"reasons": reasons}
+        with self.out_dir.open("work/decisions/reasons.json", "w") as f:
+            json.dump(reason_names, f)
+        start = 0
+        for r, size in enumerate(sizes):
+            with self.out_dir.open(f"work/decisions/{r:05d}.npz", "wb") as f:
+                np.savez(f, step=step[start:start + size], reason=reason[start:start + size],
+                         bucket=buckets[start:start + size])
+            start += size
+        return
+        yield  # a PipelineStep's run is a generator; this stage yields no documents
+
+    def _load(self) -> tuple[dict[str, np.ndarray], list[str], list[str], list[int]]:
+        """Concatenate every shard's facts, remapping each shard's language and reason codes to global ones."""
+        langs: list[str] = []
+        reasons: list[str] = []
+        parts: dict[str, list[np.ndarray]] = {}
+        sizes = []
+        for r in range(self.tasks):
+            with self.out_dir.open(f"work/facts/{r:05d}.json") as f:
+                tables = json.load(f)
+            with self.out_dir.open(f"work/facts/{r:05d}.npz", "rb") as f:
+                arrays = dict(np.load(f))
+            lang_map = np.array([intern(langs, x) for x in tables["langs"]] + [-1], dtype=np.int32)
+            reason_map = np.array([intern(reasons, x) for x in tables["reasons"]] + [-1], dtype=np.int32)
+            arrays["lang"] = lang_map[arrays["lang"]]
+            for key in ("heur", "lid"):  # -1 (pass) indexes the trailing -1 of the map
+                arrays[key] = reason_map[arrays[key]]
+            offsets = arrays.pop("line_offsets")
+            arrays["line_count"] = np.diff(offsets)
+            sizes.append(len(arrays["lang"]))
+            for k, v in arrays.items():
+                parts.setdefault(k, []).append(v)
+        facts = {k: np.concatenate(v) for k, v in parts.items()}
+        return facts, langs, reasons, sizes
+
+    def _frequent_lines(self, facts: dict[str, np.ndarray], alive: np.ndarray) -> np.ndarray:
+        """Bucket of each surviving document (−1 for removed ones); writes the frequent line hashes per bucket."""
+        fl = self.config.frequent_lines
+        n = len(alive)
+        bucket = np.full(n, -1, dtype=np.int32)
+        if not fl.enabled:
+            return bucket
+        n_buckets = max(1, math.ceil(int(alive.sum()) / fl.bucket_docs))
+        # a random but reproducible bucket per document: its text digest is already uniformly random
+        bucket[alive] = (hashing.mix64(facts["text"][alive, 0]) % np.uint64(n_buckets)).astype(np.int32)
+        per_line_bucket = np.repeat(bucket, facts["line_count"])
+        per_line_alive = np.repeat(alive, facts["line_count"])
+        b = per_line_bucket[per_line_alive]
+        h = facts["line_hashes"][per_line_alive]
+        order = np.lexsort((h, b))
+        b, h = b[order], h[order]
+        new = np.ones(len(h), dtype=bool)
+        new[1:] = (h[1:] != h[:-1]) | (b[1:] != b[:-1])
+        starts = np.flatnonzero(new)
+        counts = np.diff(np.append(starts, len(h)))
+        frequent = counts > fl.max_count
+        with self.out_dir.open("work/decisions/frequent_lines.npz", "wb") as f:
+            np.savez(f, bucket=b[starts][frequent], hash=h[starts][frequent])
+        return bucket
+

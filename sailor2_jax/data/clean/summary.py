@@ -1,0 +1,111 @@
+"""`summary.json`, its PNG chart, and the final accounting check (kept + rejected = read)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from datatrove.data import DocumentsPipeline
+from datatrove.io import DataFolder
+from datatrove.pipeline.base import PipelineStep
+
+from sailor2_jax.data.clean.accounting import STEPS, merge_stats
+
+
+class AccountingError(RuntimeError):
+    """kept + rejected differs from the number of documents read."""
+
+
+def count_records(folder: Path) -> int:
+    """Lines actually written under `folder` (the check counts files, not counters)."""
+    total = 0
+    for path in sorted(folder.glob("*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            total += sum(1 for _ in f)
+    return total
+
+
+def totals(stats: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Per step, summed over languages."""
+    out = {}
+    for step, by_lang in stats.items():
+        t = {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "removed": {}}
+        for c in by_lang.values():
+            for k in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
+                t[k] += c[k]
+            for reason, n in c["removed"].items():
+                t["removed"][reason] = t["removed"].get(reason, 0) + n
+        out[step] = t
+    return out
+
+
+def write_summary(out_dir: Path, stats: dict[str, dict[str, dict]]) -> dict:
+    """Count the outputs, check them against what was read, write summary.json and summary.png."""
+    read = totals(stats).get("read", {}).get("docs_in", 0)
+    kept = count_records(out_dir / "kept")
+    rejected = count_records(out_dir / "rejected")
+    summary = {
+        "documents": {"read": read, "kept": kept, "rejected": rejected, "balanced": kept + rejected == read},
+        "totals": totals(stats),
+        "steps": stats,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    plot_summary(summary, out_dir / "summary.png")
+    return summary
+
+
+def check_balance(summary: dict, where: Path) -> str:
+    """The closing line of a run; raises AccountingError when kept + rejected ≠ read."""
+    d = summary["documents"]
+    if not d["balanced"]:
+        raise AccountingError(f"kept {d['kept']} + rejected {d['rejected']} = {d['kept'] + d['rejected']}"
+                              f" ≠ read {d['read']}: see {where}")
+    return f"accounting holds: kept {d['kept']} + rejected {d['rejected']} = read {d['read']}"
+
+
+class Summarise(PipelineStep):
+    """Last stage (one task): summary.json, summary.png and the balance check, so Slurm and Ray runs get them too.
+    Needs the output directory on a local or mounted file system."""
+
+    name = "summary and accounting check"
+    type = "📊 - STATS"
+
+    def __init__(self, out_dir: DataFolder):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        path = Path(self.out_dir.path)
+        check_balance(write_summary(path, merge_stats(self.out_dir)), path / "summary.json")
+        return
+        yield  # a PipelineStep's run is a generator; this stage yields no documents
+
+
+def plot_summary(summary: dict, path: Path) -> None:
+    """Two panels: documents and bytes left after each step, one line per language (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s for s in STEPS if s in summary["steps"]]
+    langs = sorted({lang for s in steps for lang in summary["steps"][s]})
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for ax, key, title in ((axes[0], "docs_out", "documents left"), (axes[1], "bytes_out", "bytes left")):
+        for lang in langs:
+            ys = [summary["steps"][s].get(lang, {}).get(key, 0) for s in steps]
+            if any(ys):
+                ax.plot(steps, [max(y, 0.5) for y in ys], marker="o", label=lang)
+        ax.set_yscale("log")
+        ax.set_title(f"{title} after each step")
+        ax.tick_params(axis="x", rotation=45)
+        ax.grid(alpha=0.3)
+    axes[1].legend(ncol=2, fontsize=8, loc="lower left")
+    d = summary["documents"]
+    fig.suptitle(f"read {d['read']} · kept {d['kept']} · rejected {d['rejected']}"
+                 f" · {'balanced' if d['balanced'] else 'NOT BALANCED'}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,98 @@
+"""Real text in all 15 Sailor2 languages, offline: the UDHR excerpts that `gflanguages` ships (1.4–3 KB each), and
+synthetic documents built from their words, for the demo, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+from gflanguages import LoadLanguages
+
+from sailor2_jax.data.clean.languages import SAILCRAFT
+from sailor2_jax.data.clean.text import segment
+
+GF_KEYS = {
+    "en": "en_Latn", "zh": "zh_Hans", "my": "my_Mymr", "km": "km_Khmr", "lo": "lo_Laoo", "th": "th_Thai",
+    "vi": "vi_Latn", "id": "id_Latn", "ms": "zlm_Latn", "tl": "fil_Latn", "ceb": "ceb_Latn", "jv": "jv_Latn",
+    "su": "su_Latn", "war": "war_Latn", "ilo": "ilo_Latn",
+}
+_FIELDS = ("specimen_16", "specimen_21", "specimen_32", "specimen_36", "specimen_48", "tester", "styles")
+# How a synthetic sentence ends and how words are joined, for scripts that differ from "word word."
+_SENTENCE_END = {"zh": "。", "my": "။", "km": "។", "th": " ", "lo": " "}
+_NO_SPACE = {"zh", "my", "km", "th", "lo"}
+
+
+@functools.lru_cache(maxsize=None)
+def _languages():
+    return LoadLanguages()
+
+
+@functools.lru_cache(maxsize=None)
+def udhr_lines(lang: str) -> tuple[str, ...]:
+    """The distinct UDHR lines for `lang`: every line of the sample texts, without lines contained in another."""
+    sample = _languages()[GF_KEYS[lang]].sample_text
+    lines = list(dict.fromkeys(line.strip() for f in _FIELDS for line in getattr(sample, f).split("\n")))
+    lines = [x for x in lines if x]
+    return tuple(x for x in lines if not any(x != y and x in y for y in lines))
+
+
+@functools.lru_cache(maxsize=None)
+def udhr_words(lang: str) -> tuple[str, ...]:
+    """Word tokens of the UDHR lines (ICU words for scripts without spaces), with their repetitions."""
+    out: list[str] = []
+    for line in udhr_lines(lang):
+        if lang in _NO_SPACE:
+            out += [w for w in segment(line, lang) if w.strip() and any(c.isalnum() for c in w)]
+        else:
+            out += [w.strip(".,;:!?()\"'") for w in line.split() if w.strip(".,;:!?()\"'")]
+    return tuple(out)
+
+
+def synthetic_document(lang: str, rng: random.Random, n_words: int) -> str:
+    """A document of about `n_words` words (≈ 6 bytes each in Latin script, 8–12 in th/lo/km/my): sentences of UDHR
+    words drawn at random (by frequency), so two documents share almost no 5-gram, while the words, script and
+    stopwords stay those of the language. Sized in words, so planted edits change the same share of shingles in
+    every script."""
+    vocab = udhr_words(lang)
+    sep = "" if lang in _NO_SPACE else " "
+    end = _SENTENCE_END.get(lang, ".")
+    lines, size = [], 0
+    while size < n_words:
+        sentences = []
+        for _ in range(rng.randint(2, 4)):
+            ws = [rng.choice(vocab) for _ in range(rng.randint(8, 16))]
+            if sep:
+                ws[0] = ws[0][:1].upper() + ws[0][1:]
+            sentences.append(sep.join(ws) + end)
+            size += len(ws)
+        lines.append(" ".join(s.strip() for s in sentences))
+    return "\n".join(lines)
+
+
+def near_duplicate(text: str, lang: str, rng: random.Random, edits: int = 3) -> str:
+    """A near-duplicate: `edits` words replaced or dropped, and two adjacent lines swapped when there are several."""
+    lines = text.split("\n")
+    if len(lines) > 2:
+        i = rng.randrange(len(lines) - 1)
+        lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    vocab = udhr_words(lang)
+    for _ in range(edits):
+        i = rng.randrange(len(lines))
+        if lang in _NO_SPACE:
+            pieces = segment(lines[i], lang)
+            j = rng.randrange(len(pieces))
+            pieces[j] = rng.choice(vocab)
+            lines[i] = "".join(pieces)
+        else:
+            ws = lines[i].split(" ")
+            j = rng.randrange(len(ws))
+            if rng.random() < 0.5 and len(ws) > 1:
+                del ws[j]
+            else:
+                ws[j] = rng.choice(vocab)
+            lines[i] = " ".join(ws)
+    return "\n".join(lines)
+
+
+def all_languages() -> tuple[str, ...]:
+    return tuple(k for k in GF_KEYS if k in SAILCRAFT)

@@ -1,0 +1,27 @@
+"""Load the model of a train checkpoint (any objective: the params item is the same), e.g. for HF export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh
+
+from sailor2_jax.config import MeshConfig, ModelConfig
+from sailor2_jax.model.init import abstract_model
+from sailor2_jax.model.qwen2 import Qwen2
+from sailor2_jax.sharding import make_mesh, state_shardings
+from sailor2_jax.train import checkpoint as ckpt
+
+
+def load_checkpoint_model(path: str | Path, mesh: Mesh | None = None) -> tuple[Qwen2, int]:
+    """(model, step) from a run dir, a checkpoints dir or a step dir; sharded over `mesh` (default: FSDP over all)."""
+    step_dir = ckpt.step_dir(path)
+    model_cfg = ModelConfig.model_validate(ckpt.read_config(step_dir)["model"])
+    mesh = mesh or make_mesh(MeshConfig())
+    graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
+    shardings = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
+    target = jax.tree.map(lambda sh, s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shardings,
+                          nnx.to_pure_dict(abstract_state))
+    return nnx.merge(graphdef, ckpt.restore_params(step_dir, target)), int(step_dir.name)

@@ -1,0 +1,149 @@
+"""The whole run: bad input is counted and routed with its reason, nothing is lost; wrong-language documents and
+frequent boilerplate lines go; the CLI works end to end; configs fail with the bad field named."""
+
+import base64
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sailor2_jax.cli import main
+from sailor2_jax.data.clean import load_config, run_demo
+from sailor2_jax.data.clean.udhr import synthetic_document
+
+from conftest import read_records, write_jsonl
+
+GOOD = synthetic_document("en", random.Random(0), 300)
+
+BAD_LINES = {
+    "malformed_json": '{"id": "m", "text": "unterminated',
+    "invalid_utf8": b'{"id": "u", "text": "caf\xe9 au lait"}',
+    "not_a_json_object": '["a", "list"]',
+    "missing_text": '{"id": "no-text", "url": "https://x.org"}',
+    "non_string_text": '{"id": "num", "text": 12345}',
+    "empty_text": '{"id": "empty", "text": " \\n\\t "}',
+    "invalid_unicode": '{"id": "surrogate", "text": "lone \\ud800 surrogate"}',
+    "huge_document": json.dumps({"id": "huge", "text": "word " * 500_000, "language": "en"}),  # 2.5 MB
+}
+
+
+def test_bad_input_is_counted_and_routed(clean, tmp_path):
+    rng = random.Random(1)
+    good = [{"id": f"g{i}", "text": synthetic_document("en", rng, 300), "language": "en", "source": "crawl-7"}
+            for i in range(5)]
+    lines = good[:2] + list(BAD_LINES.values()) + good[2:]
+    jsonl = write_jsonl(tmp_path / "in" / "a.jsonl", lines)
+    table = pa.table({"id": ["p1", "p2", "p3"], "text": [synthetic_document("en", rng, 300), "", None],
+                      "language": ["en", "en", "en"]})
+    parquet = tmp_path / "in" / "b.parquet"
+    pq.write_table(table, parquet)
+    summary, kept, rejected = clean([jsonl, parquet], executor={"tasks": 2})
+
+    read = len(lines) + 3
+    d = summary["documents"]
+    assert (d["read"], d["kept"] + d["rejected"], d["balanced"]) == (read, read, True)
+    assert len(kept) + len(rejected) == read
+    assert summary["message"].startswith("accounting holds")
+    reasons = {r["_rejection"]["reason"] for r in rejected if r["_rejection"]["step"] == "read"}
+    assert reasons == set(BAD_LINES) | {"empty_text", "non_string_text"}  # parquet's "" and None
+    by_reason = {r["_rejection"]["reason"]: r for r in rejected}
+    assert by_reason["malformed_json"]["raw"] == BAD_LINES["malformed_json"]
+    assert base64.b64decode(by_reason["invalid_utf8"]["raw_base64"]) == BAD_LINES["invalid_utf8"]
+    assert by_reason["malformed_json"]["_rejection"]["line"] == 3  # 1-based line in its file
+    assert by_reason["non_string_text"]["text"] in (12345, None)
+    assert {r["id"] for r in kept} == {"g0", "g1", "g2", "g3", "g4", "p1"}
+    assert all(r["source"] == "crawl-7" for r in kept if r["id"].startswith("g"))  # input fields kept
+    counts = summary["totals"]["read"]["removed"]
+    assert sum(counts.values()) == len(BAD_LINES) + 2
+
+
+def test_wrong_language_rejected_and_confusable_pairs_accepted(clean):
+    rng = random.Random(2)
+    records = [
+        {"id": "km-as-th", "text": synthetic_document("km", rng, 300), "language": "th"},
+        {"id": "id-as-tl", "text": synthetic_document("id", rng, 300), "language": "tl"},
+        {"id": "en-as-ceb", "text": synthetic_document("en", rng, 300), "language": "ceb"},
+        # fastText calls this Malay text Indonesian; pycld2's second opinion keeps it
+        {"id": "ms", "text": synthetic_document("ms", rng, 300), "language": "zsm"},
+        {"id": "war", "text": synthetic_document("war", rng, 300), "language": "war"},
+        {"id": "vi", "text": synthetic_document("vi", rng, 300)},  # no field: --language / config.language
+    ]
+    _, kept, rejected = clean(records, language="vi", heuristics=False)
+    assert {r["id"] for r in kept} == {"ms", "war", "vi"}
+    assert {r["id"]: (r["_rejection"]["step"], r["_rejection"]["reason"]) for r in rejected} == {
+        "km-as-th": ("lid", "wrong_language"), "id-as-tl": ("lid", "wrong_language"),
+        "en-as-ceb": ("lid", "wrong_language")}
+    assert next(r for r in kept if r["id"] == "vi")["language"] == "vi"
+
+
+def test_frequent_boilerplate_lines_removed(clean):
+    rng = random.Random(4)
+    boiler = "Share this article on Facebook Twitter WhatsApp"
+    rare = "Read the second part of this series tomorrow"
+    records = []
+    for i in range(12):
+        text = synthetic_document("en", rng, 250)
+        text += "\n" + boiler
+        if i < 5:  # five occurrences: at the limit, kept
+            text += "\n" + rare
+        records.append({"id": f"d{i}", "text": text, "language": "en"})
+    summary, kept, _ = clean(records, frequent_lines={"max_count": 5, "bucket_docs": 1000})
+    assert len(kept) == 12
+    assert not any(boiler in r["text"] for r in kept)
+    assert sum(rare in r["text"] for r in kept) == 5
+    fl = summary["totals"]["frequent_lines"]
+    assert fl["bytes_in"] - fl["bytes_out"] == 12 * len(("\n" + boiler).encode())
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    rng = random.Random(5)
+    docs = [{"id": f"t{i}", "text": synthetic_document("th", rng, 300)} for i in range(4)]
+    docs.append(dict(docs[0], id="t0-copy"))
+    write_jsonl(tmp_path / "in" / "th.jsonl.gz", docs)
+    config = tmp_path / "c.yaml"
+    config.write_text("executor: {tasks: 1}\nprogress: false\nfrequent_lines: {max_count: 5}\n")
+    rc = main(["clean", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+               "--config", str(config), "--language", "th"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "accounting holds: kept 4 + rejected 1 = read 5" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["steps"]["exact_dedup"]["th"]["removed"] == {"exact_duplicate": 1}
+    assert (tmp_path / "out" / "summary.png").stat().st_size > 10_000
+    assert len(read_records(tmp_path / "out" / "kept")) == 4
+
+
+def test_cli_reports_bad_config(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("minhash: {bands: 30, rows: 10}\n")
+    rc = main(["clean", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--config", str(config)])
+    assert rc == 2
+    assert "exceeds num_perm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("yaml_text, field", [
+    ("executor: {kind: spark}", "executor.kind"),
+    ("languages: {th: {words_min: -1}}", "languages.th: words_min"),
+    ("frequent_lines: {max_count: 0}", "frequent_lines.max_count"),
+    ("minhash: {num_perm: many}", "minhash.num_perm"),
+    ("unknown_key: 1", "unknown_key"),
+])
+def test_config_errors_name_the_field(tmp_path, yaml_text, field):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")) as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+
+
+def test_demo_runs_and_balances(tmp_path, capsys):
+    summary = run_demo(tmp_path / "demo")
+    assert summary["documents"]["balanced"]
+    planted = summary["planted"]
+    totals = summary["totals"]
+    assert totals["exact_dedup"]["removed"]["exact_duplicate"] == planted["exact_duplicates"]
+    assert totals["url_dedup"]["removed"]["shorter_duplicate_url"] == planted["url_duplicates"]
+    assert sum(totals["read"]["removed"].values()) == planted["bad_lines"]
+    assert "accounting holds" in capsys.readouterr().out

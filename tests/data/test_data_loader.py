@@ -1,0 +1,201 @@
+"""grain pre-training pipeline on synthetic documents: packing, shares, determinism, state, stage switch, hosts."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import grain
+import numpy as np
+import pytest
+from data_helpers import EOS, config, documents, make_docs, stage_config, write_config
+
+from sailor2_jax.data.config import LANGUAGE_INDEX
+from sailor2_jax.data.loader import PretrainIterator, host_stream, realised_shares
+
+
+def decode_token(t: int) -> tuple[int, int, int]:
+    """(task index, document, position) of a synthetic token."""
+    return t // 10**6, (t % 10**6) // 1000, t % 1000
+
+
+def rows(batches) -> list[dict[str, np.ndarray]]:
+    return [{k: v[r] for k, v in b.items()} for b in batches for r in range(len(b["tokens"]))]
+
+
+def take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def three_tasks(seq_len=64, batch_size=4, **kw):
+    spec = {"a_vi": (1, [int(n) for n in np.random.default_rng(0).integers(3, 40, 300)]),
+            "b_th": (2, [int(n) for n in np.random.default_rng(1).integers(50, 200, 300)]),
+            "c_km": (3, [int(n) for n in np.random.default_rng(2).integers(10, 20, 300)])}
+    cfg = config(stage_config({"a_vi": "vi", "b_th": "th", "c_km": "km"}, {"a_vi": 6, "b_th": 3, "c_km": 1},
+                              seq_len=seq_len, batch_size=batch_size, **kw))
+    return cfg, documents(spec)
+
+
+def test_packing_loses_and_duplicates_nothing():
+    lengths = [int(n) for n in np.random.default_rng(5).integers(1, 90, 57)]
+    docs = make_docs(1, lengths)
+    cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=50, batch_size=3))
+    it = PretrainIterator(cfg, documents=documents({"a_vi": (1, lengths)}))
+    need = sum(len(d) - 1 for d in docs)  # one epoch of packed positions
+    stream = {"tokens": [], "targets": []}
+    while len(stream["tokens"]) < need:
+        for row in rows([next(it)]):
+            assert row["loss_mask"].all()  # endless streams: no padding in pre-training
+            stream["tokens"].extend(row["tokens"].tolist())
+            stream["targets"].extend(row["targets"].tolist())
+    expected_in = collections.Counter(int(t) for d in docs for t in d[:-1])
+    expected_tg = collections.Counter(int(t) for d in docs for t in d[1:])
+    assert collections.Counter(stream["tokens"][:need]) == expected_in
+    assert collections.Counter(stream["targets"][:need]) == expected_tg
+
+
+def test_segments_never_cross_and_positions_restart():
+    cfg, docs = three_tasks()
+    it = PretrainIterator(cfg, documents=docs)
+    lang_of = {1: LANGUAGE_INDEX["vi"], 2: LANGUAGE_INDEX["th"], 3: LANGUAGE_INDEX["km"]}
+    for row in rows(take(it, 20)):
+        seg, tok, tgt, pos = row["segment_ids"], row["tokens"], row["targets"], row["positions"]
+        assert seg[0] == 1 and np.all(np.diff(seg) >= 0) and np.all(np.diff(seg) <= 1)
+        for s in np.unique(seg):
+            idx = np.flatnonzero(seg == s)
+            assert np.array_equal(pos[idx], np.arange(len(idx)))  # positions restart at 0 in each segment
+            src = [decode_token(t) for t in tok[idx]]
+            assert len({(k, d) for k, d, _ in src}) == 1  # one document per segment
+            k, d, _ = src[0]
+            assert np.array_equal([j for *_, j in src], np.arange(src[0][2], src[0][2] + len(idx)))
+            assert set(row["languages"][idx]) == {lang_of[k]}
+            # each target is the next token of the same document, or the document's <|endoftext|>
+            for t_in, t_out in zip(tok[idx], tgt[idx]):
+                assert t_out == t_in + 1 or t_out == EOS
+            if tgt[idx[-1]] == EOS:
+                assert decode_token(tok[idx[-1]])[2] == len(docs[[*docs][k - 1]].data[d]) - 2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_realised_token_shares_match_targets(temperature):
+    cfg, docs = three_tasks(seq_len=256, batch_size=4)
+    cfg = cfg.replace(mixture=cfg.mixture.replace(temperature=temperature))
+    it = PretrainIterator(cfg, documents=docs)
+    # independent expectation: p_i^(1/T), renormalised
+    p = np.asarray([6, 3, 1], float) / 10
+    q = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    expected = dict(zip(["vi", "th", "km"], q))
+    realised, real, total = realised_shares(take(it, 150))
+    assert real == total
+    for lang, share in expected.items():
+        assert abs(realised[lang] - share) < 0.02, (lang, realised, expected)
+
+
+def test_same_seed_same_batches_other_seed_differs():
+    cfg, docs = three_tasks()
+    a = take(PretrainIterator(cfg, documents=docs), 5)
+    b = take(PretrainIterator(cfg, documents=docs), 5)
+    c = take(PretrainIterator(cfg.replace(loader=cfg.loader.replace(seed=7)), documents=docs), 5)
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    assert not all(np.array_equal(x["tokens"], y["tokens"]) for x, y in zip(a, c))
+
+
+def test_restored_state_reproduces_following_batches(tmp_path):
+    cfg, docs = three_tasks()
+    it = PretrainIterator(cfg, documents=docs)
+    take(it, 7)
+    state = json.loads(json.dumps(it.get_state()))  # what goes into the checkpoint is plain JSON
+    expected = take(it, 6)
+    fresh = PretrainIterator(cfg, documents=docs)
+    fresh.set_state(state)
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(expected, take(fresh, 6)) for k in x)
+    # the same through grain's orbax checkpoint handler (what the training engine's manager calls)
+    from etils import epath
+
+    handler = grain.checkpoint.CheckpointHandler()
+    it2 = PretrainIterator(cfg, documents=docs)
+    take(it2, 7)
+    handler.save(epath.Path(tmp_path), args=grain.checkpoint.CheckpointSave(it2))
+    restored = handler.restore(epath.Path(tmp_path), args=grain.checkpoint.CheckpointRestore(
+        PretrainIterator(cfg, documents=docs)))
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(expected, take(restored, 6)) for k in x)
+
+
+def test_state_of_another_stage_is_refused():
+    cfg, docs = three_tasks()
+    other = cfg.replace(mixture=cfg.mixture.replace(name="other"))
+    with pytest.raises(ValueError, match="switch_stage"):
+        PretrainIterator(other, documents=docs).set_state(PretrainIterator(cfg, documents=docs).get_state())
+
+
+def _doc_sequence(batches, task_index):
+    """The order in which documents of one task appear (each document once, at its first token)."""
+    seen = []
+    for row in rows(batches):
+        for t, m in zip(row["tokens"], row["loss_mask"]):
+            k, d, _ = decode_token(int(t))
+            if m and k == task_index and (not seen or seen[-1] != d):
+                seen.append(d)
+    return seen
+
+
+def test_stage_switch_keeps_every_stream_where_it_was(tmp_path):
+    stage1 = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 1, "b_th": 1}, name="s1")
+    path1 = write_config(tmp_path / "s1.yaml", stage1)
+    stage2 = stage_config({"c_km": "km"}, {"c_km": 1}, name="s2", replay={"config": str(path1), "tokens": 1})
+    spec = {"a_vi": (1, [20] * 400), "b_th": (2, [30] * 400), "c_km": (3, [25] * 400)}
+    docs = documents(spec)
+    it1 = PretrainIterator(config(stage1), documents=docs)
+    first = take(it1, 9)
+    it2 = PretrainIterator(config(stage2), documents=docs)  # switch_stage() = this + continue_from
+    it2.continue_from(it1)
+    positions = it2.stream_positions()
+    assert positions["c_km"] == 0
+    # independent reference: stage 1 alone, run longer, gives each replayed task's document order
+    reference = take(PretrainIterator(config(stage1), documents=docs), 40)
+    after = take(it2, 12)
+    for k, task in ((1, "a_vi"), (2, "b_th")):
+        ref, done, cont = _doc_sequence(reference, k), _doc_sequence(first, k), _doc_sequence(after, k)
+        assert done == ref[:len(done)]
+        assert positions[task] == len(done)  # every document started in stage 1 counts as taken
+        assert len(cont) > 2 and cont == ref[len(done):len(done) + len(cont)], task  # stage 2 goes on from there
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_host_shards_are_disjoint_and_cover(hosts):
+    n = 103
+    base = grain.MapDataset.source(list(range(n)))
+    per_host = [[host_stream(base, 11, h, hosts)[i] for i in range(len(range(h, n, hosts)))] for h in range(hosts)]
+    flat = [x for part in per_host for x in part]
+    assert len(flat) == n and set(flat) == set(range(n))
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_host_batches_hold_disjoint_documents(hosts):
+    lengths = [10] * 200
+    seen = []
+    for h in range(hosts):
+        cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=40, batch_size=8, shard=(h, hosts)))
+        it = PretrainIterator(cfg, documents=documents({"a_vi": (1, lengths)}))
+        assert it.local_batch_size == 8 // hosts
+        toks = np.concatenate([b["tokens"].ravel() for b in take(it, 200 * 10 // (40 * 8 // hosts) // hosts)])
+        seen.append({decode_token(int(t))[1] for t in toks})
+    assert all(not (seen[i] & seen[j]) for i in range(hosts) for j in range(i + 1, hosts))
+    assert set().union(*seen) <= set(range(200)) and len(set().union(*seen)) >= 190
+
+
+def test_global_batches_on_the_mesh():
+    import jax
+
+    from sailor2_jax.config import MeshConfig
+    from sailor2_jax.sharding import make_mesh
+
+    mesh = make_mesh(MeshConfig(data=2, fsdp=4))
+    cfg, docs = three_tasks(batch_size=8)
+    batch = next(PretrainIterator(cfg, mesh=mesh, documents=docs))
+    host = next(PretrainIterator(cfg, documents=docs))
+    assert set(batch) == {"tokens", "targets", "loss_mask", "segment_ids", "positions", "languages"}
+    for k, v in batch.items():
+        assert isinstance(v, jax.Array) and v.shape == (8, 64)
+        assert len(v.sharding.device_set) == 8
+        np.testing.assert_array_equal(np.asarray(v), host[k])

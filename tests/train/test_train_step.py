@@ -1,0 +1,121 @@
+"""The step family: accumulation equals one big batch, the NaN guard skips and counts, the trainable mask freezes
+exactly the old layers (weight decay included), and the schedules hit their closed-form values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from sailor2_jax.config import load
+from sailor2_jax.model.init import abstract_model, create_model
+from sailor2_jax.sharding import global_batch, make_mesh, state_shardings as param_shardings
+from sailor2_jax.train.config import ScheduleConfig, TrainConfig
+from sailor2_jax.train.data import SyntheticLM
+from sailor2_jax.train.objectives import Objective
+from sailor2_jax.train.optim import optimizer, schedule, trainable_mask
+from sailor2_jax.train.step import compile_step, init_state, make_step, state_shardings
+
+BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.compute_dtype=float32",
+        "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
+        "optimizer.schedule.peak_lr=1e-2", "steps=10"]
+
+
+def _setup(overrides, sgd=False):
+    cfg = load(TrainConfig, None, BASE + overrides)
+    mesh = make_mesh(cfg.mesh)
+    model = create_model(cfg.model, mesh, seed=0)
+    graphdef, abstract = nnx.split(abstract_model(cfg.model))
+    shapes = nnx.to_pure_dict(abstract)
+    mask = trainable_mask(cfg, shapes)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    if sgd:  # params move by exactly -gradient: compares gradients through the real step
+        tx = optax.sgd(1.0)
+    shardings = state_shardings(nnx.to_pure_dict(param_shardings(abstract, mesh)), tx, shapes, mesh)
+    step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, cfg.data.micro_batches), mesh,
+                        shardings, None)
+    state = jax.jit(lambda p: init_state(p, tx, 0), out_shardings=shardings)(nnx.to_pure_dict(nnx.state(model)))
+    batch = next(SyntheticLM(cfg.data.batch_size, 32, 256, seed=5, process_index=0, process_count=1))
+    return cfg, mesh, step, state, batch
+
+
+def _host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    results = []
+    for m in (1, 2):
+        cfg, mesh, step, state, batch = _setup([f"data.micro_batches={m}", "data.batch_size=16"], sgd=True)
+        with jax.set_mesh(mesh):
+            state, metrics = step(state, global_batch(batch, mesh), None)
+        results.append((_host(state.params), _host(metrics)))
+    (p1, m1), (p4, m4) = results
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m4["grad_norm"], m1["grad_norm"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), p4, p1)
+
+
+def test_nan_guard_skips_the_update_and_counts():
+    cfg, mesh, step, state, batch = _setup([])
+    before = _host(state.params)
+    bad = dict(batch, loss_mask=batch["loss_mask"].astype(np.float32) * np.float32("nan"))
+    with jax.set_mesh(mesh):
+        state, m1 = step(state, global_batch(bad, mesh), None)
+        state, m2 = step(state, global_batch(bad, mesh), None)
+        after_bad = _host(state.params)
+        state, m3 = step(state, global_batch(batch, mesh), None)
+    assert not bool(m1["finite"]) and int(m2["bad_steps"]) == 2 and int(m2["skipped_steps"]) == 2
+    jax.tree.map(np.testing.assert_array_equal, after_bad, before)
+    assert bool(m3["finite"]) and int(m3["bad_steps"]) == 0 and int(m3["skipped_steps"]) == 2
+    assert int(state.step) == 3
+
+
+def test_new_layers_mask_trains_only_the_new_layers():
+    cfg, mesh, step, state, batch = _setup(["optimizer.trainable=new_layers", "optimizer.new_layers=[false,true]",
+                                            "optimizer.weight_decay=0.5"])
+    before = _host(state.params)
+    with jax.set_mesh(mesh):
+        for _ in range(2):
+            state, _ = step(state, global_batch(batch, mesh), None)
+    after = _host(state.params)
+    for name, w in after["layers"].items():
+        np.testing.assert_array_equal(w[0], before["layers"][name][0])  # old layer: untouched, no decay either
+        if name not in ("attn_norm", "mlp_norm"):
+            assert not np.array_equal(w[1], before["layers"][name][1]), name
+    np.testing.assert_array_equal(after["embed"], before["embed"])
+    np.testing.assert_array_equal(after["final_norm"], before["final_norm"])
+
+
+def test_weight_decay_skips_norms_and_biases():
+    # zero learning-rate gradient path: with lr > 0 and zero gradients only decay moves a weight
+    cfg, mesh, step, state, batch = _setup(["optimizer.weight_decay=0.5"])
+    before = _host(state.params)
+    zero_batch = dict(batch, loss_mask=np.zeros_like(batch["loss_mask"]))
+    with jax.set_mesh(mesh):
+        state, _ = step(state, global_batch(zero_batch, mesh), None)
+    after = _host(state.params)
+    np.testing.assert_allclose(after["layers"]["q"], before["layers"]["q"] * (1 - 1e-2 * 0.5), rtol=1e-6)
+    for name in ("attn_norm", "mlp_norm", "q_bias", "k_bias", "v_bias"):
+        np.testing.assert_array_equal(after["layers"][name], before["layers"][name])
+    np.testing.assert_array_equal(after["final_norm"], before["final_norm"])
+
+
+@pytest.mark.parametrize("shape", ["exponential", "linear"])
+def test_wsd_schedule_closed_form(shape):
+    cfg = ScheduleConfig(kind="wsd", peak_lr=1e-4, final_lr=1e-5, warmup_steps=10, decay_steps=20,
+                         decay_shape=shape)
+    lr = schedule(cfg, total_steps=100)
+    assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(5e-5)
+    assert float(lr(10)) == pytest.approx(1e-4) and float(lr(79)) == pytest.approx(1e-4)
+    assert float(lr(100)) == pytest.approx(1e-5, rel=1e-5)
+    mid = 1e-4 * 0.1 ** 0.5 if shape == "exponential" else (1e-4 + 1e-5) / 2
+    assert float(lr(90)) == pytest.approx(mid, rel=1e-5)
+
+
+def test_cosine_schedule_closed_form():
+    lr = schedule(ScheduleConfig(kind="cosine", peak_lr=1e-4, final_lr=1e-5, warmup_steps=10), total_steps=110)
+    assert float(lr(10)) == pytest.approx(1e-4)
+    assert float(lr(60)) == pytest.approx(1e-5 + (1e-4 - 1e-5) * 0.5, rel=1e-5)
+    assert float(lr(110)) == pytest.approx(1e-5, rel=1e-5)
