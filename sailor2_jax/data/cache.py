@@ -113,34 +113,38 @@ class _WriteShard(beam.DoFn):
         out = task_dir(self._cache_dir, name)
         out.mkdir(parents=True, exist_ok=True)
         file_name = SHARD_PATTERN.format(index=shard, count=self._num_shards)
-        lengths = []
         writer = ArrayRecordWriter(str(out / file_name), WRITER_OPTIONS)
+        lengths = []
         for _, _, record in sorted(records, key=lambda r: (r[0], r[1])):
             writer.write(record)
             lengths.append(len(record) // RECORD_DTYPE.itemsize)
         writer.close()
-        yield name, {"file": file_name, "lengths": lengths}
+        # summaries only: a full-scale task has hundreds of millions of documents
+        yield name, {"file": file_name, "documents": len(lengths), "tokens": sum(lengths), "min": min(lengths),
+                     "max": max(lengths)}
 
 
 def _write_stats(element: tuple[str, dict[str, list]], cache_dir: str, languages: dict[str, str]) -> str:
     name, grouped = element
-    lengths = np.asarray([n for shard in grouped["shards"] for n in shard["lengths"]], dtype=np.int64)
+    shards = grouped["shards"]
     skipped: dict[str, int] = {}
     for counts in grouped["counts"]:
         for reason, k in counts.items():
             skipped[reason] = skipped.get(reason, 0) + k
-    if not len(lengths):
+    documents = sum(s["documents"] for s in shards)
+    if not documents:
         raise ValueError(f"task {name!r}: no documents left after reading (skipped: {skipped})")
+    tokens = sum(s["tokens"] for s in shards)
     stats = {
         "task": name,
         "language": languages[name],
-        "documents": int(len(lengths)),
-        "tokens": int(lengths.sum()),  # <|endoftext|> included
-        "min_tokens": int(lengths.min()),
-        "max_tokens": int(lengths.max()),
-        "mean_tokens": float(lengths.mean()),
+        "documents": documents,
+        "tokens": tokens,  # <|endoftext|> included
+        "min_tokens": min(s["min"] for s in shards),
+        "max_tokens": max(s["max"] for s in shards),
+        "mean_tokens": tokens / documents,
         "skipped": skipped,
-        "shards": sorted(shard["file"] for shard in grouped["shards"]),
+        "shards": sorted(s["file"] for s in shards),
     }
     (task_dir(cache_dir, name) / STATS_FILE).write_text(json.dumps(stats, indent=2))
     return name

@@ -38,6 +38,7 @@ from typing import Any
 import grain
 import numpy as np
 from grain.experimental import index_shuffle
+from tqdm import tqdm
 
 from sailor2_jax.data import mixture
 from sailor2_jax.data.cache import decode, read_stats, shard_files
@@ -82,7 +83,7 @@ def _seqio_documents(names: Sequence[str], cfg: DataConfig) -> dict[str, TaskDoc
 
     tasks.register(cfg)
     out = {}
-    for name in names:
+    for name in tqdm(names, desc="seqio tasks", unit="task", leave=False):
         task = seqio.get_mixture_or_task(name)
         docs = [ex["tokens"] for ex in tasks.iterate_task(task)]
         skipped = COUNTS.pop(tasks.task_files(task))

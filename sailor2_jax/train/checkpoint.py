@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -29,14 +30,14 @@ ITEMS = ("params", "train", "config", "data")
 # --- the data iterator as an orbax item: one JSON file per process ------------------------------------------------
 
 class IteratorHandler(ocp.CheckpointHandler):
-    """Saves `get_state()` of each process's iterator as `process_I-of-N.json`; restore calls `set_state`."""
+    """Saves each process's iterator state as `process_I-of-N.json`; restore calls the iterator's `set_state`."""
 
     @staticmethod
     def _file(directory: epath.Path) -> epath.Path:
         return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
 
     def save(self, directory: epath.Path, args: "IteratorSave") -> None:
-        self._file(directory).write_text(json.dumps(args.item.get_state()))
+        self._file(directory).write_text(json.dumps(args.state))
 
     def restore(self, directory: epath.Path, args: "IteratorRestore") -> CheckpointableIterator:
         path = self._file(directory)
@@ -53,7 +54,7 @@ class IteratorHandler(ocp.CheckpointHandler):
 @ocp.args.register_with_handler(IteratorHandler, for_save=True)
 @dataclasses.dataclass
 class IteratorSave(ocp.args.CheckpointArgs):
-    item: CheckpointableIterator
+    state: dict[str, Any]  # taken when the save starts: the loop moves the iterator on while the save runs
 
 
 @ocp.args.register_with_handler(IteratorHandler, for_restore=True)
@@ -79,9 +80,13 @@ def save(mgr: ocp.CheckpointManager, state: TrainState, cfg: TrainConfig, model_
          data_iter: CheckpointableIterator, *, step: int, force: bool = False) -> bool:
     """Start saving the state after `step` batches (async: arrays are copied off device before returning)."""
     meta = {"train": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}
+    if jax.default_backend() == "cpu":
+        # On CPU orbax's "device to host" transfer can leave the host side sharing the device buffers, which the
+        # next (donating) step overwrites while the async write is still reading them. Save a private copy.
+        state = jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state)
     return mgr.save(step, force=force, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(_train_item(state)),
-        config=ocp.args.JsonSave(meta), data=IteratorSave(data_iter)))
+        config=ocp.args.JsonSave(meta), data=IteratorSave(data_iter.get_state())))
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, target: TrainState, data_iter: CheckpointableIterator | None

@@ -172,16 +172,19 @@ def test_host_shards_are_disjoint_and_cover(hosts):
 
 @pytest.mark.parametrize("hosts", [2, 4])
 def test_host_batches_hold_disjoint_documents(hosts):
-    lengths = [10] * 200
+    n_docs, positions_per_doc, seq_len, batch_size = 200, 9, 40, 8
+    # batches that stay within each host's share of the first epoch
+    batches = (n_docs // hosts * positions_per_doc) // (seq_len * batch_size // hosts)
     seen = []
     for h in range(hosts):
-        cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=40, batch_size=8, shard=(h, hosts)))
-        it = PretrainIterator(cfg, documents=documents({"a_vi": (1, lengths)}))
-        assert it.local_batch_size == 8 // hosts
-        toks = np.concatenate([b["tokens"].ravel() for b in take(it, 200 * 10 // (40 * 8 // hosts) // hosts)])
+        cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=seq_len, batch_size=batch_size,
+                                  shard=(h, hosts)))
+        it = PretrainIterator(cfg, documents=documents({"a_vi": (1, [positions_per_doc] * n_docs)}))
+        assert it.local_batch_size == batch_size // hosts
+        toks = np.concatenate([b["tokens"].ravel() for b in take(it, batches)])
         seen.append({decode_token(int(t))[1] for t in toks})
     assert all(not (seen[i] & seen[j]) for i in range(hosts) for j in range(i + 1, hosts))
-    assert set().union(*seen) <= set(range(200)) and len(set().union(*seen)) >= 190
+    assert len(set().union(*seen)) >= 0.85 * n_docs
 
 
 def test_global_batches_on_the_mesh():

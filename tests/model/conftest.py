@@ -1,42 +1,20 @@
-"""Random tiny `transformers` Qwen2 models: the reference every model test measures against (no downloads)."""
+"""Fixtures of the model tests (no downloads: reference models are random and tiny)."""
 
 from __future__ import annotations
 
 import jax
-import numpy as np
 import pytest
-import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from sailor2_jax.config import MeshConfig
 from sailor2_jax.sharding import make_mesh
 
-VOCAB = 320
-
-
-def hf_model(*, tied: bool, layers: int = 3, vocab: int = VOCAB, seed: int = 0) -> Qwen2ForCausalLM:
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied, rope_theta=1e6,
-                      rms_norm_eps=1e-6, max_position_embeddings=256, bos_token_id=0, eos_token_id=1)
-    model = Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():  # non-trivial biases and norms, so a mis-mapped tensor cannot hide
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                p.add_(torch.randn_like(p) * 0.3)
-    return model
-
-
-def hf_logits(model: Qwen2ForCausalLM, tokens: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
-
 
 @pytest.fixture
 def save_hf(tmp_path):
+    """Save a transformers model as a HF directory under tmp_path; returns its path."""
     counter = iter(range(1000))
 
-    def save(model: Qwen2ForCausalLM, **kwargs) -> str:
+    def save(model, **kwargs) -> str:
         path = tmp_path / f"hf{next(counter)}"
         model.save_pretrained(path, **kwargs)
         return str(path)
@@ -52,21 +30,3 @@ def mesh8():
 @pytest.fixture(scope="session")
 def mesh1():
     return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-
-
-def tokens(batch: int = 4, length: int = 16, vocab: int = VOCAB, seed: int = 0) -> np.ndarray:
-    return np.random.RandomState(seed).randint(0, vocab, (batch, length)).astype(np.int32)
-
-
-def run_model(model, mesh, tokens_BT, **kwargs) -> np.ndarray:
-    """Jitted forward under the mesh (the way training calls it)."""
-    from flax import nnx
-
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def fwd(state, tokens_BT, kwargs):
-        return nnx.merge(graphdef, state)(tokens_BT, **kwargs)
-
-    with jax.set_mesh(mesh):
-        return np.asarray(fwd(state, jax.numpy.asarray(tokens_BT), kwargs))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hf_logits, hf_model, run_model, tokens
+from model_helpers import hf_logits, hf_model, run_model, tokens
 from flax import nnx
 from transformers import Qwen2ForCausalLM
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hf_logits, hf_model, run_model, tokens
+from model_helpers import hf_logits, hf_model, run_model, tokens
 from safetensors import safe_open
 from transformers import Qwen2ForCausalLM
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_model, tokens
+from model_helpers import run_model, tokens
 from flax import nnx
 
 from sailor2_jax.config import load_model_config

@@ -14,13 +14,11 @@ import re
 import unicodedata
 
 import icu
+import numpy as np
 import regex
 
 from sailor2_jax.data.clean.languages import LanguageParams
 
-# Characters sailcraft counts as "special": punctuation, symbols (emoji are So), digits, whitespace; as Unicode
-# classes rather than its hand list, so that Thai, Khmer and Burmese punctuation and digits count too.
-SPECIAL_RE = regex.compile(r"[\p{P}\p{S}\p{N}\p{Z}\s]")
 _SPECIAL_STRIP = "".join(chr(c) for c in range(0x2000, 0x2070)) + r"""!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~0123456789 """
 
 # Exotic spaces → " " (sailcraft's uniform whitespace). Zero-width space U+200B is kept: Khmer, Burmese and Thai
@@ -52,14 +50,17 @@ def _break_iterator(lang: str) -> icu.BreakIterator:
     return icu.BreakIterator.createWordInstance(icu.Locale(_ICU_LOCALE.get(lang, "root")))
 
 
-def segment(text: str, lang: str) -> list[str]:
-    """ICU word segmentation; the pieces (words, spaces, punctuation) concatenate back to `text`."""
+@functools.lru_cache(maxsize=8)
+def segment(text: str, lang: str) -> tuple[str, ...]:
+    """ICU word segmentation; the pieces (words, spaces, punctuation) concatenate back to `text`. Cached: the
+    heuristics and MinHash segment the same normalised text."""
     bi = _break_iterator(lang)
     bi.setText(text)
-    # ICU returns UTF-16 offsets; index a UTF-16 view so astral characters (emoji) do not shift the cuts.
-    u16 = text.encode("utf-16-le")
     cuts = [0, *bi]
-    return [u16[2 * a:2 * b].decode("utf-16-le") for a, b in zip(cuts, cuts[1:])]
+    if cuts[-1] == len(text):  # no astral characters: UTF-16 offsets are str offsets
+        return tuple(text[a:b] for a, b in zip(cuts, cuts[1:]))
+    u16 = text.encode("utf-16-le", "surrogatepass")  # ICU counts UTF-16 units; emoji take two
+    return tuple(u16[2 * a:2 * b].decode("utf-16-le", "surrogatepass") for a, b in zip(cuts, cuts[1:]))
 
 
 def words(text: str, params: LanguageParams, lang: str) -> list[str]:
@@ -96,14 +97,18 @@ def _remove_words(text: str, params: LanguageParams, lang: str) -> str:
     if not params.remove_long_words:
         return text
     limit = params.long_word_max_chars
+    long_run = _long_run(limit)
     if params.word_unit == "segmenter":
-        # a whitespace "word" in Thai is a whole phrase: judge the ICU words inside it instead
-        def cut(m: re.Match) -> str:
-            return "".join(p for p in segment(m.group(), lang) if len(_strip_special(p)) <= limit)
-    else:
-        def cut(m: re.Match) -> str:
-            return "" if len(_strip_special(m.group())) > limit else m.group()
-    return _long_run(limit).sub(cut, text)
+        # a whitespace "word" in Thai is a whole phrase: judge the ICU words instead, segmenting the text once
+        # (spaces are always word boundaries, so this equals segmenting each phrase)
+        if not any(len(_strip_special(p)) > limit for p in segment(text, lang) if len(p) > limit):
+            return text
+        return "".join(p for p in segment(text, lang) if len(_strip_special(p)) <= limit)
+
+    def cut(m: re.Match) -> str:
+        return "" if len(_strip_special(m.group())) > limit else m.group()
+
+    return long_run.sub(cut, text)
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,6 +117,24 @@ def _long_run(limit: int) -> re.Pattern:
     return re.compile(r"\S{%d,}" % (limit + 1))
 
 
+_SPECIAL_TABLE_SIZE = 0x30000
+
+
+@functools.lru_cache(maxsize=1)
+def _special_table() -> np.ndarray:
+    """Characters sailcraft counts as "special": punctuation, symbols (emoji are So), digits, whitespace. Unicode
+    classes rather than its hand list, so that Thai, Khmer and Burmese punctuation and digits count too. A lookup
+    table over all code points (built once per process in ~0.1 s) makes the count one numpy gather."""
+    n = _SPECIAL_TABLE_SIZE
+    return np.fromiter((unicodedata.category(chr(c))[0] in "PSNZ" or chr(c).isspace() for c in range(n)),
+                       dtype=bool, count=n)
+
+
 def special_ratio(text: str) -> float:
     """Fraction of characters that are punctuation, symbols, digits or whitespace."""
-    return SPECIAL_RE.subn("", text)[1] / len(text) if text else 1.0
+    if not text:
+        return 1.0
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    # past U+2FFFF are only rare ideographs, tags and private use: not special (the table's last entry is False)
+    special = _special_table()[np.minimum(cps, _SPECIAL_TABLE_SIZE - 1)]
+    return int(np.count_nonzero(special)) / len(cps)

@@ -79,7 +79,7 @@ def near_duplicate(text: str, lang: str, rng: random.Random, edits: int = 3) -> 
     for _ in range(edits):
         i = rng.randrange(len(lines))
         if lang in _NO_SPACE:
-            pieces = segment(lines[i], lang)
+            pieces = list(segment(lines[i], lang))
             j = rng.randrange(len(pieces))
             pieces[j] = rng.choice(vocab)
             lines[i] = "".join(pieces)
