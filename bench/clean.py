@@ -4,7 +4,8 @@
 
 Corpus: ~3 KB English documents built from UDHR words (sailor2_jax.data.clean.udhr), 10 % of them followed by a
 near-duplicate (3 word edits + two lines swapped, Jaccard ≈ 0.9) and 5 % by an exact copy. Every measurement runs
-in one process on one core, so docs/s is docs/s per core. Rows:
+in one process on one core, so docs/s is docs/s per core; each is repeated (--repeats, interleaved) and the best
+run is reported, since a shared machine's load only ever slows a run down. Rows:
 - ours, MinHash alone: shingling, 256 min-hashes, 25×10 bands, clustering (no I/O);
 - ours, whole pipeline: `run_clean` with one task: read, normalise, URL/exact dedup, heuristics, fastText LID,
   MinHash, frequent lines, writing kept/ and rejected/;
@@ -17,6 +18,7 @@ Needs `spacy` and `xxhash` for the datatrove row (pip install spacy xxhash); wit
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import shutil
@@ -92,11 +94,10 @@ def _collect_kept(data, rank: int = 0, world_size: int = 1):
 
 
 def bench_datatrove(records: list[dict], dups: set[str], out: Path) -> dict | str:
-    try:
-        import spacy  # noqa: F401  (datatrove's English word tokenizer)
-        import xxhash  # noqa: F401  (its default hash)
-    except ImportError as e:
-        return f"skipped: {e.name} is not installed (pip install spacy xxhash)"
+    # datatrove's English word tokenizer is spaCy's, and its default hash is xxhash
+    missing = [m for m in ("spacy", "xxhash") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"skipped: {', '.join(missing)} not installed (pip install spacy 'xxhash<4')"
     from datatrove.data import Document
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
@@ -127,18 +128,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--out", default="runs/bench-clean")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     out = Path(args.out)
     records, dups = build_corpus(args.docs, ("en",))
-    mean_kb = sum(len(r["text"].encode()) for r in records) / len(records) / 1000
-    results = {"docs": len(records), "planted_duplicates": len(dups), "mean_kb": round(mean_kb, 2)}
-    results["ours_minhash"] = bench_our_minhash(records, dups)
-    results["ours_pipeline"] = bench_our_pipeline(records, dups, out / "ours")
-    results["datatrove_minhash"] = bench_datatrove(records, dups, out)
     multi, multi_dups = build_corpus(args.docs, all_languages(), seed=1)
-    results["ours_pipeline_15_languages"] = bench_our_pipeline(multi, multi_dups, out / "ours-15")
+    mean_kb = sum(len(r["text"].encode()) for r in records) / len(records) / 1000
+    results: dict = {"docs": len(records), "planted_duplicates": len(dups), "mean_kb": round(mean_kb, 2)}
+    runs = {
+        "ours_minhash": lambda: bench_our_minhash(records, dups),
+        "ours_pipeline": lambda: bench_our_pipeline(records, dups, out / "ours"),
+        "datatrove_minhash": lambda: bench_datatrove(records, dups, out),
+        "ours_pipeline_15_languages": lambda: bench_our_pipeline(multi, multi_dups, out / "ours-15"),
+    }
+    for _ in range(args.repeats):
+        for key, fn in runs.items():
+            r = fn()
+            best = results.get(key)
+            if best is None or (isinstance(r, dict) and r["docs_per_s"] > best["docs_per_s"]):
+                results[key] = r
     print(f"\n{len(records)} English documents, {mean_kb:.2f} KB on average, {len(dups)} planted duplicates; "
-          "one process, one core")
+          f"one process, one core; best of {args.repeats}")
     print(f"{'':34}{'docs/s/core':>12}{'recall':>8}{'false +':>9}")
     for key, label in (("ours_minhash", "ours: MinHash alone"), ("ours_pipeline", "ours: whole pipeline"),
                        ("datatrove_minhash", "datatrove stock MinHash pipeline"),

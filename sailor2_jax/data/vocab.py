@@ -138,8 +138,8 @@ class QwenVocabulary(seqio.Vocabulary):
 
     # --- TensorFlow side (seqio preprocessors run in tf.data) -----------------------------------------------
     def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
-        def encode(t: tf.Tensor) -> np.ndarray:
-            return self.encode_batch([t.numpy().decode("utf-8")])[0]
+        def encode(t: tf.Tensor) -> np.ndarray:  # same as `encode`; documents go through `encode_batch` instead
+            return np.asarray(self._encode(t.numpy().decode("utf-8")), np.int32)
 
         ids = tf.py_function(encode, [s], Tout=tf.int32)
         ids.set_shape([None])

@@ -112,3 +112,18 @@ def test_thai_words_come_from_the_segmenter():
     word = "สิทธิ"  # "right" (as in human rights), one dictionary word
     assert check(word * (params.words_min - 1), "th", params) == "too_few_words"
     assert check(word * params.words_min, "th", params) is None
+
+
+def test_normalisation_follows_sailcraft_options():
+    th, en, zh = SAILCRAFT["th"], SAILCRAFT["en"], SAILCRAFT["zh"]
+    # exotic spaces become spaces, runs of spaces collapse, lines are stripped and empty lines dropped
+    assert normalise("a\u00a0\u3000b  c \n\n  d\r\n", zh, "zh") == "a b c\nd"
+    # en removes URL-like words and words over 25 characters (after stripping punctuation); it keeps the rest
+    long_word = "x" * 26
+    assert normalise(f"see http://a.org and www.b.net or {long_word}, fine{'!' * 30}", en, "en") == "see and or fine" + "!" * 30
+    # en keeps unicode punctuation (sailcraft: replace_unicode_punct is off for en); th replaces it
+    assert normalise("“quoted”…", en, "en") == "“quoted”…"
+    assert normalise("สิทธิ“มนุษยชน”…", th, "th") == 'สิทธิ"มนุษยชน"...'
+    # th judges long words on ICU words, not on whole space-free phrases: a 60-character phrase of short words stays
+    phrase = "ทุกคนมีสิทธิในความเสมอภาค" * 3
+    assert len(phrase) > th.long_word_max_chars and normalise(phrase, th, "th") == phrase

@@ -78,6 +78,16 @@ def test_wrong_language_rejected_and_confusable_pairs_accepted(clean):
     assert next(r for r in kept if r["id"] == "vi")["language"] == "vi"
 
 
+def test_language_guessed_when_not_given(clean):
+    rng = random.Random(6)
+    german = ("Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen "
+              "begabt und sollen einander im Geist der Brüderlichkeit begegnen. ") * 3
+    records = [{"id": "th", "text": synthetic_document("th", rng, 300)}, {"id": "de", "text": german}]
+    _, kept, rejected = clean(records, heuristics=False)
+    assert [(r["id"], r["language"]) for r in kept] == [("th", "th")]
+    assert [(r["id"], r["_rejection"]["reason"]) for r in rejected] == [("de", "unsupported_language")]
+
+
 def test_frequent_boilerplate_lines_removed(clean):
     rng = random.Random(4)
     boiler = "Share this article on Facebook Twitter WhatsApp"
@@ -147,3 +157,19 @@ def test_demo_runs_and_balances(tmp_path, capsys):
     assert totals["url_dedup"]["removed"]["shorter_duplicate_url"] == planted["url_duplicates"]
     assert sum(totals["read"]["removed"].values()) == planted["bad_lines"]
     assert "accounting holds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, cls", [("slurm", "SlurmPipelineExecutor"), ("ray", "RayPipelineExecutor")])
+def test_executor_kind_comes_from_config(tmp_path, kind, cls):
+    """Slurm and Ray executors are built from the config with the same four chained stages (nothing is launched)."""
+    from sailor2_jax.data.clean.config import CleanConfig
+    from sailor2_jax.data.clean.pipeline import _executor, stages
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": GOOD}])
+    config = CleanConfig(executor={"kind": kind, "tasks": 4, "workers": 4})
+    chain = []
+    for name, pipeline, tasks in stages([str(tmp_path / "in")], str(tmp_path / "out"), config):
+        chain.append(_executor(config, name, pipeline, tasks, str(tmp_path / "logs" / name), chain[-1] if chain else None))
+    assert [type(e).__name__ for e in chain] == [cls] * 4
+    assert [e.world_size for e in chain] == [4, 1, 4, 1]
+    assert all(e.depends is prev for e, prev in zip(chain[1:], chain))

@@ -1,4 +1,6 @@
-"""Helpers for the data tests (imported as `data_helpers`). Synthetic tasks for the loader tests: documents whose tokens say which task, document and position they are.
+"""Helpers for the data tests (imported as `data_helpers`).
+
+Synthetic tasks: documents whose tokens say which task, document and position they are.
 
 Token of document d of task k at position j: k * 10**6 + d * 1000 + j; every document ends in EOS. So any packed
 position can be traced back to its source independently of the loader's own bookkeeping.

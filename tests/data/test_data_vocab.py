@@ -38,6 +38,7 @@ def test_batch_tf_and_single_encodings_agree(qwen):
     import tensorflow as tf
 
     texts = ["Xin chào thế giới", "สวัสดีชาวโลก", "你好，世界", "ជំរាបសួរ", "Kumusta"]
+    assert list(qwen.encode_tf(tf.constant("<|im_start|>user")).numpy()) == [IM_START_ID, 872]  # as `encode`
     batch = qwen.encode_batch(texts)
     for text, ids in zip(texts, batch):
         assert ids.dtype == np.int32 and list(ids) == qwen.encode(text)

@@ -23,6 +23,7 @@ from sailor2_jax.data.clean.accounting import StepCounter, intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
+from sailor2_jax.data.clean.languages import SAILOR2_LANGUAGES
 from sailor2_jax.data.clean.minhash import MinHasher, MinHashParams, shingle_text
 from sailor2_jax.data.clean.records import JsonlOut, rejected_record
 from sailor2_jax.data.clean.text import normalise
@@ -107,7 +108,10 @@ class Annotate(PipelineStep):
                 "lid": None,
             }
             if facts["heuristics"] is None and lid is not None and params.lid_check:
-                facts["lid"] = lid.check(doc.text, lang, params.lid_min).reason
+                if meta.get("lang_detected") and lang not in SAILOR2_LANGUAGES:
+                    facts["lid"] = "unsupported_language"  # guessed, not asked for: outside the 15 languages
+                else:
+                    facts["lid"] = lid.check(doc.text, lang, params.lid_min).reason
             passes = facts["heuristics"] is None and facts["lid"] is None
             if passes and hasher is not None:
                 facts["shingles"] = hasher.shingles(shingle_text(doc.text, params.word_unit == "segmenter", lang))

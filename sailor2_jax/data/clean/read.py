@@ -81,7 +81,8 @@ class InputReader(PipelineStep):
                 meta = doc.metadata
                 if meta["reject"] is None and meta["lang"] is None:
                     # no language in the record nor on the command line: take fastText's guess, so the
-                    # per-language rules can apply; the LID step still enforces its confidence cutoff
+                    # per-language rules can apply; the LID step still enforces its confidence cutoff and
+                    # rejects guesses outside the 15 Sailor2 languages
                     lid = lid or LanguageIdentifier(self.lid_model)
                     meta["lang"] = lid.predict(doc.text, k=1)[0][0]
                     meta["lang_detected"] = True
