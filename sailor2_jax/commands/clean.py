@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "clean"
 HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
@@ -23,14 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.data.clean import load_config, run_clean
+    from sailor2_jax.data.clean import AccountingError, load_config, run_clean
 
     config = load_config(args.config, language=args.language)
     executor = {k: v for k, v in (("tasks", args.tasks), ("workers", args.workers)) if v is not None}
     if executor:  # re-validate, so that a bad number is reported like a bad config value
         config = load_config(args.config, language=args.language,
                              executor={**config.executor.model_dump(), **executor})
-    summary = run_clean(args.input, args.output, config)
+    try:
+        summary = run_clean(args.input, args.output, config)
+    except AccountingError as e:  # documents went missing: the outputs are not to be trusted
+        print(f"sailor2-jax clean: error: {e}", file=sys.stderr)
+        return 1
     if summary.get("submitted"):
         print(f"submitted to Slurm; logs under {summary['logs']}; summary.json appears when the last stage ends")
         return 0

@@ -10,6 +10,7 @@ sentences: small, but real text in every script the tokenizer must handle.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -25,18 +26,19 @@ GFLANGUAGES_KEY: dict[str, str] = {
 FIELDS = ("specimen_16", "specimen_21", "specimen_32", "specimen_36", "specimen_48", "tester", "styles")
 
 
-def documents(language: str) -> list[str]:
-    """Distinct UDHR paragraphs of `language`; a paragraph contained in a longer one is dropped."""
+@functools.cache
+def _languages():
     from gflanguages import LoadLanguages
 
-    sample = LoadLanguages()[GFLANGUAGES_KEY[language]].sample_text
-    paragraphs: list[str] = []
-    for field in FIELDS:
-        for para in getattr(sample, field).split("\n"):
-            para = para.strip()
-            if para and not any(para in seen for seen in paragraphs):
-                paragraphs.append(para)
-    return paragraphs
+    return LoadLanguages()
+
+
+@functools.cache
+def documents(language: str) -> tuple[str, ...]:
+    """Distinct UDHR paragraphs of `language`, in order; a paragraph contained in another one is dropped."""
+    sample = _languages()[GFLANGUAGES_KEY[language]].sample_text
+    paras = [p for p in dict.fromkeys(p.strip() for f in FIELDS for p in getattr(sample, f).split("\n")) if p]
+    return tuple(p for p in paras if not any(p != q and p in q for q in paras))
 
 
 def write(out: Path) -> dict[str, int]:

@@ -81,8 +81,9 @@ def save(mgr: ocp.CheckpointManager, state: TrainState, cfg: TrainConfig, model_
     """Start saving the state after `step` batches (async: arrays are copied off device before returning)."""
     meta = {"train": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}
     if jax.default_backend() == "cpu":
-        # On CPU orbax's "device to host" transfer can leave the host side sharing the device buffers, which the
-        # next (donating) step overwrites while the async write is still reading them. Save a private copy.
+        # On CPU, "device" and host memory are one: do not rely on orbax's host copy being distinct from the
+        # buffers the next (donating) step reuses while the async write still reads them. A private copy is cheap
+        # here; on accelerators orbax's synchronous device-to-host transfer already is one.
         state = jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state)
     return mgr.save(step, force=force, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(_train_item(state)),
@@ -120,6 +121,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """{'train': ..., 'model': ...} as saved with the checkpoint."""
     d = step_dir(path)
     return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(d / "config")
+
+
+def read_iterator_state(path: str | Path) -> dict[str, Any]:
+    """This process's data-iterator state as saved in a checkpoint."""
+    d = step_dir(path) / "data"
+    return json.loads(IteratorHandler._file(epath.Path(d)).read_text())
 
 
 def restore_params(path: str | Path, target: Any) -> Any:

@@ -86,9 +86,13 @@ class InitConfig(Config):
 
 
 class DataConfig(Config):
-    """The batch source. `synthetic` is a deterministic demo/test source (sailor2_jax/train/data.py)."""
+    """The batch source: `mixture` (pre-training: a seqio/grain mixture from configs/data/, e.g. `stage1` or
+    `demo_stage1`, via sailor2_jax.data.loader) or `synthetic` (a deterministic demo/test source for every
+    objective, sailor2_jax/train/data.py). SFT and preference loaders plug in through `train(data_iter=...)`."""
 
-    source: Literal["synthetic"] = "synthetic"
+    source: Literal["synthetic", "mixture"] = "synthetic"
+    mixture: str | None = pydantic.Field(None, description="source=mixture: a data config name or YAML path")
+    mixture_overrides: list[str] = pydantic.Field(default_factory=list, description="dotted overrides for it")
     batch_size: int = pydantic.Field(8, gt=0, description="global rows per step (pairs for preference objectives)")
     seq_len: int = pydantic.Field(128, gt=0)
     micro_batches: int = pydantic.Field(1, gt=0, description="gradient accumulation: micro-batches per step")
@@ -136,9 +140,15 @@ class TrainConfig(Config):
     def _check(self) -> "TrainConfig":
         if self.model is None and not self.init.hf_dir and not self.init.checkpoint:
             raise ValueError("model: required unless init.hf_dir or init.checkpoint provides the model")
+        if self.model is not None and self.init.hf_dir:
+            raise ValueError("model: init.hf_dir's config.json defines the model; drop `model` (override `model=null`)"
+                             " and put field changes in init.model_overrides")
         if self.data.batch_size % self.data.micro_batches:
             raise ValueError(f"data.batch_size ({self.data.batch_size}) must be a multiple of data.micro_batches "
                              f"({self.data.micro_batches})")
+        if self.data.source == "mixture" and (not self.data.mixture or self.objective.kind != "pretrain"):
+            raise ValueError("data.source=mixture needs data.mixture and objective.kind=pretrain (SFT and preference "
+                             "batches come from their own loaders through train(data_iter=...))")
         if self.objective.kind == "simpo" and self.objective.reference == "cache":
             raise ValueError("objective.reference=cache makes no sense for simpo (reference-free)")
         return self

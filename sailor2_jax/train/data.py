@@ -132,6 +132,40 @@ class SyntheticPreference(_Synthetic):
         return out
 
 
+def make_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previous_run: str | None = None
+                  ) -> CheckpointableIterator:
+    """This process's batches for cfg.data (host numpy; the loop assembles global arrays).
+
+    `for_eval` gives an independent stream of the same source. `previous_run` (a checkpoint of the previous stage,
+    e.g. stage 1 for stage 2) makes a mixture continue every task stream the two stages share where that run left
+    it, so replayed stage-1 data is not seen twice.
+    """
+    if cfg.data.source == "synthetic":
+        return synthetic_iterator(cfg, vocab, seed_offset=1_000_003 if for_eval else 0)
+    from sailor2_jax.data.loader import make_pretrain_iterator
+
+    data_cfg = _mixture_config(cfg)
+    if for_eval:
+        data_cfg = data_cfg.replace(loader=data_cfg.loader.replace(seed=data_cfg.loader.seed + 1_000_003))
+    it = make_pretrain_iterator(data_cfg)
+    if previous_run is not None and not for_eval:
+        from sailor2_jax.train.checkpoint import read_config, read_iterator_state
+
+        prev_cfg = TrainConfig.model_validate(read_config(previous_run)["train"])
+        if prev_cfg.data.source == "mixture":
+            previous = make_pretrain_iterator(_mixture_config(prev_cfg))
+            previous.set_state(read_iterator_state(previous_run))
+            it.continue_from(previous)
+    return it
+
+
+def _mixture_config(cfg: TrainConfig):
+    from sailor2_jax.data.config import load_data_config
+
+    return load_data_config(cfg.data.mixture, [*cfg.data.mixture_overrides, f"loader.seq_len={cfg.data.seq_len}",
+                                               f"loader.batch_size={cfg.data.batch_size}"])
+
+
 def synthetic_iterator(cfg: TrainConfig, vocab: int, *, seed_offset: int = 0) -> CheckpointableIterator:
     """The demo/test source for cfg.objective (seed_offset gives an independent stream, e.g. for eval)."""
     args = (cfg.data.batch_size, cfg.data.seq_len, vocab, cfg.data.seed + seed_offset)

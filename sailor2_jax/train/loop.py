@@ -27,7 +27,7 @@ from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import global_batch, make_mesh, state_shardings as param_state_shardings
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.config import TrainConfig
-from sailor2_jax.train.data import CheckpointableIterator, synthetic_iterator
+from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
 from sailor2_jax.train.optim import optimizer, trainable_mask
@@ -71,8 +71,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
           mesh: Mesh | None = None) -> TrainResult:
     """Train for cfg.steps steps (resuming from output_dir/checkpoints if present); see the module docstring.
 
-    data_iter: host batches for this process (default: the synthetic source); its state is checkpointed.
-    eval_iter: eval batches (default with log.eval_every: an independent synthetic stream); the first
+    data_iter: host batches for this process (default: cfg.data's source); its state is checkpointed.
+    eval_iter: eval batches (default with log.eval_every: an independent stream of cfg.data's source); the first
       `log.eval_batches` batches are the fixed eval set.
     init_model: the starting model (e.g. an imported, block-expanded checkpoint); overrides cfg.init.
     """
@@ -86,11 +86,13 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     mask = trainable_mask(cfg, shapes)
     tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
     shardings = state_shardings(p_shardings, tx, shapes, mesh)
-    data_iter = data_iter if data_iter is not None else synthetic_iterator(cfg, model_cfg.vocab_size)
 
     mgr = ckpt.manager(output_dir / "checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
                        cfg.checkpoint.async_save)
     resumed_from = mgr.latest_step()
+    if data_iter is None:  # a fresh stage that starts from a previous stage's run continues its data streams
+        data_iter = make_iterator(cfg, model_cfg.vocab_size,
+                                  previous_run=cfg.init.checkpoint if resumed_from is None else None)
     if resumed_from is None:
         params = initial_params(cfg, model_cfg, mesh, p_shardings, init_model)
         state = jax.jit(lambda p: init_state(p, tx, cfg.init.seed), out_shardings=shardings)(params)
@@ -112,8 +114,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     eval_fn, eval_set = None, []
     if cfg.log.eval_every:
         eval_fn = jax.jit(make_eval_step(graphdef, objective))
-        source = eval_iter if eval_iter is not None else synthetic_iterator(cfg, model_cfg.vocab_size,
-                                                                            seed_offset=1_000_003)
+        source = eval_iter if eval_iter is not None else make_iterator(cfg, model_cfg.vocab_size, for_eval=True)
         eval_set = [next(source) for _ in range(cfg.log.eval_batches)]
 
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)

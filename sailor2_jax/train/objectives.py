@@ -7,6 +7,7 @@ is the same sum as one big batch.
 Batch contract (numpy on host, global arrays on device):
 - LM (pre-training, SFT): `tokens`, `targets` (next token), `loss_mask` (1 on real targets; SFT: assistant tokens
   only), `segment_ids` (0 = padding), `positions`, all [B, T]; optional `languages` [B, T] (index into LANGUAGES).
+  Unpacked rows (one document per row from position 0) may leave out `segment_ids` and `positions`.
 - preference: the same five keys prefixed `chosen_` and `rejected_`, [B, T] each (B pairs; the loss masks cover the
   response tokens only), optional `ref_chosen_logps`/`ref_rejected_logps` [B] (sum over response tokens, from a
   precomputed cache; needed when objective.reference=cache).
@@ -29,8 +30,8 @@ Batch = Mapping[str, jax.Array]
 LM_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
 
 
-def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *, segment_ids_BT: jax.Array,
-                   positions_BT: jax.Array, chunk: int = 1024) -> jax.Array:
+def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *, segment_ids_BT: jax.Array | None,
+                   positions_BT: jax.Array | None, chunk: int = 1024) -> jax.Array:
     """log p(target_t | tokens_≤t) in fp32, [B, T].
 
     The LM head runs over T in chunks under `jax.checkpoint`, so neither the forward nor the backward pass holds
@@ -53,8 +54,10 @@ def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *,
 
 
 def _lm_logprobs(model: Qwen2, batch: Batch, prefix: str, chunk: int) -> jax.Array:
+    # A batch without segment ids/positions promises one document per row from position 0 (unpacked): the model
+    # may then use a plain causal kernel.
     return token_logprobs(model, batch[prefix + "tokens"], batch[prefix + "targets"],
-                          segment_ids_BT=batch[prefix + "segment_ids"], positions_BT=batch[prefix + "positions"],
+                          segment_ids_BT=batch.get(prefix + "segment_ids"), positions_BT=batch.get(prefix + "positions"),
                           chunk=chunk)
 
 
@@ -97,7 +100,8 @@ def preference_weight(batch: Batch) -> jax.Array:
 
 def sequence_logps(model: Qwen2, batch: Batch, chunk: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Summed response log-probs and response lengths of chosen and rejected, in one forward pass ([2B, T])."""
-    both = {k: jnp.concatenate([batch["chosen_" + k], batch["rejected_" + k]]) for k in LM_KEYS}
+    both = {k: jnp.concatenate([batch["chosen_" + k], batch["rejected_" + k]]) for k in LM_KEYS
+            if "chosen_" + k in batch}
     mask_bT = both["loss_mask"].astype(jnp.float32)
     logp_b = jnp.sum(_lm_logprobs(model, both, "", chunk) * mask_bT, axis=-1)
     len_b = jnp.sum(mask_bT, axis=-1)

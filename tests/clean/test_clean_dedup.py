@@ -6,7 +6,9 @@ import random
 import numpy as np
 import pytest
 
-from sailor2_jax.data.clean.minhash import MinHasher, shingle_text
+from sailor2_jax.data.clean.languages import SAILCRAFT
+from sailor2_jax.data.clean.minhash import MinHasher
+from sailor2_jax.data.clean.text import words
 from sailor2_jax.data.clean.udhr import near_duplicate, synthetic_document, udhr_lines
 
 LATIN = ["en", "vi", "id", "tl", "ceb", "jv", "war", "ilo"]
@@ -63,9 +65,11 @@ def test_url_duplicates_keep_the_longest(clean):
         {"id": "long", "text": long_text, "url": "http://example.com/page#comments", "language": "en"},
         {"id": "middle", "text": middle, "url": "https://example.com/page", "language": "en"},
         {"id": "other-page", "text": other, "url": "https://example.com/other", "language": "en"},
+        {"id": "bad-url-1", "text": other + " one", "url": "http://[::1/broken", "language": "en"},
+        {"id": "bad-url-2", "text": other + " two", "url": "http://example.com:port/", "language": "en"},
     ]
     _, kept, rejected = clean(records, heuristics=False, lid=False, minhash={"enabled": False})
-    assert {r["id"] for r in kept} == {"long", "other-page"}
+    assert {r["id"] for r in kept} == {"long", "other-page", "bad-url-1", "bad-url-2"}
     assert {r["id"]: r["_rejection"]["reason"] for r in rejected} == {
         "short": "shorter_duplicate_url", "middle": "shorter_duplicate_url"}
 
@@ -78,10 +82,10 @@ def test_minhash_estimates_jaccard():
         a = synthetic_document(lang, rng, 400)
         for edits in (2, 10, 40):
             b = near_duplicate(a, lang, rng, edits=edits)
-            ta, tb = (shingle_text(t, lang == "th", lang).split(" ") for t in (a, b))
+            ta, tb = (words(t, SAILCRAFT[lang], lang) for t in (a, b))
             sa = {tuple(ta[i:i + 5]) for i in range(len(ta) - 4)}
             sb = {tuple(tb[i:i + 5]) for i in range(len(tb) - 4)}
             true_j = len(sa & sb) / len(sa | sb)
-            sig = hasher.signatures([hasher.shingles(" ".join(ta)), hasher.shingles(" ".join(tb))])
+            sig = hasher.signatures([hasher.shingles(ta), hasher.shingles(tb)])
             est = float(np.mean(sig[0] == sig[1]))
             assert abs(est - true_j) < 0.1, (lang, edits, est, true_j)

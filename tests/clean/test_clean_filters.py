@@ -120,7 +120,8 @@ def test_normalisation_follows_sailcraft_options():
     assert normalise("a\u00a0\u3000b  c \n\n  d\r\n", zh, "zh") == "a b c\nd"
     # en removes URL-like words and words over 25 characters (after stripping punctuation); it keeps the rest
     long_word = "x" * 26
-    assert normalise(f"see http://a.org and www.b.net or {long_word}, fine{'!' * 30}", en, "en") == "see and or fine" + "!" * 30
+    text = f"see http://a.org and www.b.net or {long_word}, fine{'!' * 30}"
+    assert normalise(text, en, "en") == "see and or fine" + "!" * 30
     # en keeps unicode punctuation (sailcraft: replace_unicode_punct is off for en); th replaces it
     assert normalise("“quoted”…", en, "en") == "“quoted”…"
     assert normalise("สิทธิ“มนุษยชน”…", th, "th") == 'สิทธิ"มนุษยชน"...'

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--steps", "40", "model.vocab_size=256", "model.hidden_size=128", "model.intermediate_size=256",
+ARGS = ["--steps", "30", "data.source=synthetic", "model.vocab_size=256", "model.hidden_size=128", "model.intermediate_size=256",
         "data.seq_len=128", "data.batch_size=8", "checkpoint.every=5", "log.eval_every=0", "log.progress=false"]
 
 
@@ -53,7 +53,7 @@ def test_sigkill_then_rerun_gives_identical_losses(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = max(_losses(killed))
-    assert killed_at < 40
+    assert killed_at < 30
 
     reference = subprocess.run(_cmd(full), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -61,8 +61,8 @@ def test_sigkill_then_rerun_gives_identical_losses(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from step" in rerun.stdout
     want, got = _losses(full), _losses(killed)
-    assert sorted(got) == list(range(1, 41)) == sorted(want)
-    assert [got[s] for s in range(1, 41)] == [want[s] for s in range(1, 41)]  # bitwise: floats from JSON repr
+    assert sorted(got) == list(range(1, 31)) == sorted(want)
+    assert [got[s] for s in range(1, 31)] == [want[s] for s in range(1, 31)]  # bitwise: floats from JSON repr
 
 
 _INTERRUPTED_SAVE = """

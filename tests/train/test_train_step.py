@@ -119,3 +119,38 @@ def test_cosine_schedule_closed_form():
     assert float(lr(10)) == pytest.approx(1e-4)
     assert float(lr(60)) == pytest.approx(1e-5 + (1e-4 - 1e-5) * 0.5, rel=1e-5)
     assert float(lr(110)) == pytest.approx(1e-5, rel=1e-5)
+
+
+class _PoisonedAfter:
+    """Synthetic batches whose loss masks turn NaN from batch `n` on (a run that blows up)."""
+
+    def __init__(self, n):
+        self.inner, self.n = SyntheticLM(8, 32, 256, seed=0, process_index=0, process_count=1), n
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        i, batch = self.inner.index, next(self.inner)
+        if i >= self.n:
+            batch = dict(batch, loss_mask=batch["loss_mask"] * np.float32("nan"))
+        return batch
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state):
+        self.inner.set_state(state)
+
+
+def test_loop_stops_after_k_bad_steps_and_keeps_the_last_good_checkpoint(tmp_path):
+    from sailor2_jax.train import checkpoint as ckpt
+    from sailor2_jax.train.loop import train
+
+    cfg = load(TrainConfig, None, BASE + ["steps=20", "max_bad_steps=3", "checkpoint.every=2", "log.progress=false",
+                                          "log.tensorboard=false"])
+    result = train(cfg, tmp_path, data_iter=_PoisonedAfter(5))
+    assert result.stopped == "non_finite"
+    assert result.metrics["bad_steps"] >= 3 and result.metrics["skipped_steps"] >= 3
+    mgr = ckpt.manager(tmp_path / "checkpoints", 2, 3)
+    assert mgr.latest_step() == 4  # steps 6.. ran inside the non-finite streak: never saved

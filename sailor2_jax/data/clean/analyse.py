@@ -24,21 +24,25 @@ from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.languages import SAILOR2_LANGUAGES
-from sailor2_jax.data.clean.minhash import MinHasher, MinHashParams, shingle_text
+from sailor2_jax.data.clean.minhash import MinHasher, MinHashParams
 from sailor2_jax.data.clean.records import JsonlOut, rejected_record
-from sailor2_jax.data.clean.text import normalise
+from sailor2_jax.data.clean.text import normalise, words
 
 _TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "ref_src")
-_MINHASH_BATCH = 256
+_MINHASH_BATCH = 256  # documents whose band keys are computed together
 
 
 def normalise_url(url: str) -> str:
     """Same page, same key: lowercase scheme and host, no "www.", default port, fragment, trailing slash or
-    tracking parameters; remaining query parameters sorted."""
-    parts = urlsplit(url.strip())
+    tracking parameters; remaining query parameters sorted. A URL that does not parse is its own key."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # "http://[::1", "http://host:port/": bad input must not stop the run
+        return url.strip()
     host = (parts.hostname or "").lower().removeprefix("www.")
-    if parts.port and not ((parts.scheme, parts.port) in (("http", 80), ("https", 443))):
-        host = f"{host}:{parts.port}"
+    if port and (parts.scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
     query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                    if not k.lower().startswith(_TRACKING_PARAMS))
     scheme = parts.scheme.lower().replace("https", "http")
@@ -101,10 +105,11 @@ class Annotate(PipelineStep):
             lang = meta["lang"]
             params = cfg.params(lang)
             url = meta["record"].get("url")
+            ws = words(doc.text, params, lang)  # tokenised once, for the heuristics and MinHash
             facts = {
                 "url": hashing.digest128(normalise_url(url).encode()) if isinstance(url, str) and url.strip() else None,
                 "text": hashing.digest128(doc.text.encode("utf-8")),
-                "heuristics": check(doc.text, lang, params) if cfg.heuristics else None,
+                "heuristics": check(doc.text, lang, params, ws) if cfg.heuristics else None,
                 "lid": None,
             }
             if facts["heuristics"] is None and lid is not None and params.lid_check:
@@ -114,7 +119,7 @@ class Annotate(PipelineStep):
                     facts["lid"] = lid.check(doc.text, lang, params.lid_min).reason
             passes = facts["heuristics"] is None and facts["lid"] is None
             if passes and hasher is not None:
-                facts["shingles"] = hasher.shingles(shingle_text(doc.text, params.word_unit == "segmenter", lang))
+                facts["shingles"] = hasher.shingles(ws)
             if passes and cfg.frequent_lines.enabled:
                 facts["lines"] = hashing.line_hashes(doc.text)
             meta["facts"] = facts
@@ -126,7 +131,7 @@ class Annotate(PipelineStep):
 
     @staticmethod
     def _flush(docs: list[Document], hasher: MinHasher | None) -> list[Document]:
-        """Signatures for the batch in one vectorised call; shingles are replaced by band keys."""
+        """Shingles → signatures → band keys for a batch (band keys are one vectorised call per batch)."""
         with_shingles = [d for d in docs if "shingles" in d.metadata.get("facts", {})]
         if hasher is not None and with_shingles:
             keys = hasher.band_keys(hasher.signatures([d.metadata["facts"].pop("shingles") for d in with_shingles]))

@@ -71,7 +71,8 @@ class KenLMConfig(_Strict):
     @model_validator(mode="after")
     def _models_when_enabled(self):
         if self.enabled and not self.models:
-            raise ValueError("kenlm.enabled needs at least one entry in kenlm.models (language: {kenlm, sentencepiece})")
+            raise ValueError("kenlm.enabled needs at least one entry in kenlm.models "
+                             "(language: {kenlm: PATH, sentencepiece: PATH})")
         return self
 
 

@@ -3,7 +3,8 @@
 Order: URL dedup (keep the longest text per normalised URL) → exact dedup (first of each text digest) → heuristics
 → LID → MinHash (first document of each cluster) → frequent lines (count line hashes within random buckets of
 `bucket_docs` surviving documents; the lines to drop are listed per bucket for stage 3). Every step is a few
-numpy passes over arrays of all documents, so it holds about 250 bytes per document in memory (≈ 2.5 GB for 10 M).
+numpy passes over arrays of all documents: about 300 bytes per document (MinHash band keys are 200 of them) plus
+16 per line of the documents that reach frequent-line counting, i.e. a few GB for 10 M web documents.
 """
 
 from __future__ import annotations
@@ -53,27 +54,28 @@ class Decide(PipelineStep):
         n = len(facts["lang"])
         step = np.zeros(n, dtype=np.int8)
         reason = np.full(n, -1, dtype=np.int32)
-        lang_names = np.array(langs + ["?"], dtype=object)
+        lang, nbytes = facts["lang"], facts["nbytes"]
+
+        def per_lang(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Documents and bytes per language code among `sel`."""
+            return (np.bincount(lang[sel], minlength=len(langs)),
+                    np.bincount(lang[sel], weights=nbytes[sel], minlength=len(langs)))
 
         def remove(mask: np.ndarray, step_name: str, why: np.ndarray | str) -> None:
+            """Remove the alive documents in `mask` at `step_name`, with one reason or a reason code each."""
             counter = StepCounter(step_name)
             alive = step == 0
-            for li in np.unique(facts["lang"][alive]):
-                sel = alive & (facts["lang"] == li)
-                counter.entered(lang_names[li], int(facts["nbytes"][sel].sum()), docs=int(sel.sum()))
-                out = sel & ~mask
-                counter.left(lang_names[li], int(facts["nbytes"][out].sum()), docs=int(out.sum()))
-                gone = sel & mask
-                if isinstance(why, str):
-                    if gone.any():
-                        counter.removed(lang_names[li], why, docs=int(gone.sum()))
-                else:
-                    for code, cnt in zip(*np.unique(why[gone], return_counts=True)):
-                        counter.removed(lang_names[li], reasons[code], docs=int(cnt))
-            hit = alive & mask
-            step[hit] = DECIDE_STEPS.index(step_name)
-            if not isinstance(why, str):
-                reason[hit] = why[hit]
+            gone = alive & mask
+            (docs_in, bytes_in), (docs_out, bytes_out) = per_lang(alive), per_lang(alive & ~mask)
+            for li in np.flatnonzero(docs_in):
+                counter.entered(langs[li], int(bytes_in[li]), docs=int(docs_in[li]))
+                counter.left(langs[li], int(bytes_out[li]), docs=int(docs_out[li]))
+            codes = np.zeros(n, dtype=np.int32) if isinstance(why, str) else why
+            pairs, counts = np.unique(np.stack([lang[gone], codes[gone]]), axis=1, return_counts=True)
+            for (li, code), cnt in zip(pairs.T, counts):
+                counter.removed(langs[li], why if isinstance(why, str) else reasons[code], docs=int(cnt))
+            step[gone] = DECIDE_STEPS.index(step_name)
+            reason[gone] = codes[gone] if not isinstance(why, str) else -1
             counter.save(self.out_dir, 0)
 
         cfg = self.config

@@ -34,7 +34,8 @@ def build_demo_corpus(folder: Path, docs_per_language: int = 6, seed: int = 0) -
                 records.append({"id": f"{lang}-{k}-copy", "text": text, "language": lang})
                 planted["exact_duplicates"] += 1
             if k == 1:
-                records.append({"id": f"{lang}-{k}-near", "text": near_duplicate(text, lang, rng, edits=2), "language": lang})
+                near = near_duplicate(text, lang, rng, edits=2)
+                records.append({"id": f"{lang}-{k}-near", "text": near, "language": lang})
                 planted["near_duplicates"] += 1
             if k == 2:  # the same page crawled again, truncated: the longer one must survive
                 short = "\n".join(text.split("\n")[:2])

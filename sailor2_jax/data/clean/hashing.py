@@ -87,9 +87,6 @@ def digest128(data: bytes) -> tuple[int, int]:
     return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
 
 
-def digest64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-
 
 def line_hashes(text: str) -> np.ndarray:
     """Hashes of the lines of `text` (split on "\\n"), in order; equal lines give equal hashes."""

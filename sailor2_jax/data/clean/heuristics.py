@@ -15,7 +15,8 @@ from sailor2_jax.data.clean.wordlists import flagged_for, stopwords_for
 
 
 def char_repetition_ratio(text: str, n: int) -> float:
-    """Share of the character n-grams taken by the k most frequent ones, k = min(⌊√distinct⌋, distinct − singletons)."""
+    """Share of the character n-grams taken by the k most frequent ones,
+    k = min(⌊√distinct⌋, distinct − singletons)."""
     h = hashing.char_ngram_hashes(text, n)
     if not len(h):
         return 0.0
@@ -43,14 +44,18 @@ def flagged_ratio(text: str, ws: list[str], flagged: frozenset[str]) -> float:
     if not ws:
         return 0.0
     squashed = "".join(text.lower().split())
-    ratio = sum(1 for f in flagged if f in squashed) / len(ws)
+    found = [f for f in flagged if f in squashed]
+    if not found:  # the usual case: a flagged word is a substring too, so no word can be flagged either
+        return 0.0
+    ratio = len(found) / len(ws)
     ratio += sum(map(flagged.__contains__, ws)) / len(ws)
     return min(ratio, 1.0)
 
 
-def check(text: str, lang: str, params: LanguageParams) -> str | None:
-    """Run the filters in sailcraft's order; the reason of the first that fails, or None if all pass."""
-    ws = words(text, params, lang)
+def check(text: str, lang: str, params: LanguageParams, ws: list[str] | None = None) -> str | None:
+    """Run the filters in sailcraft's order; the reason of the first that fails, or None if all pass. `ws`: the
+    text's words, when the caller has them already."""
+    ws = words(text, params, lang) if ws is None else ws
     if len(ws) < params.words_min:
         return "too_few_words"
     if len(ws) > params.words_max:

@@ -45,7 +45,6 @@ class LidResult:
     label: str
     prob: float
     reason: str | None  # None: accepted
-    second_opinion: bool = False
 
 
 class LanguageIdentifier:
@@ -66,7 +65,7 @@ class LanguageIdentifier:
         if pair and top in pair:
             pair_p = sum(q for lab, q in preds if lab in pair)
             if pair_p >= cutoff and _cld2_says(text, expected):
-                return LidResult(top, p, None, second_opinion=True)
+                return LidResult(expected, pair_p, None)  # pycld2 settled the pair
         return LidResult(top, p, "wrong_language")
 
 

@@ -1,14 +1,17 @@
 """MinHash near-dedup, vectorised: shingles → 256 min-hashes → 25 band keys → connected components.
 
-Parameters follow sailcraft's text-dedup run (recipe.md §3.3): word 5-grams of the lowercased text split on `\\W`,
-256 permutations, 25 bands × 10 rows (Jaccard 0.7), one document kept per cluster (the first in input order).
-Scripts without spaces (th, lo, km, my, zh) are split into ICU words first, so their 5-grams are word 5-grams too.
+Parameters follow sailcraft's text-dedup run (recipe.md §3.3): word 5-grams, 256 permutations, 25 bands × 10 rows
+(Jaccard 0.7), one document kept per cluster (the first in input order). The words are those the heuristics count
+(`text.words`: lowercased, whitespace-split or ICU words for th/lo/km/my/zh, punctuation stripped from their ends),
+so one definition of a word serves every step and the text is tokenised once; text-dedup splits on `\\W` instead,
+which differs only inside tokens such as "don't" or "e-mail".
 
 Speed: the shingles of a document are hashed at once (hashing.py); the permutations are h·a_i + b_i (mod 2^32)
 on the top 32 bits of each shingle hash, for odd a_i — bijections of the 32-bit space, like text-dedup's 32-bit
-values — evaluated as one uint32 matrix per block of documents and reduced with `np.minimum.reduceat`. No Python
-loop runs per shingle or per permutation; uint32 halves the memory traffic of uint64 (measured 2× faster), and
-blocks of ~2k rows keep the matrix in cache.
+values — evaluated as one (shingles × 256) uint32 matrix per document, in a reused buffer, and reduced with
+`min(axis=0)`. No Python loop runs per shingle or per permutation. Measured on 3 KB documents: uint32 is 2× faster
+than uint64 (half the memory traffic), and a per-document `min(axis=0)` 4× faster than one `np.minimum.reduceat`
+over a batch (reduceat along axis 0 does not vectorise across the 256 columns).
 """
 
 from __future__ import annotations
@@ -16,16 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import regex
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from sailor2_jax.data.clean import hashing
-from sailor2_jax.data.clean.text import segment
 
-# `regex`'s \w includes combining marks; `re`'s does not and would cut Thai or Burmese words at every vowel sign
-_NON_WORD = regex.compile(r"\W+")
-_MAX_BATCH_SHINGLES = 2048  # rows of the (shingles × permutations) matrix per block: 2 MiB of uint32
+_BLOCK_ROWS = 2048  # rows of the (shingles × permutations) matrix per block: 2 MiB of uint32
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,6 @@ class MinHashParams:
             raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
 
 
-def shingle_text(text: str, segmented: bool, lang: str) -> str:
-    """The token string MinHash shingles: lowercase, `\\W` as separator, ICU words for scripts without spaces."""
-    if segmented:
-        text = " ".join(segment(text, lang))
-    return _NON_WORD.sub(" ", text.lower()).strip()
-
-
 class MinHasher:
     def __init__(self, params: MinHashParams = MinHashParams()):
         self.params = params
@@ -56,9 +48,9 @@ class MinHasher:
         self._b = rng.integers(0, 2**32, size=params.num_perm, dtype=np.uint32)
         self._band_weights = hashing.mix64(np.arange(1, params.rows + 1, dtype=np.uint64))
 
-    def shingles(self, token_string: str) -> np.ndarray:
-        """uint32 shingle hashes (the top half of the 64-bit substring hashes)."""
-        h = hashing.token_ngram_hashes(token_string, self.params.ngram)
+    def shingles(self, words: list[str]) -> np.ndarray:
+        """uint32 hashes of the word n-grams (the top half of the 64-bit substring hashes)."""
+        h = hashing.token_ngram_hashes(" ".join(words), self.params.ngram)
         if not len(h):  # only separators: still one shingle, so the document is compared rather than dropped
             h = hashing.token_ngram_hashes("\x00", 1)
         return (h >> np.uint64(32)).astype(np.uint32)
@@ -66,18 +58,14 @@ class MinHasher:
     def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:
         """(n_docs, num_perm) uint32 min-hashes; each set must be non-empty."""
         out = np.empty((len(shingle_sets), self.params.num_perm), dtype=np.uint32)
-        i = 0
-        while i < len(shingle_sets):
-            j, rows = i, 0
-            while j < len(shingle_sets) and (j == i or rows + len(shingle_sets[j]) <= _MAX_BATCH_SHINGLES):
-                rows += len(shingle_sets[j])
-                j += 1
-            block = np.concatenate(shingle_sets[i:j])
-            starts = np.cumsum([0] + [len(s) for s in shingle_sets[i:j - 1]])
-            perm = block[:, None] * self._a[None, :]
-            perm += self._b
-            out[i:j] = np.minimum.reduceat(perm, starts, axis=0)
-            i = j
+        buf = np.empty((_BLOCK_ROWS, self.params.num_perm), dtype=np.uint32)
+        for i, shingles in enumerate(shingle_sets):
+            out[i] = np.iinfo(np.uint32).max
+            for j in range(0, len(shingles), _BLOCK_ROWS):  # long documents in blocks that stay in cache
+                block = buf[: min(_BLOCK_ROWS, len(shingles) - j)]
+                np.multiply(shingles[j:j + _BLOCK_ROWS, None], self._a, out=block)
+                np.add(block, self._b, out=block)
+                np.minimum(out[i], block.min(axis=0), out=out[i])
         return out
 
     def band_keys(self, signatures: np.ndarray) -> np.ndarray:

@@ -36,7 +36,9 @@ def stages(inputs: list[str], out_dir: str, config: CleanConfig) -> list[tuple[s
                          str(config.lid_model) if config.lid_model else None, config.progress)
     analyse = [reader, Normalise(config, out), Annotate(config), WorkWriter(config, out)]
     decide = [Decide(config, out, tasks)]
-    apply = [ApplyDecisions(config, out), FrequentLineFilter(out)]
+    apply = [ApplyDecisions(config, out)]
+    if config.frequent_lines.enabled:
+        apply.append(FrequentLineFilter(out))
     if config.kenlm.enabled:
         apply.append(PerplexityFilter(config, out))
     apply.append(OutputWriter(config, out))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
@@ -73,10 +74,12 @@ class InputReader(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         counter = StepCounter("read")
         lid = None
-        for path in tqdm(shard(self.files, rank, world_size), desc=f"read (task {rank})", unit="file",
-                         disable=not self.progress):
+        files = shard(self.files, rank, world_size)
+        bar = tqdm(desc=f"analyse (task {rank}, {len(files)} files)", unit="doc", disable=not self.progress)
+        for path in files:
             rows = self._parquet_rows(path) if path.endswith(PARQUET_SUFFIXES) else self._jsonl_rows(path)
             for line_no, raw, record, error in rows:
+                bar.update()
                 doc = self._document(path, line_no, raw, record, error)
                 meta = doc.metadata
                 if meta["reject"] is None and meta["lang"] is None:
@@ -93,39 +96,40 @@ class InputReader(PipelineStep):
                 else:
                     counter.removed(lang, meta["reject"]["reason"])
                 yield doc
+        bar.close()
         counter.save(self.out_dir, rank)
 
     def _jsonl_rows(self, path: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
-        with open_file(path, "rb", compression=_compression(path)) as f:
-            for line_no, raw in enumerate(f, start=1):
-                raw = raw.rstrip(b"\r\n")
-                if not raw.strip():
-                    continue  # a blank line holds no document
-                try:
-                    value = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    yield line_no, raw, None, "invalid_utf8"
-                    continue
-                except json.JSONDecodeError:
-                    yield line_no, raw, None, "malformed_json"
-                    continue
-                if not isinstance(value, dict):
-                    yield line_no, raw, None, "not_a_json_object"
-                    continue
-                yield line_no, raw, value, None
+        line_no = 0
+        try:
+            with open_file(path, "rb", compression=_compression(path)) as f:
+                for line_no, raw in enumerate(f, start=1):
+                    raw = raw.rstrip(b"\r\n")
+                    if raw.strip():  # a blank line holds no document
+                        yield line_no, raw, *_parse(raw)
+        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt archive: the rest is one rejection
+            yield line_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
 
     def _parquet_rows(self, path: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with open_file(path, "rb") as f:
-            row_no = 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
-                for record in batch.to_pylist():
-                    row_no += 1
-                    raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-                    yield row_no, raw, json.loads(raw), None
+        row_no = 0
+        try:
+            with open_file(path, "rb") as f:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                    for record in batch.to_pylist():
+                        row_no += 1
+                        # JSON-safe copy for the outputs (bytes, dates → str); the type check uses the original
+                        raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
+                        text = record.get(self.text_key)
+                        odd = text is not None and not isinstance(text, str)
+                        yield row_no, raw, json.loads(raw), "non_string_text" if odd else None
+        except (OSError, pa.ArrowException) as e:
+            yield row_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
 
     def _document(self, path: str, line_no: int, raw: bytes, record: dict | None, error: str | None) -> Document:
+        """A Document for one line or row; `error` is the reason it is already known to be bad, if any."""
         meta = {"file": path, "line": line_no, "record": record, "lang": None, "reject": None}
         if record is None:
             meta["raw"] = _raw_text(raw)
@@ -135,25 +139,38 @@ class InputReader(PipelineStep):
         lang = record.get("language")
         meta["lang"] = canonical_language(lang) if isinstance(lang, str) and lang.strip() else self.default_language
         doc_id = str(record["id"]) if record.get("id") is not None else f"{path}:{line_no}"
-        reason = None
-        if self.text_key not in record:
-            reason = "missing_text"
-        elif not isinstance(text, str):
-            reason = "non_string_text"
-        elif not text.strip():
-            reason = "empty_text"
-        elif len(text) > self.max_document_bytes:
-            reason = "huge_document"
-        else:
-            try:
-                if len(text.encode("utf-8")) > self.max_document_bytes:
-                    reason = "huge_document"
-            except UnicodeEncodeError:  # JSON escapes can spell lone surrogates, which no UTF-8 text holds
-                reason = "invalid_unicode"
+        reason = error or self._text_problem(record, text)
         if reason is not None:
             meta["reject"] = {"step": "read", "reason": reason}
             return Document(text=text if isinstance(text, str) else "", id=doc_id, metadata=meta)
         return Document(text=text, id=doc_id, metadata=meta)
+
+    def _text_problem(self, record: dict, text) -> str | None:
+        if self.text_key not in record:
+            return "missing_text"
+        if not isinstance(text, str):
+            return "non_string_text"
+        if not text.strip():
+            return "empty_text"
+        if len(text) > self.max_document_bytes:  # cheap first: a character is at least one byte
+            return "huge_document"
+        try:
+            return "huge_document" if len(text.encode("utf-8")) > self.max_document_bytes else None
+        except UnicodeEncodeError:  # JSON escapes can spell lone surrogates, which no UTF-8 text holds
+            return "invalid_unicode"
+
+
+def _parse(raw: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, reason)."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "invalid_utf8"
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nesting deeper than Python's stack
+        return None, "malformed_json"
+    if not isinstance(value, dict):
+        return None, "not_a_json_object"
+    return value, None
 
 
 def _raw_text(raw: bytes) -> dict:

@@ -84,28 +84,43 @@ class Summarise(PipelineStep):
 
 
 def plot_summary(summary: dict, path: Path) -> None:
-    """Two panels: documents and bytes left after each step, one line per language (log scale)."""
+    """Left: documents and bytes left after each step, as a share of what was read. Right: documents left per
+    language and step (colour: share of the language's documents; number: count)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     steps = [s for s in STEPS if s in summary["steps"]]
+    tot = summary["totals"]
+    read_docs = max(tot["read"]["docs_in"], 1)
+    read_bytes = max(tot["read"]["bytes_in"], 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [1, 1.4]})
+    x = np.arange(len(steps))
+    left.bar(x - 0.2, [100 * tot[s]["docs_out"] / read_docs for s in steps], 0.4, label="documents")
+    left.bar(x + 0.2, [100 * tot[s]["bytes_out"] / read_bytes for s in steps], 0.4, label="bytes")
+    for i, s in enumerate(steps):
+        left.text(i - 0.2, 100 * tot[s]["docs_out"] / read_docs + 1, f"{tot[s]['docs_out']:,}", ha="center",
+                  fontsize=7, rotation=90, va="bottom")
+    left.set_xticks(x, steps, rotation=45, ha="right")
+    left.set_ylabel("% of what was read")
+    left.set_ylim(0, 118)
+    left.legend(loc="upper right")
+    left.set_title("left after each step")
+
     langs = sorted({lang for s in steps for lang in summary["steps"][s]})
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
-    for ax, key, title in ((axes[0], "docs_out", "documents left"), (axes[1], "bytes_out", "bytes left")):
-        for lang in langs:
-            ys = [summary["steps"][s].get(lang, {}).get(key, 0) for s in steps]
-            if any(ys):
-                ax.plot(steps, [max(y, 0.5) for y in ys], marker="o", label=lang)
-        ax.set_yscale("log")
-        ax.set_title(f"{title} after each step")
-        ax.tick_params(axis="x", rotation=45)
-        ax.grid(alpha=0.3)
-    axes[1].legend(ncol=2, fontsize=8, loc="lower left")
+    counts = np.array([[summary["steps"][s].get(lang, {}).get("docs_out", 0) for s in steps] for lang in langs])
+    first = np.array([max(summary["steps"]["read"].get(lang, {}).get("docs_in", 0), 1) for lang in langs])
+    right.imshow(counts / first[:, None], cmap="Greens", vmin=0, vmax=1, aspect="auto")
+    for (r, c), n in np.ndenumerate(counts):
+        right.text(c, r, f"{n:,}", ha="center", va="center", fontsize=7)
+    right.set_xticks(range(len(steps)), steps, rotation=45, ha="right")
+    right.set_yticks(range(len(langs)), langs)
+    right.set_title("documents left, per language")
     d = summary["documents"]
-    fig.suptitle(f"read {d['read']} · kept {d['kept']} · rejected {d['rejected']}"
+    fig.suptitle(f"read {d['read']:,} · kept {d['kept']:,} · rejected {d['rejected']:,}"
                  f" · {'balanced' if d['balanced'] else 'NOT BALANCED'}")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.2, top=0.9, wspace=0.15)  # tight_layout costs 0.25 s
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -6,37 +6,20 @@ from __future__ import annotations
 import functools
 import random
 
-from gflanguages import LoadLanguages
-
-from sailor2_jax.data.clean.languages import SAILCRAFT
 from sailor2_jax.data.clean.text import segment
+from sailor2_jax.data.udhr import GFLANGUAGES_KEY, documents
 
-GF_KEYS = {
-    "en": "en_Latn", "zh": "zh_Hans", "my": "my_Mymr", "km": "km_Khmr", "lo": "lo_Laoo", "th": "th_Thai",
-    "vi": "vi_Latn", "id": "id_Latn", "ms": "zlm_Latn", "tl": "fil_Latn", "ceb": "ceb_Latn", "jv": "jv_Latn",
-    "su": "su_Latn", "war": "war_Latn", "ilo": "ilo_Latn",
-}
-_FIELDS = ("specimen_16", "specimen_21", "specimen_32", "specimen_36", "specimen_48", "tester", "styles")
 # How a synthetic sentence ends and how words are joined, for scripts that differ from "word word."
 _SENTENCE_END = {"zh": "。", "my": "။", "km": "។", "th": " ", "lo": " "}
 _NO_SPACE = {"zh", "my", "km", "th", "lo"}
 
 
-@functools.lru_cache(maxsize=None)
-def _languages():
-    return LoadLanguages()
-
-
-@functools.lru_cache(maxsize=None)
 def udhr_lines(lang: str) -> tuple[str, ...]:
-    """The distinct UDHR lines for `lang`: every line of the sample texts, without lines contained in another."""
-    sample = _languages()[GF_KEYS[lang]].sample_text
-    lines = list(dict.fromkeys(line.strip() for f in _FIELDS for line in getattr(sample, f).split("\n")))
-    lines = [x for x in lines if x]
-    return tuple(x for x in lines if not any(x != y and x in y for y in lines))
+    """The distinct UDHR paragraphs of `lang` (the same text as the embedded demo data)."""
+    return documents(lang)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def udhr_words(lang: str) -> tuple[str, ...]:
     """Word tokens of the UDHR lines (ICU words for scripts without spaces), with their repetitions."""
     out: list[str] = []
@@ -95,4 +78,4 @@ def near_duplicate(text: str, lang: str, rng: random.Random, edits: int = 3) -> 
 
 
 def all_languages() -> tuple[str, ...]:
-    return tuple(k for k in GF_KEYS if k in SAILCRAFT)
+    return tuple(GFLANGUAGES_KEY)

@@ -1,0 +1,226 @@
+"""Training-step benchmark: our jitted step (the one the trainer runs) against transformers eager and torch.compile.
+
+  python bench/train_step.py                       # on one H100/H200: Sailor2-1B shape (seq 4096) and an 8B slice
+  python bench/train_step.py --compile-time        # AOT compile time, 64-layer 20B config vs 8 layers (any backend)
+  python bench/train_step.py --case tiny --seq 256 --batch 2 --steps 3   # smoke test on CPU
+
+Each configuration runs in its own process (JAX preallocates most of the GPU; torch must not share it). The
+PyTorch peer is `hf_torch_baseline.py` (from the shared bench; pass --baseline PATH, or copy it next to this file
+when ../shared is not on the machine). MFU uses the PaLM convention: 6 x matmul parameters (LM head included) +
+12·L·N·H·T attention FLOPs per token, over --peak FLOP/s (989e12: H100/H200 SXM dense bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# case -> (model config, layers (None: all), batch, micro-batches)
+CASES = {
+    "sailor2-1b": ("sailor2-1b", None, 8, 1),
+    "sailor2-8b-slice": ("sailor2-8b", 4, 2, 1),
+    "tiny": ("tiny", None, 2, 1),
+}
+BASELINE_SHAPES = {"sailor2-1b": "sailor2-1b", "sailor2-8b": "sailor2-8b", "tiny": "tiny"}
+
+
+def _baseline_path(arg: str | None) -> Path | None:
+    for p in ([Path(arg)] if arg else [Path(__file__).with_name("hf_torch_baseline.py"),
+                                       ROOT.parent / "shared" / "bench" / "hf_torch_baseline.py"]):
+        if p.is_file():
+            return p
+    return None
+
+
+# --- one JAX configuration (runs in a child process) --------------------------------------------------------------
+
+def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int, remat: str, attention: str,
+           packed: bool, abstract: bool):
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from sailor2_jax.config import MeshConfig, load_model_config
+    from sailor2_jax.model.init import abstract_model, create_model
+    from sailor2_jax.sharding import make_mesh, state_shardings as param_shardings
+    from sailor2_jax.train.config import TrainConfig
+    from sailor2_jax.train.objectives import Objective
+    from sailor2_jax.train.optim import optimizer, trainable_mask
+    from sailor2_jax.train.step import compile_step, init_state, make_step, state_shardings
+
+    overrides = [f"remat={remat}", f"attention={attention}"] + ([f"num_layers={layers}"] if layers else [])
+    model_cfg = load_model_config(model_name, overrides)
+    cfg = TrainConfig(model=model_cfg, mesh=MeshConfig(),
+                      data={"batch_size": batch, "seq_len": seq, "micro_batches": micro}, steps=1000)
+    mesh = make_mesh(cfg.mesh)
+    graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
+    shapes = nnx.to_pure_dict(abstract_state)
+    p_sh = nnx.to_pure_dict(param_shardings(abstract_state, mesh))
+    mask = trainable_mask(cfg, shapes)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    shardings = state_shardings(p_sh, tx, shapes, mesh)
+    step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, micro), mesh, shardings, None)
+    keys = ("tokens", "targets", "loss_mask") + (("segment_ids", "positions") if packed else ())
+    if abstract:
+        abstract_train = jax.eval_shape(lambda p: init_state(p, tx, 0), shapes)
+        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract_train,
+                             shardings)
+        batch_arrays = {k: jax.ShapeDtypeStruct((batch, seq), np.int32) for k in keys}
+    else:
+        params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, seed=0)))
+        state = jax.jit(lambda p: init_state(p, tx, 0), out_shardings=shardings)(params)
+        rng = np.random.default_rng(1)
+        tokens = rng.integers(0, model_cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
+        host = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((batch, seq), np.int32),
+                "segment_ids": np.ones((batch, seq), np.int32),
+                "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
+        from sailor2_jax.sharding import global_batch
+        batch_arrays = global_batch({k: host[k] for k in keys}, mesh)
+    return mesh, model_cfg, step, state, batch_arrays
+
+
+def run_jax(args: argparse.Namespace) -> dict:
+    import jax
+
+    from sailor2_jax.train.metrics import flops_per_token
+
+    model_name, layers, batch, micro = CASES[args.case]
+    batch, layers = args.batch or batch, args.layers or layers
+    mesh, model_cfg, step, state, batch_arrays = _setup(model_name, layers, batch, args.seq, args.micro_batches or
+                                                        micro, args.remat, args.attention, args.packed, False)
+    with jax.set_mesh(mesh):
+        t0 = time.perf_counter()
+        for _ in range(2):
+            state, metrics = step(state, batch_arrays, None)
+            float(metrics["loss"])
+        warmup = time.perf_counter() - t0
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            state, metrics = step(state, batch_arrays, None)
+            float(metrics["loss"])
+            times.append(time.perf_counter() - t)
+    dt = statistics.median(times)
+    tps = batch * args.seq / dt
+    stats = jax.devices()[0].memory_stats() or {}
+    return {"impl": "sailor2_jax", "case": args.case, "layers": model_cfg.num_layers, "batch": batch,
+            "seq": args.seq, "remat": args.remat, "attention": args.attention, "packed": args.packed,
+            "step_s_median": dt, "tokens_per_s": tps,
+            "mfu": tps * flops_per_token(model_cfg, args.seq) / args.peak / jax.device_count(),
+            "warmup_s": warmup, "peak_mem_gb": stats.get("peak_bytes_in_use", 0) / 1e9 or None,
+            "device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__}
+
+
+def compile_time(args: argparse.Namespace) -> dict:
+    """AOT lower + compile of the full train step with abstract inputs: no parameter memory is allocated."""
+    import jax
+
+    batch = jax.device_count()  # one row per device (FSDP over all of them)
+    out = {"device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__,
+           "model": "sailor2-20b", "batch": batch, "seq": args.seq}
+    times: dict[int, list[tuple[float, float]]] = {8: [], 64: []}
+    for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
+        for layers in (8, 64):
+            mesh, _, step, state, batch_arrays = _setup("sailor2-20b", layers, batch, args.seq, 1, args.remat,
+                                                        args.attention, args.packed, True)
+            with jax.set_mesh(mesh):
+                t0 = time.perf_counter()
+                lowered = step.lower(state, batch_arrays, None)
+                t1 = time.perf_counter()
+                lowered.compile()
+                t2 = time.perf_counter()
+            times[layers].append((t1 - t0, t2 - t1))
+    for layers, runs in times.items():
+        lower, comp = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        out[f"L{layers}"] = {"lower_s": lower, "compile_s": comp, "total_s": lower + comp,
+                             "runs_total_s": [sum(r) for r in runs]}
+    out["ratio_64_vs_8"] = out["L64"]["total_s"] / out["L8"]["total_s"]
+    return out
+
+
+# --- the orchestrator ---------------------------------------------------------------------------------------------
+
+def _child(argv: list[str], json_path: Path) -> dict | None:
+    done = subprocess.run([sys.executable, *argv, "--json", str(json_path)], cwd=ROOT, text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    sys.stdout.write(done.stdout)
+    if done.returncode != 0:
+        print(f"FAILED: {' '.join(argv)}\n{done.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(json_path.read_text())
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    baseline = None if args.no_baseline else _baseline_path(args.baseline)
+    if baseline is None and not args.no_baseline:
+        print("hf_torch_baseline.py not found: pass --baseline PATH (or --no-baseline)", file=sys.stderr)
+    results = {}
+    for case in args.cases:
+        model_name, layers, batch, _ = CASES[case]
+        batch, layers = args.batch or batch, args.layers or layers
+        rows = {"jax": _child([__file__, "--worker", "--case", case, "--seq", str(args.seq), "--steps",
+                               str(args.steps), "--remat", args.remat, "--attention", args.attention, "--peak",
+                               str(args.peak), "--batch", str(batch)] + (["--layers", str(layers)] if layers else [])
+                              + (["--packed"] if args.packed else []), out_dir / f"{case}-jax.json")}
+        if baseline is not None:
+            for mode in ("eager", "compile"):
+                cmd = [str(baseline), "--shape", BASELINE_SHAPES[model_name], "--batch", str(batch), "--seq",
+                       str(args.seq), "--steps", str(args.steps), "--peak", str(args.peak)]
+                cmd += (["--layers", str(layers)] if layers else []) + (["--compile"] if mode == "compile" else [])
+                rows[mode] = _child(cmd, out_dir / f"{case}-torch-{mode}.json")
+        results[case] = rows
+        jax_row = rows["jax"]
+        for mode in ("eager", "compile"):
+            if jax_row and rows.get(mode):
+                jax_row[f"speedup_vs_torch_{mode}"] = jax_row["tokens_per_s"] / rows[mode]["tokens_per_s"]
+        print(json.dumps({case: {k: (v or {}).get("tokens_per_s") for k, v in rows.items()}}))
+    (out_dir / "summary.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {out_dir / 'summary.json'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--case", choices=sorted(CASES), help="one configuration (with --worker)")
+    p.add_argument("--cases", nargs="+", default=["sailor2-1b", "sailor2-8b-slice"], choices=sorted(CASES))
+    p.add_argument("--layers", type=int, help="override the layer count of the case")
+    p.add_argument("--batch", type=int, help="override the batch of the case")
+    p.add_argument("--seq", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--micro-batches", type=int)
+    p.add_argument("--remat", default="dots_saveable")
+    p.add_argument("--attention", default="auto", help="xla | cudnn | auto")
+    p.add_argument("--packed", action="store_true", help="feed segment ids (the packed, segment-aware path)")
+    p.add_argument("--peak", type=float, default=989e12, help="dense bf16 FLOP/s of one device")
+    p.add_argument("--baseline", help="path to hf_torch_baseline.py")
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--compile-time", action="store_true", help="AOT compile time: 20B config, 64 vs 8 layers")
+    p.add_argument("--repeats", type=int, default=3, help="--compile-time: measurements per layer count (median)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", help="write this run's results here")
+    p.add_argument("--out", default="runs/bench", help="orchestrator: where the per-run JSON files go")
+    args = p.parse_args()
+    if args.compile_time:
+        res = compile_time(args)
+    elif args.worker:
+        res = run_jax(args)
+    else:
+        if args.case:
+            args.cases = [args.case]
+        orchestrate(args)
+        return
+    print(json.dumps(res), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
