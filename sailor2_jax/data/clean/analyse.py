@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean import hashing
@@ -26,6 +25,7 @@ from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.languages import SAILOR2_LANGUAGES
 from sailor2_jax.data.clean.minhash import MinHasher, MinHashParams
 from sailor2_jax.data.clean.records import JsonlOut, rejected_record
+from sailor2_jax.data.clean.step import CleanStep
 from sailor2_jax.data.clean.text import normalise, words
 
 _TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "ref_src")
@@ -54,16 +54,11 @@ def minhash_params(config: CleanConfig) -> MinHashParams:
     return MinHashParams(num_perm=m.num_perm, bands=m.bands, rows=m.rows, ngram=m.ngram, seed=m.seed)
 
 
-class Normalise(PipelineStep):
+class Normalise(CleanStep):
     """sailcraft's per-language document modification; a text left empty is rejected."""
 
     name = "normalise (sailcraft options per language)"
     type = "✂️ - FORMAT"
-
-    def __init__(self, config: CleanConfig, out_dir: DataFolder):
-        super().__init__()
-        self.config = config
-        self.out_dir = out_dir
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         counter = StepCounter("normalise")
@@ -140,16 +135,11 @@ class Annotate(PipelineStep):
         return docs
 
 
-class WorkWriter(PipelineStep):
+class WorkWriter(CleanStep):
     """Writes stage 1's results: rejected records, the normalised documents and their facts (work/docs, work/facts)."""
 
     name = "write work files"
     type = "💽 - WRITER"
-
-    def __init__(self, config: CleanConfig, out_dir: DataFolder):
-        super().__init__()
-        self.config = config
-        self.out_dir = out_dir
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         cfg = self.config

@@ -13,22 +13,17 @@ from tqdm import tqdm
 
 from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.accounting import StepCounter
-from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
 from sailor2_jax.data.clean.perplexity import PerplexityModel
 from sailor2_jax.data.clean.records import JsonlOut, kept_record, rejected_record
+from sailor2_jax.data.clean.step import CleanStep
 
 
-class ApplyDecisions(PipelineStep):
+class ApplyDecisions(CleanStep):
     """Reads this shard's normalised documents back and marks those stage 2 removed."""
 
     name = "read work files, apply stage-2 decisions"
     type = "📖 - READER"
-
-    def __init__(self, config: CleanConfig, out_dir: DataFolder):
-        super().__init__()
-        self.config = config
-        self.out_dir = out_dir
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         with self.out_dir.open(f"work/decisions/{rank:05d}.npz", "rb") as f:
@@ -90,17 +85,12 @@ class FrequentLineFilter(PipelineStep):
         counter.save(self.out_dir, rank)
 
 
-class PerplexityFilter(PipelineStep):
+class PerplexityFilter(CleanStep):
     """sailcraft's KenLM filter: keep a document whose perplexity is ≤ its language's `perplexity_max`. Languages
     without a configured model pass unchanged (counted as `no_model` in the step's stats)."""
 
     name = "KenLM perplexity"
     type = "🔻 - FILTER"
-
-    def __init__(self, config: CleanConfig, out_dir: DataFolder):
-        super().__init__()
-        self.config = config
-        self.out_dir = out_dir
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         models = {lang: PerplexityModel(m.kenlm, m.sentencepiece) for lang, m in self.config.kenlm.models.items()}
@@ -127,14 +117,9 @@ class PerplexityFilter(PipelineStep):
         counter.save(self.out_dir, rank)
 
 
-class OutputWriter(PipelineStep):
+class OutputWriter(CleanStep):
     name = "write kept/ and rejected/"
     type = "💽 - WRITER"
-
-    def __init__(self, config: CleanConfig, out_dir: DataFolder):
-        super().__init__()
-        self.config = config
-        self.out_dir = out_dir
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         kept = JsonlOut(self.out_dir, f"kept/{rank:05d}", self.config.compression)

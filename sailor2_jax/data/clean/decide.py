@@ -15,12 +15,12 @@ import math
 import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.io import DataFolder
-from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.accounting import StepCounter, intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.minhash import cluster_duplicates
+from sailor2_jax.data.clean.step import CleanStep
 
 # Stage-2 step codes stored per document in work/decisions (0: kept so far).
 DECIDE_STEPS = ("kept", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash")
@@ -39,14 +39,12 @@ def _first_of_groups(keys: np.ndarray, priority: np.ndarray) -> np.ndarray:
     return winner
 
 
-class Decide(PipelineStep):
+class Decide(CleanStep):
     name = "decide: URL dedup, exact dedup, heuristics, LID, MinHash, frequent lines"
     type = "🫂 - DEDUP"
 
     def __init__(self, config: CleanConfig, out_dir: DataFolder, tasks: int):
-        super().__init__()
-        self.config = config
-        self.out_dir = out_dir
+        super().__init__(config, out_dir)
         self.tasks = tasks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
