@@ -1,8 +1,9 @@
 """`make demo`: the whole Sailor2 path on the embedded data with a tiny model, every stage real.
 
-So far: a random tiny Qwen2.5-architecture base checkpoint with the real Qwen2.5 tokenizer → LlamaPro expansion
-(tied → untied, as for Sailor2-1B) → import onto a device mesh → a forward pass on UDHR text in several of the 15
-languages, checked against `transformers` → export → reload in `transformers` → the largest logit difference.
+Stages: cleaning a planted-trouble corpus in all 15 languages on datatrove (every document accounted for) → a random
+tiny Qwen2.5-architecture base checkpoint with the real Qwen2.5 tokenizer → LlamaPro expansion (tied → untied, as for
+Sailor2-1B) → import onto a device mesh → a forward pass on UDHR text in several of the 15 languages, checked against
+`transformers` → export → reload in `transformers` → the largest logit difference.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
 """
 
@@ -84,6 +85,17 @@ def torch_logits(hf_dir: Path, tokens: np.ndarray) -> np.ndarray:
         return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
 
 
+def clean_stage(out: Path, summary: dict) -> None:
+    from sailor2_jax.data.clean import run_demo as run_clean_demo
+
+    _step("0. data cleaning on datatrove: URL/exact/near dedup, heuristics, language ID, frequent lines")
+    result = run_clean_demo(out / "clean")
+    if not result["documents"]["balanced"]:
+        raise RuntimeError(f"cleaning lost documents: {result['documents']}")
+    summary["clean"] = {**result["documents"], "planted": result["planted"],
+                        "summary": str(out / "clean" / "summary.json"), "chart": str(out / "clean" / "summary.png")}
+
+
 def model_stage(out: Path, summary: dict) -> None:
     from flax import nnx
 
@@ -140,6 +152,7 @@ def run_demo(out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"devices": jax.device_count(), "backend": jax.default_backend()}
     t0 = time.perf_counter()
+    clean_stage(out, summary)
     model_stage(out, summary)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
