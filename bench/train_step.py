@@ -49,7 +49,8 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
 
     from sailor2_jax.config import MeshConfig, load_model_config
     from sailor2_jax.model.init import abstract_model, create_model
-    from sailor2_jax.sharding import make_mesh, state_shardings as param_shardings
+    from sailor2_jax.sharding import make_mesh
+    from sailor2_jax.sharding import state_shardings as param_shardings
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.objectives import Objective
     from sailor2_jax.train.optim import optimizer, trainable_mask
@@ -148,7 +149,7 @@ def compile_time(args: argparse.Namespace) -> dict:
 # --- the orchestrator ---------------------------------------------------------------------------------------------
 
 def _child(argv: list[str], json_path: Path) -> dict | None:
-    done = subprocess.run([sys.executable, *argv, "--json", str(json_path)], cwd=ROOT, text=True,
+    done = subprocess.run([sys.executable, *argv, "--json", str(json_path)], cwd=ROOT, text=True, check=False,
                           capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     sys.stdout.write(done.stdout)
     if done.returncode != 0:

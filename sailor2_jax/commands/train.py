@@ -32,13 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
     cfg = load(TrainConfig, args.config, overrides)
-    output_dir = Path(args.output_dir or Path("runs") / Path(args.config).stem)
+    output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)  # a bucket URL works too
     result = train(cfg, output_dir)
     where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
     if result.stopped == "non_finite":
         print(f"stopped at step {result.step}: {cfg.max_bad_steps} non-finite steps in a row; the last good "
-              f"checkpoint is in {output_dir / 'checkpoints'}")
+              f"checkpoint is in {output_dir}/checkpoints")
         return 1
     print(f"trained to step {result.step} ({where}loss {result.metrics.get('loss', float('nan')):.4f}); "
-          f"checkpoints in {output_dir / 'checkpoints'}")
+          f"checkpoints in {output_dir}/checkpoints, metrics in {result.metrics_dir}")
     return 0

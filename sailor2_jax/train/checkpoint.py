@@ -36,10 +36,10 @@ class IteratorHandler(ocp.CheckpointHandler):
     def _file(directory: epath.Path) -> epath.Path:
         return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
 
-    def save(self, directory: epath.Path, args: "IteratorSave") -> None:
+    def save(self, directory: epath.Path, args: IteratorSave) -> None:
         self._file(directory).write_text(json.dumps(args.state))
 
-    def restore(self, directory: epath.Path, args: "IteratorRestore") -> CheckpointableIterator:
+    def restore(self, directory: epath.Path, args: IteratorRestore) -> CheckpointableIterator:
         path = self._file(directory)
         if not path.exists():
             raise ValueError(f"{directory}: no data-iterator state for this process ({path.name}); checkpoints "
@@ -65,10 +65,15 @@ class IteratorRestore(ocp.args.CheckpointArgs):
 
 # --- the manager ---------------------------------------------------------------------------------------------------
 
+def _path(path: str | Path) -> epath.Path:
+    """Local paths made absolute; bucket URLs (gs://...) kept as they are (orbax writes to either)."""
+    return epath.Path(path) if "://" in str(path) else epath.Path(Path(path).absolute())
+
+
 def manager(directory: str | Path, every: int, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
                                            enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=ITEMS)
+    return ocp.CheckpointManager(_path(directory), options=options, item_names=ITEMS)
 
 
 def _train_item(state: TrainState) -> dict[str, Any]:
@@ -105,9 +110,9 @@ def restore(mgr: ocp.CheckpointManager, step: int, target: TrainState, data_iter
 
 # --- reading a checkpoint outside the loop (export, init from a previous stage) ------------------------------------
 
-def step_dir(path: str | Path) -> Path:
+def step_dir(path: str | Path) -> epath.Path:
     """A step directory from a step dir, a checkpoints dir or a run's output dir (latest step)."""
-    path = Path(path)
+    path = _path(path)
     if (path / "params").is_dir():
         return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path

@@ -15,8 +15,6 @@ import pydantic
 
 from sailor2_jax.config import Config, MeshConfig, ModelConfig, load_model_config
 
-LANGUAGES = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo")
-LM_OBJECTIVES = ("pretrain", "sft")
 PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
 
 
@@ -79,7 +77,7 @@ class InitConfig(Config):
     seed: int = 0
 
     @pydantic.model_validator(mode="after")
-    def _one_source(self) -> "InitConfig":
+    def _one_source(self) -> InitConfig:
         if self.hf_dir and self.checkpoint:
             raise ValueError("init: give hf_dir or checkpoint, not both")
         return self
@@ -137,7 +135,7 @@ class TrainConfig(Config):
         return v
 
     @pydantic.model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.model is None and not self.init.hf_dir and not self.init.checkpoint:
             raise ValueError("model: required unless init.hf_dir or init.checkpoint provides the model")
         if self.model is not None and self.init.hf_dir:

@@ -11,13 +11,15 @@ process yields only its own rows of the global batch.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import jax
 import numpy as np
 
-from sailor2_jax.train.config import LANGUAGES, TrainConfig
+from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.train.config import TrainConfig
 
 
 class CheckpointableIterator(Protocol):
@@ -58,7 +60,7 @@ def packed_rows(rng: np.random.Generator, rows: int, seq_len: int, vocab: int, *
     return out
 
 
-class _Synthetic:
+class _Synthetic(abc.ABC):
     """Shared iterator mechanics: batch i is a pure function of (seed, i); this process keeps its rows."""
 
     def __init__(self, batch_size: int, seq_len: int, vocab: int, seed: int, process_index: int | None = None,
@@ -88,8 +90,9 @@ class _Synthetic:
             raise ValueError(f"data iterator state is for seed {state['seed']}, this iterator has seed {self.seed}")
         self.index = int(state["index"])
 
+    @abc.abstractmethod
     def _global_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The whole global batch `self.index` (every process builds it and keeps its own rows)."""
 
 
 class SyntheticLM(_Synthetic):

@@ -24,15 +24,15 @@ from tqdm import tqdm
 from sailor2_jax.config import ModelConfig
 from sailor2_jax.model.init import abstract_model, create_model
 from sailor2_jax.model.qwen2 import Qwen2
-from sailor2_jax.sharding import global_batch, make_mesh, state_shardings as param_state_shardings
+from sailor2_jax.sharding import global_batch, make_mesh
+from sailor2_jax.sharding import state_shardings as param_state_shardings
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
 from sailor2_jax.train.optim import optimizer, trainable_mask
-from sailor2_jax.train.step import (TrainState, compile_step, init_state, make_eval_step, make_step,
-                                    state_shardings)
+from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, state_shardings
 
 Params = dict[str, Any]
 
@@ -43,7 +43,8 @@ class TrainResult:
     stopped: str                   # "done" or "non_finite"
     metrics: dict[str, Any]        # the last logged metrics
     resumed_from: int | None       # the checkpoint step the run resumed from, if any
-    output_dir: Path
+    output_dir: str                # local path or bucket URL
+    metrics_dir: Path              # where metrics.jsonl and TensorBoard logs went
 
 
 def _abstract(shardings: Any, shapes: Any) -> Any:
@@ -76,8 +77,15 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
       `log.eval_batches` batches are the fixed eval set.
     init_model: the starting model (e.g. an imported, block-expanded checkpoint); overrides cfg.init.
     """
-    output_dir = Path(output_dir)
+    output_dir = str(output_dir)
+    # metrics.jsonl is appended line by line, which object stores cannot do: with a bucket as output directory the
+    # metrics stay on process 0's disk under runs/<run name>/ (checkpoints go to the bucket).
+    metrics_dir = Path("runs") / output_dir.rstrip("/").rsplit("/", 1)[-1] if "://" in output_dir else Path(output_dir)
     mesh = mesh or make_mesh(cfg.mesh)
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.data.batch_size % (data_parallel * cfg.data.micro_batches):
+        raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must be a multiple of the data-parallel devices "
+                         f"({data_parallel}) times data.micro_batches ({cfg.data.micro_batches})")
     model_cfg = init_model.cfg if init_model is not None else cfg.resolved_model()
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shapes = nnx.to_pure_dict(abstract_state)
@@ -87,7 +95,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
     shardings = state_shardings(p_shardings, tx, shapes, mesh)
 
-    mgr = ckpt.manager(output_dir / "checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
+    mgr = ckpt.manager(f"{output_dir.rstrip('/')}/checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
                        cfg.checkpoint.async_save)
     resumed_from = mgr.latest_step()
     if data_iter is None:  # a fresh stage that starts from a previous stage's run continues its data streams
@@ -120,7 +128,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
     flops_step = flops_per_token(model_cfg, cfg.data.seq_len) * tokens_per_step
     peak = peak_flops(cfg.log.peak_flops)
-    writer = MetricsWriter(output_dir, cfg.log.tensorboard)
+    writer = MetricsWriter(metrics_dir, cfg.log.tensorboard, resume_step=resumed_from)
     start = int(jax.device_get(state.step))
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.log.progress or jax.process_index() != 0,
                desc="train", unit="step", dynamic_ncols=True)
@@ -176,4 +184,4 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     bar.close()
     writer.close()
     return TrainResult(step=int(jax.device_get(state.step)), stopped=stopped, metrics=last,
-                       resumed_from=resumed_from, output_dir=output_dir)
+                       resumed_from=resumed_from, output_dir=output_dir, metrics_dir=metrics_dir)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.train.config import LANGUAGES
+from sailor2_jax.data.config import LANGUAGES
 
 # Dense bf16 peak FLOP/s per device, matched against `device_kind` (first match wins).
 PEAK_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("TPU v6", 918e12), ("TPU v5 lite", 197e12),
@@ -54,13 +54,30 @@ def flatten(metrics: dict[str, Any]) -> dict[str, float | int]:
     return out
 
 
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line; None for a line torn by a killed process."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class MetricsWriter:
-    def __init__(self, output_dir: str | Path, tensorboard: bool = True):
+    """Appends to metrics.jsonl; on a resume from step `resume_step` it first drops the lines of later steps (the
+    interrupted run logged them; the resumed run logs them again), so each step appears once."""
+
+    def __init__(self, output_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None):
         self.active = jax.process_index() == 0
         self.path = Path(output_dir) / "metrics.jsonl"
         self.tb = None
         if self.active:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None and self.path.is_file():
+                kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                        if _step_of(line) is not None and _step_of(line) <= resume_step]
+                tmp = self.path.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+                tmp.replace(self.path)
             self.file = self.path.open("a", encoding="utf-8")
             if tensorboard:
                 from tensorboardX import SummaryWriter

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from sailor2_jax.data.config import LANGUAGES
 from sailor2_jax.model.qwen2 import Qwen2
-from sailor2_jax.train.config import LANGUAGES, ObjectiveConfig
+from sailor2_jax.train.config import ObjectiveConfig
 
 Batch = Mapping[str, jax.Array]
 LM_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")

@@ -44,7 +44,7 @@ def schedule(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
         decay = optax.cosine_decay_schedule(cfg.peak_lr, n, alpha=cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0)
     else:  # MiniCPM's exponential anneal, ending exactly at final_lr
         ratio = cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0
-        decay = lambda s: cfg.peak_lr * ratio ** (jnp.minimum(s, n) / n)  # noqa: E731
+        decay = lambda s: cfg.peak_lr * ratio ** (jnp.minimum(s, n) / n)
     return optax.join_schedules([warmup, optax.constant_schedule(cfg.peak_lr), decay],
                                 [cfg.warmup_steps, stable_end])
 
@@ -53,7 +53,7 @@ def decay_mask(params: Params) -> Params:
     """Weight decay on matrices and embeddings; none on norms and biases."""
     def decays(path, _):
         name = str(getattr(path[-1], "key", path[-1]))
-        return not (name.endswith("norm") or name.endswith("bias"))
+        return not name.endswith(("norm", "bias"))
     return jax.tree_util.tree_map_with_path(decays, params)
 
 

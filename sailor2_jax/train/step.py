@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from sailor2_jax.sharding import batch_sharding
+from sailor2_jax.sharding import batch_sharding, shard
 from sailor2_jax.train.objectives import Batch, Objective
 
 Params = dict[str, Any]
@@ -46,14 +47,8 @@ def init_state(params: Params, tx: optax.GradientTransformation, seed: int) -> T
 def _micro_batches(batch: Batch, m: int) -> Batch:
     """[B, ...] -> [M, B/M, ...] with micro-batch i = rows i, M+i, 2M+i ... (keeps each one data-parallel)."""
     def split(x):
-        x = x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1)
-        return jax.lax.with_sharding_constraint(x, P(None, ("data", "fsdp"))) if _has_mesh() else x
+        return shard(x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1), (None, "batch"))
     return jax.tree.map(split, batch)
-
-
-def _has_mesh() -> bool:
-    mesh = jax.sharding.get_abstract_mesh()
-    return not mesh.empty and mesh.size > 1
 
 
 def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTransformation,
@@ -78,10 +73,9 @@ def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTr
                 (_, sums), grads = grad_fn(state.params, mb, ref_params, weight)
                 return jax.tree.map(jnp.add, carry, (grads, sums)), None
             mbs = _micro_batches(batch, micro_batches)
-            zero_sums = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], mbs),
-                                                       ref_params, weight)[0][1])
-            zeros = (jax.tree.map(jnp.zeros_like, state.params),
-                     jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_sums))
+            (_, sums_shape), grads_shape = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], mbs),
+                                                          ref_params, weight)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (grads_shape, sums_shape))
             (grads, sums), _ = jax.lax.scan(accumulate, zeros, mbs)
         grads = jax.tree.map(lambda g, m: g * m, grads, trainable)
         grad_norm = optax.tree.norm(grads)
@@ -91,12 +85,14 @@ def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTr
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # NaN/inf guard: a non-finite step leaves params and optimiser state as they were, and is counted.
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         bad = jnp.where(finite, 0, state.bad_steps + 1)
         new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
                                opt_state=keep(opt_state, state.opt_state), rng=state.rng, bad_steps=bad,
                                skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
-        metrics |= {"grad_norm": grad_norm, "lr": lr_schedule(state.step), "finite": finite,
+        # the optimiser's own count advances only on applied updates: this is the rate this step used
+        lr = lr_schedule(state.step - state.skipped_steps)
+        metrics |= {"grad_norm": grad_norm, "lr": lr, "finite": finite,
                     "bad_steps": bad, "skipped_steps": new_state.skipped_steps}
         return new_state, metrics
 

@@ -37,7 +37,7 @@ def _check(route, dtype, tol):
     def loss(fn, q, k, v):
         return jnp.sum(jnp.where(real, fn(q, k, v), 0).astype(jnp.float32) ** 2)
 
-    ref_fn = lambda q, k, v: _reference(q, k, v, seg, pos)  # noqa: E731
+    ref_fn = lambda q, k, v: _reference(q, k, v, seg, pos)
     want, want_grads = jax.value_and_grad(lambda *a: loss(ref_fn, *a), argnums=(0, 1, 2))(q, k, v)
     got, got_grads = jax.value_and_grad(lambda *a: loss(route(seg), *a), argnums=(0, 1, 2))(q, k, v)
     out_ref, out = ref_fn(q, k, v), route(seg)(q, k, v)
@@ -65,7 +65,7 @@ def test_route_separates_documents():
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs an NVIDIA GPU for the cuDNN kernel")
 def test_cudnn_kernel_equals_reference_on_packed_batch():
-    route = lambda seg: lambda q, k, v: attention(  # noqa: E731
+    route = lambda seg: lambda q, k, v: attention(
         q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=jnp.zeros_like(seg),
         kv_positions=jnp.zeros_like(seg), impl="cudnn", packed=True)  # positions unused by the route
     _check(route, jnp.bfloat16, 3e-2)

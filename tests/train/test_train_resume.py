@@ -29,7 +29,8 @@ def _losses(out: Path) -> dict[int, float]:
     losses = {}
     for line in (out / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        losses[row["step"]] = row["loss"]  # a step logged twice (before the kill and after) keeps the rerun's
+        assert row["step"] not in losses, f"step {row['step']} logged twice"
+        losses[row["step"]] = row["loss"]
     return losses
 
 
@@ -45,19 +46,20 @@ def test_sigkill_then_rerun_gives_identical_losses(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         steps = _finished_checkpoints(killed)
-        if steps and steps[-1] >= 10 and max(_losses(killed), default=0) > steps[-1]:
+        logged = (killed / "metrics.jsonl").read_text().count("\n") if (killed / "metrics.jsonl").exists() else 0
+        if steps and steps[-1] >= 10 and logged > steps[-1]:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = max(_losses(killed))
-    assert killed_at < 30
+    logged_before_kill = (killed / "metrics.jsonl").read_text().count("\n")
+    assert logged_before_kill < 30
 
-    reference = subprocess.run(_cmd(full), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(_cmd(full), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
     assert reference.returncode == 0, reference.stderr[-3000:]
-    rerun = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from step" in rerun.stdout
     want, got = _losses(full), _losses(killed)
@@ -98,7 +100,7 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path):
     from sailor2_jax.train.step import TrainState
 
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_SAVE, str(tmp_path)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 9, done.stderr[-2000:]
     # whatever the dying save left behind, also leave a half-written step directory as a crash mid-rename would
     (tmp_path / "3.orbax-checkpoint-tmp-1234" / "params").mkdir(parents=True)

@@ -2,7 +2,6 @@
 exactly the old layers (weight decay included), and the schedules hit their closed-form values."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -10,7 +9,8 @@ from flax import nnx
 
 from sailor2_jax.config import load
 from sailor2_jax.model.init import abstract_model, create_model
-from sailor2_jax.sharding import global_batch, make_mesh, state_shardings as param_shardings
+from sailor2_jax.sharding import global_batch, make_mesh
+from sailor2_jax.sharding import state_shardings as param_shardings
 from sailor2_jax.train.config import ScheduleConfig, TrainConfig
 from sailor2_jax.train.data import SyntheticLM
 from sailor2_jax.train.objectives import Objective
@@ -47,7 +47,7 @@ def _host(tree):
 def test_grad_accumulation_equals_one_big_batch():
     results = []
     for m in (1, 2):
-        cfg, mesh, step, state, batch = _setup([f"data.micro_batches={m}", "data.batch_size=16"], sgd=True)
+        _, mesh, step, state, batch = _setup([f"data.micro_batches={m}", "data.batch_size=16"], sgd=True)
         with jax.set_mesh(mesh):
             state, metrics = step(state, global_batch(batch, mesh), None)
         results.append((_host(state.params), _host(metrics)))
@@ -58,7 +58,7 @@ def test_grad_accumulation_equals_one_big_batch():
 
 
 def test_nan_guard_skips_the_update_and_counts():
-    cfg, mesh, step, state, batch = _setup([])
+    _, mesh, step, state, batch = _setup([])
     before = _host(state.params)
     bad = dict(batch, loss_mask=batch["loss_mask"].astype(np.float32) * np.float32("nan"))
     with jax.set_mesh(mesh):
@@ -73,7 +73,7 @@ def test_nan_guard_skips_the_update_and_counts():
 
 
 def test_new_layers_mask_trains_only_the_new_layers():
-    cfg, mesh, step, state, batch = _setup(["optimizer.trainable=new_layers", "optimizer.new_layers=[false,true]",
+    _, mesh, step, state, batch = _setup(["optimizer.trainable=new_layers", "optimizer.new_layers=[false,true]",
                                             "optimizer.weight_decay=0.5"])
     before = _host(state.params)
     with jax.set_mesh(mesh):
@@ -90,7 +90,7 @@ def test_new_layers_mask_trains_only_the_new_layers():
 
 def test_weight_decay_skips_norms_and_biases():
     # zero learning-rate gradient path: with lr > 0 and zero gradients only decay moves a weight
-    cfg, mesh, step, state, batch = _setup(["optimizer.weight_decay=0.5"])
+    _, mesh, step, state, batch = _setup(["optimizer.weight_decay=0.5"])
     before = _host(state.params)
     zero_batch = dict(batch, loss_mask=np.zeros_like(batch["loss_mask"]))
     with jax.set_mesh(mesh):

@@ -1,0 +1,43 @@
+"""Every shipped train config loads and says what it should; config mistakes fail at load time, naming the field."""
+
+from pathlib import Path
+
+import pytest
+
+from sailor2_jax.config import load
+from sailor2_jax.train.config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_load(path):
+    cfg = load(TrainConfig, path)
+    if path.stem.startswith("sailor2-"):
+        size, stage = path.stem.removeprefix("sailor2-").split("_")
+        assert cfg.data.seq_len == 4096 and cfg.optimizer.b2 == 0.95 and cfg.optimizer.weight_decay == 0.1
+        assert cfg.data.mixture == stage and cfg.objective.kind == "pretrain"
+        if stage == "stage1":  # the WSD plateau at 1e-4 from the expanded checkpoint
+            assert cfg.init.hf_dir and cfg.optimizer.schedule.peak_lr == 1e-4 and cfg.optimizer.schedule.decay_steps == 0
+        else:  # the anneal towards 1e-5 over (almost) the whole stage, from the stage-1 run
+            assert cfg.init.checkpoint.endswith(f"sailor2-{size}_stage1")
+            assert cfg.optimizer.schedule.final_lr == 1e-5 and cfg.optimizer.schedule.decay_steps >= 0.9 * cfg.steps
+    else:
+        assert cfg.model.num_layers == 4 and cfg.checkpoint.every == 5 and cfg.log.every == 1
+
+
+def test_demo_pretrain_is_twenty_steps_of_the_tiny_model():
+    cfg = load(TrainConfig, CONFIGS / "demo_pretrain.yaml")
+    assert cfg.steps == 20 and cfg.model.hidden_size == 64 and cfg.data.source == "mixture"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer.schedule.peak_lr=fast"], "optimizer.schedule.peak_lr"),
+    (["objective.kind=ppo"], "objective.kind"),
+    (["data.batch_size=6", "data.micro_batches=4"], "multiple of data.micro_batches"),
+    (["init.hf_dir=/x"], "init.hf_dir's config.json defines the model"),
+    (["optimizer.trainabel=all"], "optimizer.trainabel"),
+])
+def test_config_errors_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load(TrainConfig, CONFIGS / "demo_sft.yaml", overrides)
