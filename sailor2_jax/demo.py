@@ -1,9 +1,12 @@
 """`make demo`: the whole Sailor2 path on the embedded data with a tiny model, every stage real.
 
-Stages: cleaning a planted-trouble corpus in all 15 languages on datatrove (every document accounted for) → a random
-tiny Qwen2.5-architecture base checkpoint with the real Qwen2.5 tokenizer → LlamaPro expansion (tied → untied, as for
-Sailor2-1B) → import onto a device mesh → a forward pass on UDHR text in several of the 15 languages, checked against
-`transformers` → export → reload in `transformers` → the largest logit difference.
+Stages: (0) cleaning a planted-trouble corpus in all 15 languages on datatrove, every document accounted for →
+(1) a random tiny Qwen2.5-architecture base checkpoint with the real Qwen2.5 tokenizer → (2) LlamaPro expansion (tied →
+untied, as for Sailor2-1B) → (3) import onto a device mesh and a forward pass on UDHR text in ten of the 15 languages,
+checked against `transformers` → (4) export and reload in `transformers` → (5) stage-1 pre-training on the embedded
+mixture through the real tokenizer, seqio and grain → (6) resume from the checkpoint → (7) stage 2 with all 15
+languages and stage-1 replay → (8) SFT and DPO steps of the same step family → (9) export of the final checkpoint,
+checked in `transformers`.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
 """
 
@@ -96,9 +99,16 @@ def clean_stage(out: Path, summary: dict) -> None:
                         "summary": str(out / "clean" / "summary.json"), "chart": str(out / "clean" / "summary.png")}
 
 
-def model_stage(out: Path, summary: dict) -> None:
+def logits(model, tokens: np.ndarray) -> np.ndarray:
+    """A jitted forward pass of an NNX model (split into graph and state at the jit boundary)."""
     from flax import nnx
 
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens))
+    return np.asarray(forward(state, tokens))
+
+
+def model_stage(out: Path, summary: dict) -> None:
     from sailor2_jax.model.expand import expand_hf_dir
     from sailor2_jax.model.hf import export_hf, import_hf
 
@@ -115,14 +125,8 @@ def model_stage(out: Path, summary: dict) -> None:
     mesh = make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1))
     model = import_hf(out / "expanded", mesh, compute_dtype="float32")
     langs, tokens, segs = demo_texts()
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def forward(state, tokens):
-        return nnx.merge(graphdef, state)(tokens)
-
     with jax.set_mesh(mesh):
-        ours = np.asarray(forward(state, tokens))
+        ours = logits(model, tokens)
     real = segs.astype(bool)
     base_ref = torch_logits(base, tokens)
     identity = float(np.abs(ours - base_ref)[real].max())
@@ -147,6 +151,56 @@ def model_stage(out: Path, summary: dict) -> None:
         raise RuntimeError(f"demo parity check failed: {summary['model']}")
 
 
+def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrain"):
+    from sailor2_jax.config import CONFIG_DIR, load
+    from sailor2_jax.train.config import TrainConfig
+    from sailor2_jax.train.loop import train
+
+    cfg = load(TrainConfig, CONFIG_DIR / "train" / f"{base}.yaml", ["log.progress=false", *overrides])
+    result = train(cfg, out / name)
+    losses = [json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+    console.print(f"{name}: steps {result.resumed_from or 0} → {result.step}, loss {losses[0]:.3f} → "
+                  f"{losses[-1]:.3f} ({len(losses)} logged steps, metrics in {out / name}/metrics.jsonl)")
+    return result, losses
+
+
+def train_stage(out: Path, summary: dict) -> None:
+    from sailor2_jax.model.hf import export_hf
+    from sailor2_jax.train.export import load_checkpoint_model
+
+    expanded = out / "expanded"
+    _step("5. continual pre-training, stage 1: the high-resource mixture (UDHR through tokenizer → seqio → grain)")
+    stage1 = ["model=null", f"init.hf_dir={expanded}", "steps=6", "checkpoint.every=3", "log.eval_every=3"]
+    _, first = _train("stage1", out, stage1)
+    _step("6. resume: the same run continues from its latest checkpoint (model, optimiser, RNG, data iterator)")
+    resumed, losses = _train("stage1", out, [*stage1[:2], "steps=9", *stage1[3:]])
+    if resumed.resumed_from != 6:
+        raise RuntimeError(f"stage 1 did not resume from step 6: {resumed.resumed_from}")
+    _step("7. stage 2 (annealing): all 15 languages incl. the low-resource ones, 20 % stage-1 replay")
+    stage2 = ["model=null", f"init.checkpoint={out / 'stage1'}", "data.mixture=demo_stage2", "steps=4",
+              "checkpoint.every=4", "log.eval_every=0",
+              "optimizer.schedule={kind: wsd, peak_lr: 3.0e-3, warmup_steps: 1, decay_steps: 3, final_lr: 3.0e-4}"]
+    _, stage2_losses = _train("stage2", out, stage2)
+    _step("8. the same step family for post-training: SFT (assistant-token loss), then DPO against a frozen reference")
+    _, sft = _train("sft", out, ["model=null", f"init.checkpoint={out / 'stage2'}", "steps=4", "checkpoint.every=4"],
+                    base="demo_sft")
+    _, dpo = _train("dpo", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4", "checkpoint.every=4"],
+                    base="demo_dpo")
+    _step("9. export the DPO checkpoint to Hugging Face and check it in transformers")
+    model, step = load_checkpoint_model(out / "dpo")
+    exported = export_hf(model, out / "hf_final", tokenizer=out / "base", overwrite=True)
+    model.cfg = model.cfg.replace(compute_dtype="float32")  # compare in fp32, as transformers runs here
+    _, tokens, segs = demo_texts()
+    ours = logits(model, tokens)
+    diff = float(np.abs(ours - torch_logits(exported, tokens))[segs.astype(bool)].max())
+    console.print(f"[bold green]trained model (step {step}) in transformers: max |Δlogit| = {diff:.2e}")
+    summary["train"] = {"stage1_losses": losses, "stage1_first_run": first, "stage2_losses": stage2_losses,
+                        "sft_losses": sft, "dpo_losses": dpo, "exported": str(exported),
+                        "max_abs_logit_diff_trained_export_vs_transformers": diff}
+    if diff > 1e-3 * max(1.0, float(np.abs(ours).max())):
+        raise RuntimeError(f"exported trained model disagrees with ours: {diff}")
+
+
 def run_demo(out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +208,7 @@ def run_demo(out: str | Path) -> dict:
     t0 = time.perf_counter()
     clean_stage(out, summary)
     model_stage(out, summary)
+    train_stage(out, summary)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.rule(f"[bold]demo finished in {summary['seconds']}s — {out / 'summary.json'}")

@@ -83,7 +83,7 @@ class InitConfig(Config):
         return self
 
 
-class DataConfig(Config):
+class BatchSourceConfig(Config):
     """The batch source: `mixture` (pre-training: a seqio/grain mixture from configs/data/, e.g. `stage1` or
     `demo_stage1`, via sailor2_jax.data.loader) or `synthetic` (a deterministic demo/test source for every
     objective, sailor2_jax/train/data.py). SFT and preference loaders plug in through `train(data_iter=...)`."""
@@ -118,7 +118,7 @@ class TrainConfig(Config):
     init: InitConfig = InitConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
-    data: DataConfig = DataConfig()
+    data: BatchSourceConfig = BatchSourceConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
     steps: int = pydantic.Field(100, gt=0)
