@@ -147,11 +147,11 @@ def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
     hf_dir = Path(hf_dir)
     cfg = read_hf_config(hf_dir, **overrides)
     graphdef, abstract_state = nnx.split(abstract_model(cfg))
-    shardings = state_shardings(abstract_state, mesh)
+    shardings = {_path(p): v.get_value() for p, v in nnx.to_flat_state(state_shardings(abstract_state, mesh))}
     rows = {r.ours: r for r in rows_for(cfg)}
+    dtype = np.dtype(jax.numpy.dtype(cfg.param_dtype))
     with SafetensorsDir(hf_dir) as src:
         check_keys(src, cfg)
-        dtype = np.dtype(cfg.param_dtype) if cfg.param_dtype != "bfloat16" else np.dtype(jax.numpy.bfloat16)
 
         def load(path, var):
             row = rows[_path(path)]
@@ -165,9 +165,8 @@ def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
                 parts = [_read_part(src, row.hf.format(l=l), row, shape[1:], index[1:]) for l in layers]
                 return np.stack(parts).astype(dtype, copy=False)  # np.stack already copied
 
-            return var.replace(jax.make_array_from_callback(shape, shardings_by_path[_path(path)], callback))
+            return var.replace(jax.make_array_from_callback(shape, shardings[_path(path)], callback))
 
-        shardings_by_path = {_path(p): v.get_value() for p, v in nnx.to_flat_state(shardings)}
         state = nnx.map_state(load, abstract_state)
     return nnx.merge(graphdef, state)
 
