@@ -30,7 +30,8 @@ from sailor2_jax.data.clean import CleanConfig, run_clean
 from sailor2_jax.data.clean.languages import SAILCRAFT
 from sailor2_jax.data.clean.minhash import MinHasher, cluster_duplicates
 from sailor2_jax.data.clean.text import words
-from sailor2_jax.data.clean.udhr import all_languages, near_duplicate, synthetic_document
+from sailor2_jax.data.clean.udhr import near_duplicate, synthetic_document
+from sailor2_jax.data.config import LANGUAGES
 
 WORDS_PER_DOC = 500  # ≈ 3 KB of English
 
@@ -150,7 +151,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     records, dups = build_corpus(args.docs, ("en",))
-    multi, multi_dups = build_corpus(args.docs, all_languages(), seed=1)
+    multi, multi_dups = build_corpus(args.docs, LANGUAGES, seed=1)
     mean_kb = sum(len(r["text"].encode()) for r in records) / len(records) / 1000
     results: dict = {"docs": len(records), "planted_duplicates": len(dups), "mean_kb": round(mean_kb, 2)}
     runs = {

@@ -92,7 +92,6 @@ def main() -> None:
         raw_batches = max(1, corpus_tokens // (args.batch_size * args.seq_len))
         raw = timed(lambda: PretrainIterator(raw_cfg), raw_batches)
         cached = timed(lambda: PretrainIterator(cache_cfg), args.batches)
-    corpus_tokens = sum(s["tokens"] for s in stats.values())
     result = {
         "corpus": {"languages": len(LANGUAGES), "documents": sum(s["documents"] for s in stats.values()),
                    "tokens": corpus_tokens},

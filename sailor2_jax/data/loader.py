@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from sailor2_jax.data import mixture
 from sailor2_jax.data.cache import decode, read_stats, shard_files
-from sailor2_jax.data.config import LANGUAGE_INDEX, DataConfig, load_data_config
+from sailor2_jax.data.config import LANGUAGE_INDEX, LANGUAGES, DataConfig, load_data_config
 from sailor2_jax.data.packing import concat_then_split, document_to_columns, to_contract
 
 log = logging.getLogger(__name__)
@@ -327,8 +327,6 @@ def demo_iterator(stage: int, mesh: Any = None, seq_len: int = 128, batch_size: 
 def realised_shares(batches: Iterator[Mapping[str, np.ndarray]] | Sequence[Mapping[str, np.ndarray]]
                     ) -> tuple[dict[str, float], int, int]:
     """Language → share of target tokens (loss_mask) over `batches`; plus real and total positions."""
-    from sailor2_jax.data.config import LANGUAGES
-
     counts = np.zeros(len(LANGUAGES), np.int64)
     real = total = 0
     for batch in batches:

@@ -64,13 +64,8 @@ def concat_then_split(docs: grain.IterDataset, seq_len: int) -> grain.IterDatase
 def sft_example(tokens: np.ndarray, loss_mask: np.ndarray, language: int) -> dict[str, np.ndarray]:
     """An SFT sequence [x1 .. xn] with a per-token loss mask (assistant tokens): inputs x1..xn-1, targets x2..xn,
     the mask of each target."""
-    n = len(tokens) - 1
-    x = np.empty((n, 4), np.int32)
-    x[:, 0] = tokens[:-1]
-    x[:, 1] = tokens[1:]
-    x[:, 2] = language
-    x[:, 3] = np.asarray(loss_mask[1:], bool)
-    return {X: x}
+    x = document_to_columns(tokens, language)[X]
+    return {X: np.column_stack([x, np.asarray(loss_mask[1:], bool)]).astype(np.int32, copy=False)}
 
 
 def pack_without_splitting(examples: grain.IterDataset, seq_len: int,

@@ -18,8 +18,15 @@ import seqio
 import tensorflow as tf
 
 from sailor2_jax.data import mixture
-from sailor2_jax.data.config import LANGUAGE_INDEX, LANGUAGES, DataConfig, FileSource, OnBadInput, TaskConfig, \
-    TfdsSource
+from sailor2_jax.data.config import (
+    LANGUAGE_INDEX,
+    LANGUAGES,
+    DataConfig,
+    FileSource,
+    OnBadInput,
+    TaskConfig,
+    TfdsSource,
+)
 from sailor2_jax.data.sources import COUNTS, BadInputError, expand_files, read_documents
 from sailor2_jax.data.vocab import QwenVocabulary, get_vocabulary
 

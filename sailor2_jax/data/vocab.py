@@ -133,8 +133,7 @@ class QwenVocabulary(seqio.Vocabulary):
 
     def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Pre-training form: each document's tokens followed by <|endoftext|>."""
-        tok = self._doc_tok.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [np.asarray(e.ids + [self._eos], dtype=np.int32) for e in tok]
+        return [np.append(ids, np.int32(self._eos)) for ids in self.encode_batch(texts)]
 
     # --- TensorFlow side (seqio preprocessors run in tf.data) -----------------------------------------------
     def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:

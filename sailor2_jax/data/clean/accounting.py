@@ -38,12 +38,29 @@ class StepCounter:
     def removed(self, lang: str, reason: str, docs: int = 1) -> None:
         self.by_lang[lang]["removed"][reason] += docs
 
+    def reject(self, meta: dict, reason: str) -> None:
+        """Mark a document (its metadata) as removed at this step, and count it."""
+        meta["reject"] = {"step": self.step, "reason": reason}
+        self.removed(meta["lang"], reason)
+
     def to_json(self) -> dict:
-        return {lang: {**c, "removed": dict(c["removed"])} for lang, c in sorted(self.by_lang.items())}
+        return {lang: _plain(c) for lang, c in sorted(self.by_lang.items())}
 
     def save(self, folder: DataFolder, rank: int) -> None:
         with folder.open(f"work/stats/{self.step}-{rank:05d}.json", "w") as f:
             json.dump(self.to_json(), f)
+
+
+def _add(total: dict, c: dict) -> None:
+    """Add the counts `c` into `total` (an `_empty()` dict)."""
+    for key in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
+        total[key] += c[key]
+    for reason, n in c["removed"].items():
+        total["removed"][reason] += n
+
+
+def _plain(c: dict) -> dict:
+    return {**c, "removed": dict(c["removed"])}
 
 
 def merge_stats(folder: DataFolder) -> dict[str, dict[str, dict]]:
@@ -53,15 +70,19 @@ def merge_stats(folder: DataFolder) -> dict[str, dict[str, dict]]:
         step = path.split("/")[-1].rsplit("-", 1)[0]
         with folder.open(path) as f:
             for lang, c in json.load(f).items():
-                m = merged.setdefault(step, {}).setdefault(lang, _empty())
-                for key in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
-                    m[key] += c[key]
-                for reason, n in c["removed"].items():
-                    m["removed"][reason] += n
-    return {
-        step: {lang: {**c, "removed": dict(c["removed"])} for lang, c in sorted(merged[step].items())}
-        for step in STEPS if step in merged
-    }
+                _add(merged.setdefault(step, {}).setdefault(lang, _empty()), c)
+    return {step: {lang: _plain(c) for lang, c in sorted(merged[step].items())} for step in STEPS if step in merged}
+
+
+def step_totals(stats: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Per step, summed over languages."""
+    out = {}
+    for step, by_lang in stats.items():
+        total = _empty()
+        for c in by_lang.values():
+            _add(total, c)
+        out[step] = _plain(total)
+    return out
 
 
 def intern(table: list[str], value: str) -> int:

@@ -22,11 +22,11 @@ from sailor2_jax.data.clean.accounting import StepCounter, intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
-from sailor2_jax.data.clean.languages import SAILOR2_LANGUAGES
-from sailor2_jax.data.clean.minhash import MinHasher, MinHashParams
+from sailor2_jax.data.clean.minhash import MinHasher
 from sailor2_jax.data.clean.records import JsonlOut, rejected_record
 from sailor2_jax.data.clean.step import CleanStep
 from sailor2_jax.data.clean.text import normalise, words
+from sailor2_jax.data.config import LANGUAGES
 
 _TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "ref_src")
 _MINHASH_BATCH = 256  # documents whose band keys are computed together
@@ -49,11 +49,6 @@ def normalise_url(url: str) -> str:
     return urlunsplit((scheme, host, parts.path.rstrip("/"), urlencode(query), ""))
 
 
-def minhash_params(config: CleanConfig) -> MinHashParams:
-    m = config.minhash
-    return MinHashParams(num_perm=m.num_perm, bands=m.bands, rows=m.rows, ngram=m.ngram, seed=m.seed)
-
-
 class Normalise(CleanStep):
     """sailcraft's per-language document modification; a text left empty is rejected."""
 
@@ -71,8 +66,7 @@ class Normalise(CleanStep):
                 if doc.text:
                     counter.left(lang, len(doc.text.encode("utf-8")))
                 else:
-                    meta["reject"] = {"step": "normalise", "reason": "empty_after_normalisation"}
-                    counter.removed(lang, "empty_after_normalisation")
+                    counter.reject(meta, "empty_after_normalisation")
             yield doc
         counter.save(self.out_dir, rank)
 
@@ -89,8 +83,8 @@ class Annotate(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         cfg = self.config
-        lid = LanguageIdentifier(str(cfg.lid_model) if cfg.lid_model else None) if cfg.lid else None
-        hasher = MinHasher(minhash_params(cfg)) if cfg.minhash.enabled else None
+        lid = LanguageIdentifier(cfg.lid_model) if cfg.lid else None
+        hasher = MinHasher(cfg.minhash) if cfg.minhash.enabled else None
         pending: list[Document] = []
         for doc in data:
             meta = doc.metadata
@@ -108,7 +102,7 @@ class Annotate(PipelineStep):
                 "lid": None,
             }
             if facts["heuristics"] is None and lid is not None and params.lid_check:
-                if meta.get("lang_detected") and lang not in SAILOR2_LANGUAGES:
+                if meta.get("lang_detected") and lang not in LANGUAGES:
                     facts["lid"] = "unsupported_language"  # guessed, not asked for: outside the 15 languages
                 else:
                     facts["lid"] = lid.check(doc.text, lang, params.lid_min).reason

@@ -15,7 +15,7 @@ from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.accounting import StepCounter
 from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
 from sailor2_jax.data.clean.perplexity import PerplexityModel
-from sailor2_jax.data.clean.records import JsonlOut, kept_record, rejected_record
+from sailor2_jax.data.clean.records import JsonlOut, jsonl_file, kept_record, rejected_record
 from sailor2_jax.data.clean.step import CleanStep
 
 
@@ -30,10 +30,10 @@ class ApplyDecisions(CleanStep):
             decisions = dict(np.load(f))
         with self.out_dir.open("work/decisions/reasons.json") as f:
             reasons = json.load(f)["reasons"]
-        path = f"work/docs/{rank:05d}.jsonl" + (".gz" if self.config.compression == "gzip" else "")
+        path, compression = jsonl_file(f"work/docs/{rank:05d}", self.config.compression)  # WorkWriter's file
         if not self.out_dir.exists(path):
             return
-        with self.out_dir.open(path, "rt", compression="gzip" if path.endswith(".gz") else None) as f:
+        with self.out_dir.open(path, "rt", compression=compression) as f:
             for line in tqdm(f, total=len(decisions["step"]), desc=f"write (task {rank})", unit="doc",
                              disable=not self.config.progress):
                 w = json.loads(line)
@@ -79,8 +79,7 @@ class FrequentLineFilter(PipelineStep):
                 if doc.text:
                     counter.left(lang, len(doc.text.encode("utf-8")))
                 else:
-                    meta["reject"] = {"step": "frequent_lines", "reason": "all_lines_frequent"}
-                    counter.removed(lang, "all_lines_frequent")
+                    counter.reject(meta, "all_lines_frequent")
             yield doc
         counter.save(self.out_dir, rank)
 
@@ -111,8 +110,7 @@ class PerplexityFilter(CleanStep):
                     if ppl <= self.config.params(lang).perplexity_max:
                         counter.left(lang, nbytes)
                     else:
-                        meta["reject"] = {"step": "kenlm", "reason": "perplexity_too_high"}
-                        counter.removed(lang, "perplexity_too_high")
+                        counter.reject(meta, "perplexity_too_high")
             yield doc
         counter.save(self.out_dir, rank)
 

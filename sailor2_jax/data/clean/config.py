@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from sailor2_jax.config import read_yaml
 from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams, canonical_language
 
 
@@ -118,17 +118,7 @@ def _first_error(e: ValidationError) -> str:
 
 def load_config(path: str | Path | None, **overrides) -> CleanConfig:
     """Read a YAML config (or the defaults when `path` is None) and apply keyword overrides (CLI flags)."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    data = read_yaml(path) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return CleanConfig(**data)

@@ -59,8 +59,9 @@ class Decide(CleanStep):
             return (np.bincount(lang[sel], minlength=len(langs)),
                     np.bincount(lang[sel], weights=nbytes[sel], minlength=len(langs)))
 
-        def remove(mask: np.ndarray, step_name: str, why: np.ndarray | str) -> None:
-            """Remove the alive documents in `mask` at `step_name`, with one reason or a reason code each."""
+        def remove(mask: np.ndarray, step_name: str, codes: np.ndarray | None = None) -> None:
+            """Remove the alive documents in `mask` at `step_name`, with a reason code each (heuristics, LID) or
+            the step's one reason (FIXED_REASONS)."""
             counter = StepCounter(step_name)
             alive = step == 0
             gone = alive & mask
@@ -68,12 +69,14 @@ class Decide(CleanStep):
             for li in np.flatnonzero(docs_in):
                 counter.entered(langs[li], int(bytes_in[li]), docs=int(docs_in[li]))
                 counter.left(langs[li], int(bytes_out[li]), docs=int(docs_out[li]))
-            codes = np.zeros(n, dtype=np.int32) if isinstance(why, str) else why
+            fixed = codes is None  # stored as reason -1
+            names = [FIXED_REASONS[step_name]] if fixed else reasons
+            codes = np.zeros(n, dtype=np.int32) if fixed else codes
             pairs, counts = np.unique(np.stack([lang[gone], codes[gone]]), axis=1, return_counts=True)
             for (li, code), cnt in zip(pairs.T, counts):
-                counter.removed(langs[li], why if isinstance(why, str) else reasons[code], docs=int(cnt))
+                counter.removed(langs[li], names[code], docs=int(cnt))
             step[gone] = DECIDE_STEPS.index(step_name)
-            reason[gone] = codes[gone] if not isinstance(why, str) else -1
+            reason[gone] = -1 if fixed else codes[gone]
             counter.save(self.out_dir, 0)
 
         cfg = self.config
@@ -81,18 +84,18 @@ class Decide(CleanStep):
         if cfg.url_dedup:
             alive = (step == 0) & facts["has_url"]
             # longest first, then input order: the winner of each URL group has the smallest priority
-            priority = np.lexsort((index, -facts["nbytes"]))
+            priority = np.lexsort((index, -nbytes))
             rank_of = np.empty(n, dtype=np.int64)
             rank_of[priority] = index
             sub = np.flatnonzero(alive)
             win = np.zeros(n, dtype=bool)
             win[sub] = _first_of_groups(facts["url"][sub], rank_of[sub])
-            remove(alive & ~win, "url_dedup", FIXED_REASONS["url_dedup"])
+            remove(alive & ~win, "url_dedup")
         if cfg.exact_dedup:
             sub = np.flatnonzero(step == 0)
             win = np.zeros(n, dtype=bool)
             win[sub] = _first_of_groups(facts["text"][sub], sub)
-            remove((step == 0) & ~win, "exact_dedup", FIXED_REASONS["exact_dedup"])
+            remove((step == 0) & ~win, "exact_dedup")
         if cfg.heuristics:
             remove(facts["heur"] >= 0, "heuristics", facts["heur"])
         if cfg.lid:
@@ -102,11 +105,10 @@ class Decide(CleanStep):
             dup_of = cluster_duplicates(facts["bands"][sub])
             mask = np.zeros(n, dtype=bool)
             mask[sub[dup_of >= 0]] = True
-            remove(mask, "minhash", FIXED_REASONS["minhash"])
+            remove(mask, "minhash")
         buckets = self._frequent_lines(facts, step == 0)
-        reason_names = {"reasons": reasons}
         with self.out_dir.open("work/decisions/reasons.json", "w") as f:
-            json.dump(reason_names, f)
+            json.dump({"reasons": reasons}, f)
         start = 0
         for r, size in enumerate(sizes):
             with self.out_dir.open(f"work/decisions/{r:05d}.npz", "wb") as f:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.pipeline import run_clean
-from sailor2_jax.data.clean.udhr import all_languages, near_duplicate, synthetic_document
+from sailor2_jax.data.clean.udhr import near_duplicate, synthetic_document
+from sailor2_jax.data.config import LANGUAGES
 
 BOILERPLATE = "Subscribe to our newsletter | Privacy policy | All rights reserved"
 
@@ -18,11 +19,10 @@ def build_demo_corpus(folder: Path, docs_per_language: int = 6, seed: int = 0) -
     """Write two JSONL files (one gzipped) under `folder`; returns how many planted items of each kind it holds."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    langs = all_languages()
     records: list[dict | str | bytes] = []
     planted = {"exact_duplicates": 0, "near_duplicates": 0, "url_duplicates": 0, "wrong_language": 0,
                "bad_lines": 0, "boilerplate_lines": 0}
-    for lang in langs:
+    for lang in LANGUAGES:
         for k in range(docs_per_language):
             text = synthetic_document(lang, rng, 400)
             if k % 2 == 0:  # boilerplate that frequent-line removal must take out
@@ -41,7 +41,8 @@ def build_demo_corpus(folder: Path, docs_per_language: int = 6, seed: int = 0) -
                 short = "\n".join(text.split("\n")[:2])
                 records.append({"id": f"{lang}-{k}-short", "text": short, "url": url + "/#top", "language": lang})
                 planted["url_duplicates"] += 1
-        other = langs[(langs.index(lang) + 5) % len(langs)]  # a document labelled `lang` but written in `other`
+        # a document labelled `lang` but written in `other`
+        other = LANGUAGES[(LANGUAGES.index(lang) + 5) % len(LANGUAGES)]
         records.append({"id": f"{lang}-wrong", "text": synthetic_document(other, rng, 400), "language": lang})
         planted["wrong_language"] += 1
     bad: list[str | bytes] = [
@@ -57,14 +58,18 @@ def build_demo_corpus(folder: Path, docs_per_language: int = 6, seed: int = 0) -
     rng.shuffle(records)
     half = len(records) // 2
     with open(folder / "part-0.jsonl", "wb") as f:
-        for r in records[:half] + bad[:4]:
-            f.write((r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False))
-                     .encode("utf-8")) + b"\n")
+        f.writelines(_line(r) for r in records[:half] + bad[:4])
     with gzip.open(folder / "part-1.jsonl.gz", "wb") as f:
-        for r in records[half:] + bad[4:]:
-            f.write((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)).encode("utf-8") + b"\n")
+        f.writelines(_line(r) for r in records[half:] + bad[4:])
     planted["documents"] = len(records) + len(bad)
     return planted
+
+
+def _line(r: dict | str | bytes) -> bytes:
+    """A JSONL line: a record as JSON, a planted bad line as it is."""
+    if isinstance(r, dict):
+        r = json.dumps(r, ensure_ascii=False)
+    return (r if isinstance(r, bytes) else r.encode("utf-8")) + b"\n"
 
 
 def run_demo(out_dir: str | Path, verbose: bool = True) -> dict:

@@ -66,15 +66,19 @@ def char_ngram_hashes(text: str, n: int) -> np.ndarray:
     return substring_hashes(prefix_hashes(cps), starts, starts + n)
 
 
+def _pieces(cps: np.ndarray, sep: str) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the pieces between the `sep` characters of a code point array."""
+    cuts = np.flatnonzero(cps == ord(sep))
+    return np.concatenate([[0], cuts + 1]), np.concatenate([cuts, [len(cps)]])
+
+
 def token_ngram_hashes(joined: str, n: int) -> np.ndarray:
     """Hashes of the word n-grams of `joined`, a string of tokens separated by single spaces. Fewer than n tokens
     give one hash of the whole string, so short documents are still compared (exactly)."""
     if not joined:
         return np.empty(0, dtype=np.uint64)
     cps = codepoints(joined)
-    spaces = np.flatnonzero(cps == 32)
-    starts = np.concatenate([[0], spaces + 1])
-    ends = np.concatenate([spaces, [len(cps)]])
+    starts, ends = _pieces(cps, " ")
     prefix = prefix_hashes(cps)
     if len(starts) < n:
         return substring_hashes(prefix, starts[:1], ends[-1:])
@@ -87,11 +91,7 @@ def digest128(data: bytes) -> tuple[int, int]:
     return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
 
 
-
 def line_hashes(text: str) -> np.ndarray:
     """Hashes of the lines of `text` (split on "\\n"), in order; equal lines give equal hashes."""
     cps = codepoints(text)
-    breaks = np.flatnonzero(cps == 10)
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [len(cps)]])
-    return substring_hashes(prefix_hashes(cps), starts, ends)
+    return substring_hashes(prefix_hashes(cps), *_pieces(cps, "\n"))

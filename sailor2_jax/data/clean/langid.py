@@ -21,7 +21,6 @@ CONFUSABLE: dict[str, frozenset[str]] = {
     "ms": frozenset({"ms", "id"}), "id": frozenset({"ms", "id"}),
     "war": frozenset({"war", "ceb"}), "ceb": frozenset({"war", "ceb"}),
 }
-_CLD2_CODES = {"ms": "ms", "id": "id", "war": "war", "ceb": "ceb"}
 
 
 def lid176_path() -> str:
@@ -48,8 +47,8 @@ class LidResult:
 
 
 class LanguageIdentifier:
-    def __init__(self, model_path: str | None = None):
-        self.model_path = model_path or lid176_path()
+    def __init__(self, model_path: str | os.PathLike | None = None):
+        self.model_path = str(model_path) if model_path else lid176_path()
 
     def predict(self, text: str, k: int = 3) -> list[tuple[str, float]]:
         """sailcraft's input: lowercased, newlines as spaces."""
@@ -74,4 +73,4 @@ def _cld2_says(text: str, expected: str) -> bool:
         reliable, _, details = pycld2.detect(text)
     except pycld2.error:  # cld2 refuses some invalid or control-heavy input: no second opinion then
         return False
-    return bool(reliable) and details[0][1] == _CLD2_CODES[expected]
+    return bool(reliable) and details[0][1] == expected  # cld2 codes are ours for these pairs

@@ -17,11 +17,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The 15 Sailor2 languages, with the fastText lid.176 label each must receive.
-SAILOR2_LANGUAGES: tuple[str, ...] = (
-    "en", "zh", "my", "km", "lo", "th", "vi", "id", "ms", "tl", "ceb", "jv", "su", "war", "ilo",
-)
-
 # Codes users put in metadata that mean one of ours (ISO 639-3, macro-language and BCP-47 spellings).
 LANGUAGE_ALIASES: dict[str, str] = {
     "eng": "en", "zho": "zh", "cmn": "zh", "zh-hans": "zh", "zh-cn": "zh", "mya": "my", "bur": "my",

@@ -16,33 +16,19 @@ over a batch (reduceat along axis 0 does not vectorise across the 256 columns).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from sailor2_jax.data.clean import hashing
+from sailor2_jax.data.clean.config import MinHashConfig
 
 _BLOCK_ROWS = 2048  # rows of the (shingles × permutations) matrix per block: 2 MiB of uint32
 
 
-@dataclass(frozen=True)
-class MinHashParams:
-    num_perm: int = 256
-    bands: int = 25
-    rows: int = 10
-    ngram: int = 5
-    seed: int = 42
-
-    def __post_init__(self):
-        if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-
-
 class MinHasher:
-    def __init__(self, params: MinHashParams = MinHashParams()):
-        self.params = params
+    def __init__(self, params: MinHashConfig | None = None):
+        self.params = params = params or MinHashConfig()
         rng = np.random.default_rng(params.seed)
         self._a = rng.integers(0, 2**32, size=params.num_perm, dtype=np.uint32) | np.uint32(1)
         self._b = rng.integers(0, 2**32, size=params.num_perm, dtype=np.uint32)

@@ -32,9 +32,7 @@ def stages(inputs: list[str], out_dir: str, config: CleanConfig) -> list[tuple[s
     """(name, pipeline, tasks) for the four stages."""
     out = get_datafolder(out_dir)
     tasks = config.executor.tasks
-    reader = InputReader(inputs, out, config.text_key, config.max_document_bytes, config.language,
-                         str(config.lid_model) if config.lid_model else None, config.progress)
-    analyse = [reader, Normalise(config, out), Annotate(config), WorkWriter(config, out)]
+    analyse = [InputReader(inputs, config, out), Normalise(config, out), Annotate(config), WorkWriter(config, out)]
     decide = [Decide(config, out, tasks)]
     apply = [ApplyDecisions(config, out)]
     if config.frequent_lines.enabled:

@@ -14,13 +14,14 @@ from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder, open_file
-from datatrove.pipeline.base import PipelineStep
 from fsspec.core import url_to_fs
 from tqdm import tqdm
 
 from sailor2_jax.data.clean.accounting import StepCounter
+from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.languages import canonical_language
+from sailor2_jax.data.clean.step import CleanStep
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -54,28 +55,21 @@ def _compression(path: str) -> str | None:
     return "gzip" if path.endswith(".gz") else "zstd" if path.endswith(".zst") else None
 
 
-class InputReader(PipelineStep):
+class InputReader(CleanStep):
     """Yields one Document per input line/row, good or bad."""
 
     name = "read JSONL/Parquet (lossless)"
     type = "📖 - READER"
 
-    def __init__(self, inputs: list[str], out_dir: DataFolder, text_key: str, max_document_bytes: int,
-                 default_language: str | None, lid_model: str | None = None, progress: bool = True):
-        super().__init__()
+    def __init__(self, inputs: list[str], config: CleanConfig, out_dir: DataFolder):
+        super().__init__(config, out_dir)
         self.files = list_input_files(inputs)
-        self.out_dir = out_dir
-        self.text_key = text_key
-        self.max_document_bytes = max_document_bytes
-        self.default_language = default_language
-        self.lid_model = lid_model
-        self.progress = progress
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         counter = StepCounter("read")
         lid = None
         files = shard(self.files, rank, world_size)
-        bar = tqdm(desc=f"analyse (task {rank}, {len(files)} files)", unit="doc", disable=not self.progress)
+        bar = tqdm(desc=f"analyse (task {rank}, {len(files)} files)", unit="doc", disable=not self.config.progress)
         for path in files:
             rows = self._parquet_rows(path) if path.endswith(PARQUET_SUFFIXES) else self._jsonl_rows(path)
             for line_no, raw, record, error in rows:
@@ -86,7 +80,7 @@ class InputReader(PipelineStep):
                     # no language in the record nor on the command line: take fastText's guess, so the
                     # per-language rules can apply; the LID step still enforces its confidence cutoff and
                     # rejects guesses outside the 15 Sailor2 languages
-                    lid = lid or LanguageIdentifier(self.lid_model)
+                    lid = lid or LanguageIdentifier(self.config.lid_model)
                     meta["lang"] = lid.predict(doc.text, k=1)[0][0]
                     meta["lang_detected"] = True
                 lang = meta["lang"] or UNKNOWN
@@ -122,7 +116,7 @@ class InputReader(PipelineStep):
                         row_no += 1
                         # JSON-safe copy for the outputs (bytes, dates → str); the type check uses the original
                         raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-                        text = record.get(self.text_key)
+                        text = record.get(self.config.text_key)
                         odd = text is not None and not isinstance(text, str)
                         yield row_no, raw, json.loads(raw), "non_string_text" if odd else None
         except (OSError, pa.ArrowException) as e:
@@ -135,27 +129,27 @@ class InputReader(PipelineStep):
             meta["raw"] = _raw_text(raw)
             meta["reject"] = {"step": "read", "reason": error}
             return Document(text="", id=f"{path}:{line_no}", metadata=meta)
-        text = record.get(self.text_key)
+        text = record.get(self.config.text_key)
         lang = record.get("language")
-        meta["lang"] = canonical_language(lang) if isinstance(lang, str) and lang.strip() else self.default_language
+        meta["lang"] = canonical_language(lang) if isinstance(lang, str) and lang.strip() else self.config.language
         doc_id = str(record["id"]) if record.get("id") is not None else f"{path}:{line_no}"
         reason = error or self._text_problem(record, text)
         if reason is not None:
             meta["reject"] = {"step": "read", "reason": reason}
-            return Document(text=text if isinstance(text, str) else "", id=doc_id, metadata=meta)
-        return Document(text=text, id=doc_id, metadata=meta)
+        return Document(text=text if isinstance(text, str) else "", id=doc_id, metadata=meta)
 
     def _text_problem(self, record: dict, text) -> str | None:
-        if self.text_key not in record:
+        if self.config.text_key not in record:
             return "missing_text"
         if not isinstance(text, str):
             return "non_string_text"
         if not text.strip():
             return "empty_text"
-        if len(text) > self.max_document_bytes:  # cheap first: a character is at least one byte
+        limit = self.config.max_document_bytes
+        if len(text) > limit:  # cheap first: a character is at least one byte
             return "huge_document"
         try:
-            return "huge_document" if len(text.encode("utf-8")) > self.max_document_bytes else None
+            return "huge_document" if len(text.encode("utf-8")) > limit else None
         except UnicodeEncodeError:  # JSON escapes can spell lone surrogates, which no UTF-8 text holds
             return "invalid_unicode"
 

@@ -33,13 +33,18 @@ def rejected_record(doc: Document, text_key: str) -> dict:
     return {REJECTION_KEY: rejection, **record}
 
 
+def jsonl_file(name: str, compression: str) -> tuple[str, str | None]:
+    """The path of the JSONL file `name` and its datatrove compression, for the config's `compression`."""
+    gzip = compression == "gzip"
+    return name + (".jsonl.gz" if gzip else ".jsonl"), "gzip" if gzip else None
+
+
 class JsonlOut:
     """One JSONL file (gzip or plain), opened on first write so that empty outputs leave no file."""
 
     def __init__(self, folder: DataFolder, name: str, compression: str):
         self.folder = folder
-        self.path = name + (".jsonl.gz" if compression == "gzip" else ".jsonl")
-        self.compression = "gzip" if compression == "gzip" else None
+        self.path, self.compression = jsonl_file(name, compression)
         self._f = None
         self.count = 0
 

@@ -10,7 +10,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
 
-from sailor2_jax.data.clean.accounting import STEPS, merge_stats
+from sailor2_jax.data.clean.accounting import STEPS, merge_stats, step_totals
 
 
 class AccountingError(RuntimeError):
@@ -27,28 +27,15 @@ def count_records(folder: Path) -> int:
     return total
 
 
-def totals(stats: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """Per step, summed over languages."""
-    out = {}
-    for step, by_lang in stats.items():
-        t = {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "removed": {}}
-        for c in by_lang.values():
-            for k in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
-                t[k] += c[k]
-            for reason, n in c["removed"].items():
-                t["removed"][reason] = t["removed"].get(reason, 0) + n
-        out[step] = t
-    return out
-
-
 def write_summary(out_dir: Path, stats: dict[str, dict[str, dict]]) -> dict:
     """Count the outputs, check them against what was read, write summary.json and summary.png."""
-    read = totals(stats).get("read", {}).get("docs_in", 0)
+    totals = step_totals(stats)
+    read = totals.get("read", {}).get("docs_in", 0)
     kept = count_records(out_dir / "kept")
     rejected = count_records(out_dir / "rejected")
     summary = {
         "documents": {"read": read, "kept": kept, "rejected": rejected, "balanced": kept + rejected == read},
-        "totals": totals(stats),
+        "totals": totals,
         "steps": stats,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))

@@ -35,7 +35,7 @@ _PUNCT_TABLE = str.maketrans({
     "【": "[", "】": "]", "％": "%", "►": "-",
 })
 _URL_MARKERS = ("http", "www", ".com", "href", "//")
-_URL_WORD = re.compile(r"\S*(?:http|www|\.com|href|//)\S*", re.IGNORECASE)
+_URL_WORD = re.compile(rf"\S*(?:{'|'.join(map(re.escape, _URL_MARKERS))})\S*", re.IGNORECASE)
 _strip_special = operator.methodcaller("strip", _SPECIAL_STRIP)
 _MULTI_SPACE = re.compile(r"[ ]{2,}")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # control characters (Cc) but the newline

@@ -7,7 +7,7 @@ import functools
 import random
 
 from sailor2_jax.data.clean.text import segment
-from sailor2_jax.data.udhr import GFLANGUAGES_KEY, documents
+from sailor2_jax.data.udhr import documents
 
 # How a synthetic sentence ends and how words are joined, for scripts that differ from "word word."
 _SENTENCE_END = {"zh": "。", "my": "။", "km": "។", "th": " ", "lo": " "}
@@ -75,7 +75,3 @@ def near_duplicate(text: str, lang: str, rng: random.Random, edits: int = 3) -> 
                 ws[j] = rng.choice(vocab)
             lines[i] = " ".join(ws)
     return "\n".join(lines)
-
-
-def all_languages() -> tuple[str, ...]:
-    return tuple(GFLANGUAGES_KEY)
