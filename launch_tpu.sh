@@ -13,7 +13,7 @@ set -euo pipefail
 
 NAME="" ZONE="" ACCEL="" RUNTIME="" PROJECT="" CONFIG="" OUTPUT_DIR="" SPOT=0 DRY=0
 EXTRA=()
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) NAME="$2"; shift 2 ;;
@@ -78,8 +78,9 @@ if [[ $DRY -eq 1 ]]; then
   WORKERS=1
   echo "# for each worker i in 0..(number of VM workers - 1):"
 else
+  # grep -c prints 0 *and* fails on no match: fall back to one worker then (not "0<newline>1")
   WORKERS=$("${GC[@]}" describe "$NAME" "${COMMON[@]}" --format='value(networkEndpoints[].ipAddress)' \
-    | tr ';,' '\n\n' | grep -c . || echo 1)
+    | tr ';,' '\n\n' | grep -c .) || WORKERS=1
 fi
 for ((i = 0; i < WORKERS; i++)); do
   run "${GC[@]}" scp "$NAME:~/train.log" "$LOG_DIR/worker-$i.log" "${COMMON[@]}" --worker="$i" || true

@@ -28,7 +28,6 @@ CASES = {
     "sailor2-8b-slice": ("sailor2-8b", 4, 2, 1),
     "tiny": ("tiny", None, 2, 1),
 }
-BASELINE_SHAPES = {"sailor2-1b": "sailor2-1b", "sailor2-8b": "sailor2-8b", "tiny": "tiny"}
 
 
 def _baseline_path(arg: str | None) -> Path | None:
@@ -49,8 +48,9 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
 
     from sailor2_jax.config import MeshConfig, load_model_config
     from sailor2_jax.model.init import abstract_model, create_model
-    from sailor2_jax.sharding import make_mesh
+    from sailor2_jax.sharding import global_batch, make_mesh
     from sailor2_jax.sharding import state_shardings as param_shardings
+    from sailor2_jax.train.checkpoint import abstract_target
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.objectives import Objective
     from sailor2_jax.train.optim import optimizer, trainable_mask
@@ -71,8 +71,7 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     keys = ("tokens", "targets", "loss_mask") + (("segment_ids", "positions") if packed else ())
     if abstract:
         abstract_train = jax.eval_shape(lambda p: init_state(p, tx, 0), shapes)
-        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract_train,
-                             shardings)
+        state = abstract_target(shardings, abstract_train)
         batch_arrays = {k: jax.ShapeDtypeStruct((batch, seq), np.int32) for k in keys}
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, seed=0)))
@@ -82,7 +81,6 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
         host = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((batch, seq), np.int32),
                 "segment_ids": np.ones((batch, seq), np.int32),
                 "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
-        from sailor2_jax.sharding import global_batch
         batch_arrays = global_batch({k: host[k] for k in keys}, mesh)
     return mesh, model_cfg, step, state, batch_arrays
 
@@ -174,7 +172,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                               + (["--packed"] if args.packed else []), out_dir / f"{case}-jax.json")}
         if baseline is not None:
             for mode in ("eager", "compile"):
-                cmd = [str(baseline), "--shape", BASELINE_SHAPES[model_name], "--batch", str(batch), "--seq",
+                cmd = [str(baseline), "--shape", model_name, "--batch", str(batch), "--seq",
                        str(args.seq), "--steps", str(args.steps), "--peak", str(args.peak)]
                 cmd += (["--layers", str(layers)] if layers else []) + (["--compile"] if mode == "compile" else [])
                 rows[mode] = _child(cmd, out_dir / f"{case}-torch-{mode}.json")

@@ -76,6 +76,11 @@ def manager(directory: str | Path, every: int, keep: int, async_save: bool = Tru
     return ocp.CheckpointManager(_path(directory), options=options, item_names=ITEMS)
 
 
+def abstract_target(shardings: Any, shapes: Any) -> Any:
+    """Restore targets: each shape/dtype (arrays or ShapeDtypeStructs) with the sharding wanted now."""
+    return jax.tree.map(lambda sh, s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shardings, shapes)
+
+
 def _train_item(state: TrainState) -> dict[str, Any]:
     return {"step": state.step, "opt_state": state.opt_state, "rng": state.rng, "bad_steps": state.bad_steps,
             "skipped_steps": state.skipped_steps}
@@ -130,8 +135,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def read_iterator_state(path: str | Path) -> dict[str, Any]:
     """This process's data-iterator state as saved in a checkpoint."""
-    d = step_dir(path) / "data"
-    return json.loads(IteratorHandler._file(epath.Path(d)).read_text())
+    return json.loads(IteratorHandler._file(step_dir(path) / "data").read_text())
 
 
 def restore_params(path: str | Path, target: Any) -> Any:

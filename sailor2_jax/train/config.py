@@ -7,7 +7,6 @@ so dotted overrides such as `model.vocab_size=256` work; it may be omitted when 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,8 +155,9 @@ class TrainConfig(Config):
         if self.model is not None:
             return self.model
         if self.init.hf_dir:
-            hf = json.loads((Path(self.init.hf_dir) / "config.json").read_text())
-            return ModelConfig.from_hf(hf, **self.init.model_overrides)
+            from sailor2_jax.model.hf import read_hf_config
+
+            return read_hf_config(self.init.hf_dir, **self.init.model_overrides)
         from sailor2_jax.train.checkpoint import read_config  # the checkpoint module imports this one
 
         saved = read_config(self.init.checkpoint)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -22,6 +21,5 @@ def load_checkpoint_model(path: str | Path, mesh: Mesh | None = None) -> tuple[Q
     mesh = mesh or make_mesh(MeshConfig())
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shardings = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
-    target = jax.tree.map(lambda sh, s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shardings,
-                          nnx.to_pure_dict(abstract_state))
+    target = ckpt.abstract_target(shardings, nnx.to_pure_dict(abstract_state))
     return nnx.merge(graphdef, ckpt.restore_params(step_dir, target)), int(step_dir.name)

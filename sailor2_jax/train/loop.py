@@ -47,10 +47,6 @@ class TrainResult:
     metrics_dir: Path              # where metrics.jsonl and TensorBoard logs went
 
 
-def _abstract(shardings: Any, shapes: Any) -> Any:
-    return jax.tree.map(lambda sh, s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shardings, shapes)
-
-
 def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardings: Params,
                    init_model: Qwen2 | None = None) -> Params:
     """The first parameters: a given model, an HF directory, a previous run's checkpoint, or a random init."""
@@ -61,7 +57,7 @@ def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardin
         params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, **cfg.init.model_overrides)))
     elif cfg.init.checkpoint:
         shapes = nnx.to_pure_dict(nnx.split(abstract_model(model_cfg))[1])
-        params = ckpt.restore_params(cfg.init.checkpoint, _abstract(shardings, shapes))
+        params = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(shardings, shapes))
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed)))
     return jax.device_put(params, shardings)
@@ -106,7 +102,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         state = jax.jit(lambda p: init_state(p, tx, cfg.init.seed), out_shardings=shardings)(params)
     else:
         abstract_train = jax.eval_shape(lambda p: init_state(p, tx, 0), shapes)
-        state = ckpt.restore(mgr, resumed_from, _abstract(shardings, abstract_train), data_iter)
+        state = ckpt.restore(mgr, resumed_from, ckpt.abstract_target(shardings, abstract_train), data_iter)
     ref_params = None
     if objective.needs_reference_model:
         # A frozen copy of the initial policy (rebuilt from the same source on resume), in compute dtype; a real
@@ -123,10 +119,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     if cfg.log.eval_every:
         eval_fn = jax.jit(make_eval_step(graphdef, objective))
         source = eval_iter if eval_iter is not None else make_iterator(cfg, model_cfg.vocab_size, for_eval=True)
-        eval_set = [next(source) for _ in range(cfg.log.eval_batches)]
+        eval_set = [global_batch(next(source), mesh) for _ in range(cfg.log.eval_batches)]
 
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
-    flops_step = flops_per_token(model_cfg, cfg.data.seq_len) * tokens_per_step
+    flops_token = flops_per_token(model_cfg, cfg.data.seq_len)
     peak = peak_flops(cfg.log.peak_flops)
     writer = MetricsWriter(metrics_dir, cfg.log.tensorboard, resume_step=resumed_from)
     start = int(jax.device_get(state.step))
@@ -144,7 +140,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         now = time.perf_counter()
         values["tokens_per_s"] = tokens_per_step / max(now - t_last, 1e-9)
         if peak:
-            values["mfu"] = values["tokens_per_s"] * flops_step / tokens_per_step / peak
+            values["mfu"] = values["tokens_per_s"] * flops_token / peak
         t_last = now
         values |= extra.pop(step, {})
         if step % cfg.log.every == 0 or step == cfg.steps or not values["finite"] or "eval_loss" in values:
@@ -165,7 +161,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
                 break
             done = t + 1
             if eval_fn is not None and done % cfg.log.eval_every == 0:
-                losses = [eval_fn(state.params, global_batch(b, mesh), ref_params) for b in eval_set]
+                losses = [eval_fn(state.params, b, ref_params) for b in eval_set]
                 extra[done] = {"eval_loss": float(sum(jax.device_get(losses)) / len(losses))}
             if done % cfg.checkpoint.every == 0 or done == cfg.steps:
                 current = read(*pending)  # waits for this step: never save inside a non-finite streak

@@ -74,7 +74,7 @@ class MetricsWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if resume_step is not None and self.path.is_file():
                 kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                        if _step_of(line) is not None and _step_of(line) <= resume_step]
+                        if (s := _step_of(line)) is not None and s <= resume_step]
                 tmp = self.path.with_suffix(".jsonl.tmp")
                 tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
                 tmp.replace(self.path)

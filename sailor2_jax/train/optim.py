@@ -29,11 +29,11 @@ Params = dict[str, Any]
 def schedule(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
     """The learning rate as a function of the update count."""
     warmup = optax.linear_schedule(cfg.init_lr, cfg.peak_lr, max(cfg.warmup_steps, 1))
+    ratio = cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0
     if cfg.kind == "constant":
         return optax.join_schedules([warmup, optax.constant_schedule(cfg.peak_lr)], [cfg.warmup_steps])
     if cfg.kind == "cosine":
-        decay = optax.cosine_decay_schedule(cfg.peak_lr, max(total_steps - cfg.warmup_steps, 1),
-                                            alpha=cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0)
+        decay = optax.cosine_decay_schedule(cfg.peak_lr, max(total_steps - cfg.warmup_steps, 1), alpha=ratio)
         return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
     # wsd: warmup, stable, then decay over the last decay_steps steps of the run.
     stable_end = max(total_steps - cfg.decay_steps, cfg.warmup_steps)
@@ -41,9 +41,8 @@ def schedule(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
     if cfg.decay_shape == "linear":
         decay = optax.linear_schedule(cfg.peak_lr, cfg.final_lr, n)
     elif cfg.decay_shape == "cosine":
-        decay = optax.cosine_decay_schedule(cfg.peak_lr, n, alpha=cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0)
+        decay = optax.cosine_decay_schedule(cfg.peak_lr, n, alpha=ratio)
     else:  # MiniCPM's exponential anneal, ending exactly at final_lr
-        ratio = cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0
         decay = lambda s: cfg.peak_lr * ratio ** (jnp.minimum(s, n) / n)
     return optax.join_schedules([warmup, optax.constant_schedule(cfg.peak_lr), decay],
                                 [cfg.warmup_steps, stable_end])

@@ -51,14 +51,18 @@ def _micro_batches(batch: Batch, m: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
+def _models(graphdef: nnx.GraphDef, params: Params, ref_params: Params | None) -> tuple[Any, Any]:
+    """The policy and (if any) the frozen reference model from their parameter dicts."""
+    return nnx.merge(graphdef, params), (nnx.merge(graphdef, ref_params) if ref_params is not None else None)
+
+
 def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTransformation,
               lr_schedule: optax.Schedule, trainable: Params, micro_batches: int = 1
               ) -> Callable[[TrainState, Batch, Params | None], tuple[TrainState, dict[str, jax.Array]]]:
     """The pure step function (not yet jitted)."""
 
     def loss_fn(params, mb, ref_params, weight):
-        model = nnx.merge(graphdef, params)
-        ref_model = nnx.merge(graphdef, ref_params) if ref_params is not None else None
+        model, ref_model = _models(graphdef, params, ref_params)
         loss_sum, sums = objective.loss(model, mb, ref_model)
         return loss_sum / weight, sums
 
@@ -101,8 +105,7 @@ def make_step(graphdef: nnx.GraphDef, objective: Objective, tx: optax.GradientTr
 
 def make_eval_step(graphdef: nnx.GraphDef, objective: Objective) -> Callable[[Params, Batch, Params | None], Any]:
     def eval_step(params, batch, ref_params):
-        model = nnx.merge(graphdef, params)
-        ref_model = nnx.merge(graphdef, ref_params) if ref_params is not None else None
+        model, ref_model = _models(graphdef, params, ref_params)
         _, sums = objective.loss(model, batch, ref_model)
         return objective.metrics(sums)["loss"]
     return eval_step

@@ -3,6 +3,7 @@ iterator's state travels in the checkpoint, so the resumed run sees the same bat
 
 import json
 import shutil
+from pathlib import Path
 
 from sailor2_jax.config import load
 from sailor2_jax.train.config import TrainConfig
@@ -16,8 +17,6 @@ def _rows(path):
 
 
 def test_resume_from_a_checkpoint_replays_the_same_batches(tmp_path):
-    from pathlib import Path
-
     config = Path(__file__).resolve().parents[2] / ROOT_CONFIG
     cfg = load(TrainConfig, config, ["steps=4", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
                                      "data.batch_size=8", "log.eval_every=0", "log.progress=false",
