@@ -142,6 +142,14 @@ def _read_part(src: SafetensorsDir, key: str, row: Row, shape: tuple[int, ...], 
     return np.transpose(part, np.argsort(row.perm()))[tuple(rest)]
 
 
+def _array_from_shards(shape: tuple[int, ...], sharding, read) -> jax.Array:
+    """Like `jax.make_array_from_callback`, but each shard goes to its device as soon as it is read: the callback
+    version gathers every host shard before the transfer, i.e. a second copy of each parameter."""
+    arrays = [jax.device_put(read(index), device)
+              for device, index in sharding.addressable_devices_indices_map(shape).items()]
+    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+
 def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
     """Load a HF Qwen2 checkpoint into a (sharded) model; config fields can be overridden (e.g. dtypes)."""
     hf_dir = Path(hf_dir)
@@ -165,7 +173,7 @@ def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
                 parts = [_read_part(src, row.hf.format(l=l), row, shape[1:], index[1:]) for l in layers]
                 return np.stack(parts).astype(dtype, copy=False)  # np.stack already copied
 
-            return var.replace(jax.make_array_from_callback(shape, shardings[_path(path)], callback))
+            return var.replace(_array_from_shards(shape, shardings[_path(path)], callback))
 
         state = nnx.map_state(load, abstract_state)
     return nnx.merge(graphdef, state)

@@ -27,6 +27,7 @@ import numpy as np
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+READ_BLOCK_BYTES = 64 << 20
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
@@ -110,26 +111,45 @@ class SafetensorsDir:
         return self._entry(key).dtype
 
     def read(self, key: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
-        """The tensor `key`, or only `index` of it: the rows of the first axis are read, the rest sliced after."""
+        """The tensor `key`, or only `index` of it.
+
+        Rows of the first axis are read from disk directly; when later axes are sliced too, rows are read in blocks
+        of at most READ_BLOCK_BYTES and sliced into the result, so reading a device's columns of a large matrix never
+        holds more than one block beyond the result itself.
+        """
         e = self._entry(key)
+        if not e.shape:
+            return self._pread_rows(key, 0, 1).reshape(())
         index = tuple(index or ())
-        rows = range(*(index[0].indices(e.shape[0]) if index and e.shape else (0, e.shape[0] if e.shape else 1)))
+        rows = range(*(index[0] if index else slice(None)).indices(e.shape[0]))
+        rest = index[1:]
+        if rows.step != 1:  # never needed by our sharding rules: read everything, slice after
+            return self._pread_rows(key, 0, e.shape[0])[(index[0], *rest)]
+        if all(s == slice(None) for s in rest):
+            return self._pread_rows(key, rows.start, len(rows))
+        row_bytes = max(1, int(np.prod(e.shape[1:], dtype=np.int64)) * e.dtype.itemsize)
+        block = max(1, READ_BLOCK_BYTES // row_bytes)
+        out = None
+        for r in range(rows.start, rows.stop, block):
+            part = self._pread_rows(key, r, min(block, rows.stop - r))[(slice(None), *rest)]
+            if out is None:
+                out = np.empty((len(rows), *part.shape[1:]), e.dtype)
+            out[r - rows.start:r - rows.start + len(part)] = part  # copied: the block is freed right away
+        return out
+
+    def _pread_rows(self, key: str, start: int, count: int) -> np.ndarray:
+        e = self._entry(key)
         row_bytes = int(np.prod(e.shape[1:], dtype=np.int64)) * e.dtype.itemsize
         if e.file not in self._fds:
             self._fds[e.file] = os.open(e.file, os.O_RDONLY)
-        start, count = (rows.start, len(rows)) if rows.step == 1 else (0, e.shape[0])
-        buf = bytearray(count * row_bytes) if e.shape else bytearray(e.dtype.itemsize)
+        buf = bytearray(count * row_bytes)
         view, done = memoryview(buf), 0
         while done < len(buf):  # pread may return short reads on large requests
             n = os.preadv(self._fds[e.file], [view[done:]], e.offset + start * row_bytes + done)
             if n == 0:
                 raise ValueError(f"{e.file}: unexpected end of file reading {key}")
             done += n
-        arr = np.frombuffer(buf, dtype=e.dtype).reshape((count,) + e.shape[1:] if e.shape else ())
-        if rows.step != 1:
-            arr = arr[index[0]]
-        rest = index[1:] if index else ()
-        return arr[(slice(None),) + rest] if rest else arr
+        return np.frombuffer(buf, dtype=e.dtype).reshape((count,) + e.shape[1:])
 
     def _entry(self, key: str) -> _Entry:
         if key not in self._entries:
