@@ -98,7 +98,8 @@ class SafetensorsDir:
         if weight_map is not None:
             absent = sorted(set(weight_map) - set(self._entries))
             if absent:
-                raise ValueError(f"{self.path}: tensors listed in {INDEX_FILE} but absent from the shards: {absent[:5]}")
+                raise ValueError(f"{self.path}: tensors listed in {INDEX_FILE} but absent from the shards: "
+                                 f"{absent[:5]}")
         self._fds: dict[Path, int] = {}
 
     def keys(self) -> list[str]:
