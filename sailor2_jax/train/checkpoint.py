@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.train.config import TrainConfig
+from sailor2_jax.train.config import OptimizerConfig, TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator
 from sailor2_jax.train.step import TrainState
 
@@ -141,3 +141,40 @@ def read_iterator_state(path: str | Path) -> dict[str, Any]:
 def restore_params(path: str | Path, target: Any) -> Any:
     """Only the parameters of a checkpoint, onto `target` (abstract arrays with shardings)."""
     return ocp.StandardCheckpointer().restore(step_dir(path) / "params", target)
+
+
+def _array_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """'path/to/leaf' -> (shape, dtype) for a pytree of arrays, optax NamedTuples and orbax metadata dicts alike."""
+    key = lambda k: str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
+    return {"/".join(map(key, path)): (tuple(x.shape), str(x.dtype))
+            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def restore_optimizer(path: str | Path, target: TrainState, optimizer: OptimizerConfig) -> Any:
+    """Only the optimiser state of a checkpoint, onto `target.opt_state` (abstract arrays with shardings), for a new
+    stage that continues the same optimiser (init.optimizer_state). `optimizer` is the new run's optimiser config
+    (with `new_layers` resolved). Refuses, naming what differs, a state saved by another optimiser: another
+    trainable mask, gradient clipping on/off, or another layout or shape of the state's arrays."""
+    d = step_dir(path)
+    saved_opt = OptimizerConfig.model_validate(read_config(d)["train"]["optimizer"])
+    diffs = []
+    layers = lambda o: o.new_layers if o.trainable == "new_layers" else None
+    if (saved_opt.trainable, layers(saved_opt)) != (optimizer.trainable, layers(optimizer)):
+        diffs.append(f"trainable mask: checkpoint trainable={saved_opt.trainable} new_layers={layers(saved_opt)}, "
+                     f"this run trainable={optimizer.trainable} new_layers={layers(optimizer)}")
+    if (saved_opt.clip_norm is None) != (optimizer.clip_norm is None):
+        diffs.append(f"gradient clipping: checkpoint clip_norm={saved_opt.clip_norm}, this run "
+                     f"clip_norm={optimizer.clip_norm}")
+    saved = _array_specs(ocp.StandardCheckpointHandler().metadata(d / "train").tree["opt_state"])
+    wanted = _array_specs(target.opt_state)
+    for what, keys in (("only in the checkpoint", saved.keys() - wanted.keys()),
+                       ("only in this run", wanted.keys() - saved.keys())):
+        if keys:
+            diffs.append(f"{len(keys)} state arrays {what} ({', '.join(sorted(keys)[:3])}{', ...' * (len(keys) > 3)})")
+    diffs += [f"state array {k}: checkpoint {saved[k]}, this run {wanted[k]} (shape, dtype)"
+              for k in sorted(saved.keys() & wanted.keys()) if saved[k] != wanted[k]][:3]
+    if diffs:
+        raise ValueError(f"init.optimizer_state: the optimiser state in {d} does not fit this run's optimiser: "
+                         + "; ".join(diffs) + ". Match the previous stage's optimizer settings, or set "
+                         "init.optimizer_state=false to start fresh AdamW moments.")
+    return ocp.StandardCheckpointer().restore(d / "train", _train_item(target))["opt_state"]

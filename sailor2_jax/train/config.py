@@ -67,10 +67,15 @@ class ObjectiveConfig(Config):
 
 
 class InitConfig(Config):
-    """Where the first parameters come from (ignored when a checkpoint in the output directory is resumed)."""
+    """Where the first parameters (and, with `optimizer_state`, the optimiser state) come from; ignored when a
+    checkpoint in the output directory is resumed."""
 
     hf_dir: str | None = pydantic.Field(None, description="a Hugging Face Qwen2 directory (e.g. from `expand`)")
-    checkpoint: str | None = pydantic.Field(None, description="a train checkpoint step dir (params only)")
+    checkpoint: str | None = pydantic.Field(None, description="a previous run, or one of its step dirs (parameters)")
+    optimizer_state: bool = pydantic.Field(
+        False, description="also continue init.checkpoint's AdamW state (moments and Adam's step count) with this "
+        "run's learning-rate schedule from its step 0: a new stage of the same optimiser, e.g. the stage-2 anneal of "
+        "WSD. Refused when the saved optimiser differs (trainable mask, clipping, state layout). Default: fresh")
     model_overrides: dict[str, Any] = pydantic.Field(default_factory=dict,
                                                      description="ModelConfig fields applied on top of hf_dir")
     seed: int = 0
@@ -79,6 +84,8 @@ class InitConfig(Config):
     def _one_source(self) -> InitConfig:
         if self.hf_dir and self.checkpoint:
             raise ValueError("init: give hf_dir or checkpoint, not both")
+        if self.optimizer_state and not self.checkpoint:
+            raise ValueError("init.optimizer_state needs init.checkpoint (the run whose optimiser state continues)")
         return self
 
 

@@ -31,7 +31,7 @@ from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
-from sailor2_jax.train.optim import optimizer, trainable_mask
+from sailor2_jax.train.optim import new_layer_mask, optimizer, restart_schedule, trainable_mask
 from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, state_shardings
 
 Params = dict[str, Any]
@@ -82,6 +82,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     if cfg.data.batch_size % (data_parallel * cfg.data.micro_batches):
         raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must be a multiple of the data-parallel devices "
                          f"({data_parallel}) times data.micro_batches ({cfg.data.micro_batches})")
+    if cfg.init.optimizer_state and init_model is not None:
+        raise ValueError("init.optimizer_state continues init.checkpoint's optimiser; it cannot go with init_model")
+    if cfg.optimizer.trainable == "new_layers":  # record the resolved mask in the checkpoints' config
+        cfg = cfg.replace(optimizer=cfg.optimizer.replace(new_layers=new_layer_mask(cfg)))
     model_cfg = init_model.cfg if init_model is not None else cfg.resolved_model()
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shapes = nnx.to_pure_dict(abstract_state)
@@ -97,12 +101,19 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     if data_iter is None:  # a fresh stage that starts from a previous stage's run continues its data streams
         data_iter = make_iterator(cfg, model_cfg.vocab_size,
                                   previous_run=cfg.init.checkpoint if resumed_from is None else None)
+    target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))
     if resumed_from is None:
         params = initial_params(cfg, model_cfg, mesh, p_shardings, init_model)
-        state = jax.jit(lambda p: init_state(p, tx, cfg.init.seed), out_shardings=shardings)(params)
+        opt_state = None
+        if cfg.init.optimizer_state:  # a new stage of the previous run's optimiser, on this run's schedule
+            opt_state = ckpt.restore_optimizer(cfg.init.checkpoint, target, cfg.optimizer)
+
+        def first_state(p, o):
+            s = init_state(p, tx, cfg.init.seed)
+            return s if o is None else dataclasses.replace(s, opt_state=restart_schedule(o))
+        state = jax.jit(first_state, out_shardings=shardings)(params, opt_state)
     else:
-        abstract_train = jax.eval_shape(lambda p: init_state(p, tx, 0), shapes)
-        state = ckpt.restore(mgr, resumed_from, ckpt.abstract_target(shardings, abstract_train), data_iter)
+        state = ckpt.restore(mgr, resumed_from, target, data_iter)
     ref_params = None
     if objective.needs_reference_model:
         # A frozen copy of the initial policy (rebuilt from the same source on resume), in compute dtype; a real

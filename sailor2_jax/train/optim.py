@@ -100,3 +100,11 @@ def optimizer(cfg: OptimizerConfig, total_steps: int, params: Params, mask: Para
                           mask=decay_mask(params)),
               _scale_by_mask(mask)]
     return optax.chain(*chain), lr
+
+
+def restart_schedule(opt_state: optax.OptState) -> optax.OptState:
+    """`opt_state` with the learning-rate schedule's count back at 0: a new stage (init.optimizer_state) keeps the
+    Adam moments and Adam's own count (its bias correction) but runs its own schedule from that schedule's step 0."""
+    is_schedule = lambda s: isinstance(s, optax.ScaleByScheduleState)
+    return jax.tree.map(lambda s: s._replace(count=jnp.zeros_like(s.count)) if is_schedule(s) else s, opt_state,
+                        is_leaf=is_schedule)

@@ -56,3 +56,84 @@ def test_export_from_each_kind_of_checkpoint_loads_in_transformers(tmp_path, kin
     got = np.asarray(ours(jnp.asarray(tokens, jnp.int32)))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert ckpt.read_config(tmp_path / "run")["train"]["objective"]["kind"] == kind
+
+
+# --- init.optimizer_state: stage 2 continues stage 1's AdamW on its own schedule ------------------------------------
+
+STAGE2 = ["steps=1", "checkpoint.every=1", "optimizer.schedule.peak_lr=3e-3", "optimizer.schedule.final_lr=3e-4",
+          "optimizer.schedule.decay_steps=3"]  # pure decay: lr(0) = 3e-3, lr(2) (stage 1's count, if kept) < 3e-3
+
+
+def _saved_state(run, cfg):
+    """The whole train state of `run`'s latest checkpoint, with `cfg`'s optimiser, and what built it."""
+    from sailor2_jax.model.init import abstract_model
+    from sailor2_jax.sharding import state_shardings as param_shardings
+    from sailor2_jax.train.optim import optimizer, trainable_mask
+    from sailor2_jax.train.step import init_state, state_shardings
+
+    mesh = make_mesh(cfg.mesh)
+    graphdef, abstract = nnx.split(abstract_model(cfg.resolved_model()))
+    shapes = nnx.to_pure_dict(abstract)
+    mask = trainable_mask(cfg, shapes)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    shardings = state_shardings(nnx.to_pure_dict(param_shardings(abstract, mesh)), tx, shapes, mesh)
+    mgr = ckpt.manager(run / "checkpoints", 1, 5)
+    target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))
+    state = ckpt.restore(mgr, mgr.latest_step(), target, None)
+    mgr.close()
+    return state, (mesh, graphdef, mask, tx, lr, shardings)
+
+
+def test_stage2_continues_the_stage1_optimiser(tmp_path):
+    from sailor2_jax.sharding import global_batch
+    from sailor2_jax.train.data import make_iterator
+    from sailor2_jax.train.objectives import Objective
+    from sailor2_jax.train.step import compile_step, make_step
+
+    stage1 = load(TrainConfig, None, BASE + ["model.compute_dtype=float32"])
+    train(stage1, tmp_path / "s1")
+    s2 = BASE + ["model.compute_dtype=float32", f"init.checkpoint={tmp_path / 's1'}"] + STAGE2
+    cont = load(TrainConfig, None, s2 + ["init.optimizer_state=true"])
+    assert train(cont, tmp_path / "cont").metrics["lr"] == np.float32(3e-3)
+    fresh = load(TrainConfig, None, s2)
+    train(fresh, tmp_path / "fresh")
+
+    # by hand: stage 1's whole saved state (moments, Adam count 2), one update at stage 2's first rate (3e-3)
+    s1_state, _ = _saved_state(tmp_path / "s1", stage1)
+    by_hand = load(TrainConfig, None, BASE + ["model.compute_dtype=float32", "optimizer.schedule.kind=constant",
+                                              "optimizer.schedule.peak_lr=3e-3"])
+    _, (mesh, graphdef, mask, tx, lr, shardings) = _saved_state(tmp_path / "s1", by_hand)
+    step = compile_step(make_step(graphdef, Objective(by_hand.objective), tx, lr, mask), mesh, shardings, None)
+    batch = next(make_iterator(cont, 256, previous_run=str(tmp_path / "s1")))  # stage 2's first batch
+    with jax.set_mesh(mesh):
+        want, _ = step(s1_state, global_batch(batch, mesh), None)
+    want = _host(want)
+    got, _ = _saved_state(tmp_path / "cont", cont)
+    got = _host(got)
+    jax.tree.map(np.testing.assert_array_equal, got.params, want.params)  # bitwise (CPU)
+    assert int(got.opt_state[1][0].count) == 3 and int(got.opt_state[1][2].count) == 1  # Adam's count goes on
+    jax.tree.map(np.testing.assert_array_equal, got.opt_state[1][0].mu, want.opt_state[1][0].mu)
+    jax.tree.map(np.testing.assert_array_equal, got.opt_state[1][0].nu, want.opt_state[1][0].nu)
+
+    # without optimizer_state the stage starts from stage 1's parameters with zero moments: after one step
+    # mu = (1 - b1) * g exactly, Adam's count is 1, and the parameters differ from the continued run's
+    started, _ = _saved_state(tmp_path / "fresh", fresh)
+    started = _host(started)
+    adam = started.opt_state[1][0]
+    assert int(adam.count) == 1
+    jax.tree.map(lambda m, v: np.testing.assert_allclose(m * m, (1 - 0.9) ** 2 * v / (1 - 0.95), rtol=1e-4,
+                                                         atol=1e-30), adam.mu, adam.nu)
+    assert not np.array_equal(started.params["embed"], got.params["embed"])
+
+
+@pytest.mark.parametrize("change, named", [
+    (["optimizer.trainable=new_layers", "optimizer.new_layers=[false,true]"], "trainable mask"),
+    (["optimizer.clip_norm=null"], "gradient clipping"),
+])
+def test_stage2_refuses_another_optimiser_state(tmp_path, change, named):
+    train(load(TrainConfig, None, BASE), tmp_path / "s1")
+    cfg = load(TrainConfig, None, BASE + [f"init.checkpoint={tmp_path / 's1'}", "init.optimizer_state=true"]
+               + STAGE2 + change)
+    with pytest.raises(ValueError, match=f"init.optimizer_state: .*{named}"):
+        train(cfg, tmp_path / "s2")
+    assert not (tmp_path / "s2" / "checkpoints" / "1").exists()

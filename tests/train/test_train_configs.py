@@ -21,6 +21,7 @@ def test_shipped_configs_load(path):
             assert cfg.init.hf_dir and cfg.optimizer.schedule.peak_lr == 1e-4 and cfg.optimizer.schedule.decay_steps == 0
         else:  # the anneal towards 1e-5 over (almost) the whole stage, from the stage-1 run
             assert cfg.init.checkpoint.endswith(f"sailor2-{size}_stage1")
+            assert cfg.init.optimizer_state and cfg.optimizer.schedule.warmup_steps == 0  # stage 1's AdamW goes on
             assert cfg.optimizer.schedule.final_lr == 1e-5 and cfg.optimizer.schedule.decay_steps >= 0.9 * cfg.steps
     else:
         assert cfg.model.num_layers == 4 and cfg.checkpoint.every == 5 and cfg.log.every == 1
