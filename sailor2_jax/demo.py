@@ -177,9 +177,10 @@ def train_stage(out: Path, summary: dict) -> None:
     if resumed.resumed_from != 6:
         raise RuntimeError(f"stage 1 did not resume from step 6: {resumed.resumed_from}")
     _step("7. stage 2 (annealing): all 15 languages incl. the low-resource ones, 20 % stage-1 replay")
-    stage2 = ["model=null", f"init.checkpoint={out / 'stage1'}", "data.mixture=demo_stage2", "steps=4",
-              "checkpoint.every=4", "log.eval_every=0",
-              "optimizer.schedule={kind: wsd, peak_lr: 3.0e-3, warmup_steps: 1, decay_steps: 3, final_lr: 3.0e-4}"]
+    # the annealing phase continues stage 1's AdamW state with a decaying learning rate (no new warmup)
+    stage2 = ["model=null", f"init.checkpoint={out / 'stage1'}", "init.optimizer_state=true",
+              "data.mixture=demo_stage2", "steps=4", "checkpoint.every=4", "log.eval_every=0",
+              "optimizer.schedule={kind: wsd, peak_lr: 3.0e-3, warmup_steps: 0, decay_steps: 4, final_lr: 3.0e-4}"]
     _, stage2_losses = _train("stage2", out, stage2)
     _step("8. the same step family for post-training: SFT (assistant-token loss), then DPO against a frozen reference")
     _, sft = _train("sft", out, ["model=null", f"init.checkpoint={out / 'stage2'}", "steps=4", "checkpoint.every=4"],
