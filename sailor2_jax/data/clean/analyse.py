@@ -18,13 +18,13 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean import hashing
-from sailor2_jax.data.clean.accounting import StepCounter, intern
+from sailor2_jax.data.clean.accounting import intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.minhash import MinHasher
 from sailor2_jax.data.clean.records import JsonlOut, rejected_record
-from sailor2_jax.data.clean.step import CleanStep
+from sailor2_jax.data.clean.step import CleanStep, CountedStep
 from sailor2_jax.data.clean.text import normalise, words
 from sailor2_jax.data.config import LANGUAGES
 
@@ -49,26 +49,17 @@ def normalise_url(url: str) -> str:
     return urlunsplit((scheme, host, parts.path.rstrip("/"), urlencode(query), ""))
 
 
-class Normalise(CleanStep):
+class Normalise(CountedStep):
     """sailcraft's per-language document modification; a text left empty is rejected."""
 
     name = "normalise (sailcraft options per language)"
     type = "✂️ - FORMAT"
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        counter = StepCounter("normalise")
-        for doc in data:
-            meta = doc.metadata
-            if meta["reject"] is None:
-                lang = meta["lang"]
-                counter.entered(lang, len(doc.text.encode("utf-8")))
-                doc.text = normalise(doc.text, self.config.params(lang), lang)
-                if doc.text:
-                    counter.left(lang, len(doc.text.encode("utf-8")))
-                else:
-                    counter.reject(meta, "empty_after_normalisation")
-            yield doc
-        counter.save(self.out_dir, rank)
+    step = "normalise"
+
+    def process(self, doc: Document, lang: str) -> str | None:
+        doc.text = normalise(doc.text, self.config.params(lang), lang)
+        return None if doc.text else "empty_after_normalisation"
 
 
 class Annotate(PipelineStep):

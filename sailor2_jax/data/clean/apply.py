@@ -7,16 +7,13 @@ import json
 
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.io import DataFolder
-from datatrove.pipeline.base import PipelineStep
 from tqdm import tqdm
 
 from sailor2_jax.data.clean import hashing
-from sailor2_jax.data.clean.accounting import StepCounter
 from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
 from sailor2_jax.data.clean.perplexity import PerplexityModel
 from sailor2_jax.data.clean.records import JsonlOut, jsonl_file, kept_record, rejected_record
-from sailor2_jax.data.clean.step import CleanStep
+from sailor2_jax.data.clean.step import CleanStep, CountedStep
 
 
 class ApplyDecisions(CleanStep):
@@ -50,69 +47,46 @@ class ApplyDecisions(CleanStep):
                 yield Document(text=w["text"], id=w["id"], metadata=meta)
 
 
-class FrequentLineFilter(PipelineStep):
+class FrequentLineFilter(CountedStep):
     """Removes the lines stage 2 found more than `max_count` times in the document's bucket."""
 
     name = "frequent-line removal"
     type = "✂️ - FORMAT"
+    step = "frequent_lines"
 
-    def __init__(self, out_dir: DataFolder):
-        super().__init__()
-        self.out_dir = out_dir
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+    def setup(self) -> None:
         with self.out_dir.open("work/decisions/frequent_lines.npz", "rb") as f:
             arrays = np.load(f)
-            frequent = {(int(b), int(h)) for b, h in zip(arrays["bucket"], arrays["hash"])}
-        counter = StepCounter("frequent_lines")
-        for doc in data:
-            meta = doc.metadata
-            if meta["reject"] is None:
-                lang, bucket = meta["lang"], meta["bucket"]
-                counter.entered(lang, len(doc.text.encode("utf-8")))
-                if frequent:
-                    lines = doc.text.split("\n")
-                    drop = [(bucket, int(h)) in frequent for h in hashing.line_hashes(doc.text)]
-                    if any(drop):
-                        doc.text = "\n".join(line for line, d in zip(lines, drop) if not d)
-                        self.stat_update("lines_removed", value=sum(drop))
-                if doc.text:
-                    counter.left(lang, len(doc.text.encode("utf-8")))
-                else:
-                    counter.reject(meta, "all_lines_frequent")
-            yield doc
-        counter.save(self.out_dir, rank)
+            self.frequent = {(int(b), int(h)) for b, h in zip(arrays["bucket"], arrays["hash"])}
+
+    def process(self, doc: Document, lang: str) -> str | None:
+        if self.frequent:
+            bucket = doc.metadata["bucket"]
+            drop = [(bucket, int(h)) in self.frequent for h in hashing.line_hashes(doc.text)]
+            if any(drop):
+                doc.text = "\n".join(line for line, d in zip(doc.text.split("\n"), drop) if not d)
+                self.stat_update("lines_removed", value=sum(drop))
+        return None if doc.text else "all_lines_frequent"
 
 
-class PerplexityFilter(CleanStep):
+class PerplexityFilter(CountedStep):
     """sailcraft's KenLM filter: keep a document whose perplexity is ≤ its language's `perplexity_max`. Languages
     without a configured model pass unchanged (counted as `no_model` in the step's stats)."""
 
     name = "KenLM perplexity"
     type = "🔻 - FILTER"
+    step = "kenlm"
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        models = {lang: PerplexityModel(m.kenlm, m.sentencepiece) for lang, m in self.config.kenlm.models.items()}
-        counter = StepCounter("kenlm")
-        for doc in data:
-            meta = doc.metadata
-            if meta["reject"] is None:
-                lang = meta["lang"]
-                nbytes = len(doc.text.encode("utf-8"))
-                counter.entered(lang, nbytes)
-                model = models.get(lang)
-                if model is None:
-                    self.stat_update("no_model")
-                    counter.left(lang, nbytes)
-                else:
-                    ppl = model.perplexity(doc.text)
-                    meta["perplexity"] = ppl
-                    if ppl <= self.config.params(lang).perplexity_max:
-                        counter.left(lang, nbytes)
-                    else:
-                        counter.reject(meta, "perplexity_too_high")
-            yield doc
-        counter.save(self.out_dir, rank)
+    def setup(self) -> None:
+        self.models = {lang: PerplexityModel(m.kenlm, m.sentencepiece) for lang, m in self.config.kenlm.models.items()}
+
+    def process(self, doc: Document, lang: str) -> str | None:
+        model = self.models.get(lang)
+        if model is None:
+            self.stat_update("no_model")
+            return None
+        doc.metadata["perplexity"] = ppl = model.perplexity(doc.text)
+        return None if ppl <= self.config.params(lang).perplexity_max else "perplexity_too_high"
 
 
 class OutputWriter(CleanStep):

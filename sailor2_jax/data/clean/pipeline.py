@@ -36,7 +36,7 @@ def stages(inputs: list[str], out_dir: str, config: CleanConfig) -> list[tuple[s
     decide = [Decide(config, out, tasks)]
     apply = [ApplyDecisions(config, out)]
     if config.frequent_lines.enabled:
-        apply.append(FrequentLineFilter(out))
+        apply.append(FrequentLineFilter(config, out))
     if config.kenlm.enabled:
         apply.append(PerplexityFilter(config, out))
     apply.append(OutputWriter(config, out))
