@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One prepared run for a lent H100/H200 (the device tool): the GPU checks and benchmarks issue 3 asks for, in one
+# call. The device image has JAX (CUDA), flax, optax, orbax, torch and transformers but not pydantic; carry it.
+#
+# Here, once (wheels for the device's Python 3.12):
+#   echo /.whl/ >> .git/info/exclude
+#   for w in pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5; do
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$w"; done
+#   cp ../shared/bench/hf_torch_baseline.py bench/      # the PyTorch peer (../shared does not travel)
+# Then: run(command="bash bench/device_check.sh", carry=[".whl"], timeout_s=540)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD" JAX_PLATFORMS=cuda PYTHONUNBUFFERED=1
+OUT=${OUT:-runs/device}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+# 1. the fused cuDNN kernel on packed batches equals the XLA reference (skipped on CPU)
+python3 -m pytest -q -p no:cacheprovider tests/model/test_model_attention_cudnn.py 2>&1 | tee "$OUT/cudnn_test.txt" || true
+# 2. tokens/s, MFU and peak memory: Sailor2-1B shape (seq 4096) and a 4-layer 8B slice, beside transformers eager
+#    and torch.compile run by bench/hf_torch_baseline.py on the same card
+timeout 420 python3 bench/train_step.py --out "$OUT" 2>&1 | tee "$OUT/train_step.txt"
