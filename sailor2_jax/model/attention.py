@@ -7,7 +7,7 @@ becomes NaN). Positions restart at 0 in each packed document, which makes this t
 Backends:
 - `xla`: the reference, plain einsums with an fp32 softmax; runs everywhere.
 - `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")` on NVIDIA GPUs. Unpacked causal rows use its
-  causal kernel alone. Packed rows use the segment-aware route `cudnn_packed_attention`: the kernel's causal mask
+  causal kernel alone. Packed rows use the segment-aware route of `cudnn_attention`: the kernel's causal mask
   plus a same-segment mask (cuDNN's mask API has no segment ids, and a fused kernel that ignores segments mixes
   documents; the mask closes that gap, tested equal to `xla` on packed batches).
 - `auto`: `cudnn` on GPU, `xla` elsewhere.
@@ -41,19 +41,17 @@ def xla_attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS):
     return out_BTKGH.reshape(B, T, N, H)
 
 
-def _cudnn_causal(q_BTNH, k_BSKH, v_BSKH):
-    return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, is_causal=True, implementation="cudnn")
-
-
-def cudnn_packed_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, *, implementation: str = "cudnn"):
-    """Packed rows on the fused kernel: its causal mask AND a same-segment mask [B, 1, T, T].
+def cudnn_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None, *, implementation: str = "cudnn"):
+    """The fused kernel's causal mask, AND (for packed rows) a same-segment mask [B, 1, T, T].
 
     Equal to the reference mask when every segment is contiguous in its row and its positions rise by one along it
     (what the packers emit, whatever position a continued document starts at): inside one segment, key position ≤
     query position is then the same as key index ≤ query index. Padding (segment 0) queries see only earlier
     padding instead of all of it; no real token attends to padding, so real outputs and the loss are unchanged.
     `implementation="xla"` runs the same masks without a GPU (tests)."""
-    same_segment_B1TT = (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])[:, None]
+    same_segment_B1TT = None
+    if segment_ids_BT is not None:
+        same_segment_B1TT = (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])[:, None]
     return jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask=same_segment_B1TT, is_causal=True,
                                         implementation=implementation)
 
@@ -73,12 +71,10 @@ def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segm
 
     `packed=False` promises one document per row starting at position 0 with no padding before its end (the case
     where a plain causal kernel is exact); `cudnn` then runs its causal kernel alone. With `packed=True` every
-    backend applies the segment mask (`cudnn` through `cudnn_packed_attention`).
+    backend applies the segment mask (`cudnn` through `cudnn_attention`'s same-segment mask).
     """
     impl = resolve_impl(impl)
     if impl == "cudnn" and q_BTNH.shape[1] == k_BSKH.shape[1]:
-        if not packed:
-            return _cudnn_causal(q_BTNH, k_BSKH, v_BSKH)
-        return cudnn_packed_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids)
+        return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids if packed else None)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions)
     return xla_attention(q_BTNH, k_BSKH, v_BSKH, mask)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sailor2_jax.model.attention import attention, cudnn_packed_attention
+from sailor2_jax.model.attention import attention, cudnn_attention
 
 
 def _packed_batch(B=2, T=64, N=4, K=2, H=64, dtype=jnp.float32):
@@ -49,16 +49,16 @@ def _check(route, dtype, tol):
 
 
 def test_segment_aware_route_equals_reference_on_packed_batch():
-    _check(lambda seg: lambda q, k, v: cudnn_packed_attention(q, k, v, seg, implementation="xla"), jnp.float32,
+    _check(lambda seg: lambda q, k, v: cudnn_attention(q, k, v, seg, implementation="xla"), jnp.float32,
            2e-5)
 
 
 def test_route_separates_documents():
     # changing a token of document 1 must not move document 2's outputs (the failure of segment-blind kernels)
     q, k, v, seg, _ = _packed_batch()
-    out = cudnn_packed_attention(q, k, v, seg, implementation="xla")
+    out = cudnn_attention(q, k, v, seg, implementation="xla")
     k2 = k.at[0, 5].set(k[0, 5] + 10.0)
-    out2 = cudnn_packed_attention(q, k2, v, seg, implementation="xla")
+    out2 = cudnn_attention(q, k2, v, seg, implementation="xla")
     np.testing.assert_array_equal(np.asarray(out[0, 20:]), np.asarray(out2[0, 20:]))
     assert not np.allclose(np.asarray(out[0, 5:20]), np.asarray(out2[0, 5:20]))
 
