@@ -62,14 +62,13 @@ def expanded_config(cfg: ModelConfig, new_layers: int, vocab_size: int | None, u
 
 
 def _resize_rows(x, rows: int, axis: int):
-    """Keep the first `rows` along `axis`, or append zero rows (new tokens start with zero embeddings)."""
-    have = x.shape[axis]
-    if rows <= have:
-        return jax.lax.slice_in_dim(x, 0, rows, axis=axis) if isinstance(x, jax.Array) else np.take(
-            x, np.arange(rows), axis=axis)
+    """Keep the first `rows` along `axis`, or append zero rows (new tokens start with zero embeddings); works on
+    numpy (the streaming HF path) and on jax arrays (in memory) alike."""
+    if rows <= x.shape[axis]:
+        return x[(slice(None),) * axis + (slice(0, rows),)]
     pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, rows - have)
-    return jnp.pad(x, pad) if isinstance(x, jax.Array) else np.pad(x, pad)
+    pad[axis] = (0, rows - x.shape[axis])
+    return (jnp if isinstance(x, jax.Array) else np).pad(x, pad)
 
 
 def expand_model(model: Qwen2, new_layers: int, mesh: Mesh, *, vocab_size: int | None = None,
@@ -112,9 +111,7 @@ def expand_hf_dir(base: str | Path, out: str | Path, new_layers: int, *, vocab_s
         check_keys(src, cfg)
         dtypes = {k: src.dtype(k) for k in src.keys()}
         dtype = str(dtypes["model.embed_tokens.weight"])
-        specs = []
-        for key in hf_keys(new_cfg):
-            specs.append(_spec_for(key, src, dtypes, new_cfg, src_of, is_new, untie))
+        specs = [_spec_for(key, src, dtypes, new_cfg, src_of, is_new, untie) for key in hf_keys(new_cfg)]
         summary = {"base_layers": cfg.num_layers, "layers": new_layers, "source_layer": src_of,
                    "is_new_layer": is_new, "vocab_size": new_cfg.vocab_size, "untied": untie}
         tokenizer = base if (base / "tokenizer.json").is_file() else None

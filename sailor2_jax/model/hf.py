@@ -252,9 +252,10 @@ def write_specs(out_dir: str | Path, cfg: ModelConfig, specs: list[TensorSpec], 
                 extra_files: dict[str, str] | None = None) -> Path:
     """Write a complete HF directory (atomically): config, generation config, weights, tokenizer, extras."""
     out_dir = Path(out_dir)
-    if jax.process_index() != 0:  # every process gathers (collectives), one writes
+    if jax.process_index() != 0:  # every process takes part in the gathers (collectives); one writes
         for spec in specs:
-            spec.produce()
+            for _ in spec.blocks():
+                pass
         return out_dir
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         write_hf_config(tmp, cfg, dtype)

@@ -174,10 +174,6 @@ class Qwen2(nnx.Module):
         return rms_norm(x_BTD, self.final_norm[...], cfg.rms_norm_eps)
 
     def logits(self, x_BTD: jax.Array) -> jax.Array:
-        cdt = x_BTD.dtype
-        if self.lm_head is None:
-            logits = jnp.einsum("btd,vd->btv", x_BTD, self.embed[...].astype(cdt), preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("btd,dv->btv", x_BTD, self.lm_head[...].astype(cdt),
-                                preferred_element_type=jnp.float32)
-        return shard(logits, ("batch", "seq", "act_vocab"))
+        head_DV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+        logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, head_DV.astype(x_BTD.dtype), preferred_element_type=jnp.float32)
+        return shard(logits_BTV, ("batch", "seq", "act_vocab"))

@@ -184,6 +184,11 @@ class TensorSpec:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The produced values as consecutive row blocks (a whole array is one block)."""
+        produced = self.produce()
+        return iter([produced]) if isinstance(produced, np.ndarray) else produced
+
 
 def parse_size(size: str | int) -> int:
     """'2GB', '500MB', '1GiB' or an int number of bytes."""
@@ -222,10 +227,8 @@ def _write_file(path: Path, specs: Sequence[TensorSpec], metadata: dict[str, str
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for spec in specs:
-            produced = spec.produce()
-            blocks = [produced] if isinstance(produced, np.ndarray) else produced
             rows = 0
-            for block in blocks:
+            for block in spec.blocks():
                 block = np.ascontiguousarray(np.asarray(block).astype(spec.dtype, copy=False))
                 if block.shape[1:] != spec.shape[1:]:
                     raise ValueError(f"tensor {spec.name}: produced block {block.shape}, declared {spec.shape}")
