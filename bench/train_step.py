@@ -49,12 +49,11 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     from sailor2_jax.config import MeshConfig, load_model_config
     from sailor2_jax.model.init import abstract_model, create_model
     from sailor2_jax.sharding import global_batch, make_mesh
-    from sailor2_jax.sharding import state_shardings as param_shardings
     from sailor2_jax.train.checkpoint import abstract_target
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.objectives import Objective
     from sailor2_jax.train.optim import optimizer, trainable_mask
-    from sailor2_jax.train.step import compile_step, init_state, make_step, state_shardings
+    from sailor2_jax.train.step import compile_step, init_state, make_step, train_state_shardings
 
     overrides = [f"remat={remat}", f"attention={attention}"] + ([f"num_layers={layers}"] if layers else [])
     model_cfg = load_model_config(model_name, overrides)
@@ -63,10 +62,9 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     mesh = make_mesh(cfg.mesh)
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shapes = nnx.to_pure_dict(abstract_state)
-    p_sh = nnx.to_pure_dict(param_shardings(abstract_state, mesh))
     mask = trainable_mask(cfg, shapes)
     tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
-    shardings = state_shardings(p_sh, tx, shapes, mesh)
+    shardings = train_state_shardings(abstract_state, tx, mesh)
     step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, micro), mesh, shardings, None)
     keys = ("tokens", "targets", "loss_mask") + (("segment_ids", "positions") if packed else ())
     if abstract:

@@ -186,4 +186,5 @@ def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str
     return load(ModelConfig, path, overrides)
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # configs/ and data/ live beside the package
+CONFIG_DIR = PROJECT_ROOT / "configs"

@@ -20,10 +20,9 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from sailor2_jax.config import MeshConfig, load_model_config
+from sailor2_jax.config import PROJECT_ROOT, MeshConfig, load_model_config
 from sailor2_jax.sharding import make_mesh
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEMO_LANGUAGES = ("en", "zh", "vi", "id", "th", "ms", "my", "km", "lo", "jv")
 console = Console()
 
@@ -33,22 +32,12 @@ def _step(title: str):
     return time.perf_counter()
 
 
-def write_hf_tokenizer(out: Path) -> None:
-    """The Qwen2.5 tokenizer as HF files (tokenizer.json + tokenizer_config.json), as Qwen2.5 base models ship it."""
-    from sailor2_jax.data.vocab import EOS_TOKEN, load_tokenizer
-
-    out.mkdir(parents=True, exist_ok=True)
-    load_tokenizer().save(str(out / "tokenizer.json"))
-    config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN,
-              "unk_token": None, "model_max_length": 32768, "clean_up_tokenization_spaces": False,
-              "split_special_tokens": False, "add_prefix_space": False, "errors": "replace"}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-
-
 def make_base_checkpoint(out: Path, seed: int = 0) -> Path:
     """A random Qwen2.5-0.5B-like base (tied embeddings, real vocabulary rows) at a tiny width, as a HF directory."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sailor2_jax.data.vocab import save_hf_tokenizer
 
     cfg = load_model_config("tiny")
     hf_cfg = Qwen2Config(**{k: v for k, v in cfg.to_hf().items() if k not in ("architectures", "model_type")})
@@ -59,7 +48,7 @@ def make_base_checkpoint(out: Path, seed: int = 0) -> Path:
             if name.endswith("bias") or "norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(out)
-    write_hf_tokenizer(out)
+    save_hf_tokenizer(out)
     return out
 
 
@@ -70,7 +59,8 @@ def demo_texts(per_language_tokens: int = 48) -> tuple[list[str], np.ndarray, np
     tok = load_tokenizer()
     langs, rows, segs = [], [], []
     for lang in DEMO_LANGUAGES:
-        text = json.loads((DATA_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0])["text"]
+        first_line = (PROJECT_ROOT / "data" / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
+        text = json.loads(first_line)["text"]
         ids = tok.encode(text).ids[:per_language_tokens]
         pad = per_language_tokens - len(ids)
         langs.append(lang)

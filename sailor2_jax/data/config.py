@@ -17,13 +17,12 @@ from typing import Literal
 
 import pydantic
 
-from sailor2_jax.config import CONFIG_DIR, Config, load
+from sailor2_jax.config import CONFIG_DIR, PROJECT_ROOT, Config, load
 
 # The 15 Sailor2 languages in the fixed order that batches index into (`languages` holds positions in this tuple).
 LANGUAGES: tuple[str, ...] = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war",
                               "ilo")
 LANGUAGE_INDEX: dict[str, int] = {lang: i for i, lang in enumerate(LANGUAGES)}
-PROJECT_ROOT = CONFIG_DIR.parent
 
 Language = Literal["en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo"]
 OnBadInput = Literal["error", "skip"]

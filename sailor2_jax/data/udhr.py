@@ -14,7 +14,8 @@ import functools
 import json
 from pathlib import Path
 
-from sailor2_jax.data.config import LANGUAGES, PROJECT_ROOT
+from sailor2_jax.config import PROJECT_ROOT
+from sailor2_jax.data.config import LANGUAGES
 
 # gflanguages keys (language_script) of the UDHR translation used for each Sailor2 language
 GFLANGUAGES_KEY: dict[str, str] = {

@@ -154,3 +154,15 @@ class QwenVocabulary(seqio.Vocabulary):
 def get_vocabulary(path: str | None = None) -> QwenVocabulary:
     """A shared vocabulary per tokenizer path (loading the 7 MB tokenizer.json takes about a second)."""
     return QwenVocabulary(path)
+
+
+def save_hf_tokenizer(out: str | Path) -> None:
+    """The Qwen2.5 tokenizer as Hugging Face files (tokenizer.json + tokenizer_config.json), as Qwen2.5 base models
+    ship it: `<|endoftext|>` is EOS and padding, no BOS; `transformers.AutoTokenizer` loads the directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    load_tokenizer().save(str(out / "tokenizer.json"))
+    config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN,
+              "unk_token": None, "model_max_length": 32768, "clean_up_tokenization_spaces": False,
+              "split_special_tokens": False, "add_prefix_space": False, "errors": "replace"}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))

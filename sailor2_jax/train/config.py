@@ -42,7 +42,8 @@ class OptimizerConfig(Config):
     schedule: ScheduleConfig = ScheduleConfig()
     trainable: Literal["all", "new_layers"] = "all"
     new_layers: list[bool] | None = pydantic.Field(
-        None, description="is_new_layer per layer (trainable=new_layers); default: init.hf_dir's sailor2_expansion.json")
+        None,
+        description="is_new_layer per layer (trainable=new_layers); default: init.hf_dir's sailor2_expansion.json")
 
 
 class ObjectiveConfig(Config):

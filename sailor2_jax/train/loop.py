@@ -25,14 +25,13 @@ from sailor2_jax.config import ModelConfig
 from sailor2_jax.model.init import abstract_model, create_model
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import global_batch, make_mesh
-from sailor2_jax.sharding import state_shardings as param_state_shardings
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
 from sailor2_jax.train.optim import new_layer_mask, optimizer, restart_schedule, trainable_mask
-from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, state_shardings
+from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, train_state_shardings
 
 Params = dict[str, Any]
 
@@ -47,7 +46,7 @@ class TrainResult:
     metrics_dir: Path              # where metrics.jsonl and TensorBoard logs went
 
 
-def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardings: Params,
+def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardings: Params, shapes: Params,
                    init_model: Qwen2 | None = None) -> Params:
     """The first parameters: a given model, an HF directory, a previous run's checkpoint, or a random init."""
     if init_model is not None:
@@ -56,7 +55,6 @@ def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardin
         from sailor2_jax.model.hf import import_hf
         params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, **cfg.init.model_overrides)))
     elif cfg.init.checkpoint:
-        shapes = nnx.to_pure_dict(nnx.split(abstract_model(model_cfg))[1])
         params = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(shardings, shapes))
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed)))
@@ -89,11 +87,11 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     model_cfg = init_model.cfg if init_model is not None else cfg.resolved_model()
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shapes = nnx.to_pure_dict(abstract_state)
-    p_shardings = nnx.to_pure_dict(param_state_shardings(abstract_state, mesh))
     objective = Objective(cfg.objective)
     mask = trainable_mask(cfg, shapes)
     tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
-    shardings = state_shardings(p_shardings, tx, shapes, mesh)
+    shardings = train_state_shardings(abstract_state, tx, mesh)
+    p_shardings = shardings.params
 
     mgr = ckpt.manager(f"{output_dir.rstrip('/')}/checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
                        cfg.checkpoint.async_save)
@@ -103,7 +101,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
                                   previous_run=cfg.init.checkpoint if resumed_from is None else None)
     target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))
     if resumed_from is None:
-        params = initial_params(cfg, model_cfg, mesh, p_shardings, init_model)
+        params = initial_params(cfg, model_cfg, mesh, p_shardings, shapes, init_model)
         opt_state = None
         if cfg.init.optimizer_state:  # a new stage of the previous run's optimiser, on this run's schedule
             opt_state = ckpt.restore_optimizer(cfg.init.checkpoint, target, cfg.optimizer)
@@ -118,7 +116,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     if objective.needs_reference_model:
         # A frozen copy of the initial policy (rebuilt from the same source on resume), in compute dtype; a real
         # copy, because the step donates the state's own buffers.
-        start = params if resumed_from is None else initial_params(cfg, model_cfg, mesh, p_shardings, init_model)
+        start = (params if resumed_from is None else
+                 initial_params(cfg, model_cfg, mesh, p_shardings, shapes, init_model))
         cdt = jnp.dtype(model_cfg.compute_dtype)
         ref_params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=cdt, copy=True), p),
                              out_shardings=p_shardings)(start)

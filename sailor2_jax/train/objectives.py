@@ -58,8 +58,8 @@ def _lm_logprobs(model: Qwen2, batch: Batch, prefix: str, chunk: int) -> jax.Arr
     # A batch without segment ids/positions promises one document per row from position 0 (unpacked): the model
     # may then use a plain causal kernel.
     return token_logprobs(model, batch[prefix + "tokens"], batch[prefix + "targets"],
-                          segment_ids_BT=batch.get(prefix + "segment_ids"), positions_BT=batch.get(prefix + "positions"),
-                          chunk=chunk)
+                          segment_ids_BT=batch.get(prefix + "segment_ids"),
+                          positions_BT=batch.get(prefix + "positions"), chunk=chunk)
 
 
 # --- LM: pre-training and SFT ------------------------------------------------------------------------------------

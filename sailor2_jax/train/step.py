@@ -21,7 +21,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sailor2_jax.sharding import batch_sharding, shard
+from sailor2_jax.sharding import batch_sharding, shard, state_shardings
 from sailor2_jax.train.objectives import Batch, Objective
 
 Params = dict[str, Any]
@@ -111,14 +111,15 @@ def make_eval_step(graphdef: nnx.GraphDef, objective: Objective) -> Callable[[Pa
     return eval_step
 
 
-def state_shardings(param_shardings: Params, tx: optax.GradientTransformation, abstract_params: Params,
-                    mesh: Mesh) -> TrainState:
-    """Shardings of the whole state: optimiser moments follow their parameters; counters are replicated."""
+def train_state_shardings(abstract_state: nnx.State, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
+    """Shardings of the whole train state: parameters by the logical rules, optimiser moments following their
+    parameters, counters replicated."""
+    params = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
     replicated = NamedSharding(mesh, P())
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
+    abstract_opt = jax.eval_shape(tx.init, nnx.to_pure_dict(abstract_state))
+    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params,
                                           transform_non_params=lambda _: replicated)
-    return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings, rng=replicated,
+    return TrainState(step=replicated, params=params, opt_state=opt_shardings, rng=replicated,
                       bad_steps=replicated, skipped_steps=replicated)
 
 

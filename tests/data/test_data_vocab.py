@@ -71,3 +71,14 @@ def test_user_tokenizer_json_overrides(tmp_path):
     assert v.decode(v.encode("hello world")) == "hello world"
     with pytest.raises(FileNotFoundError):
         QwenVocabulary(str(tmp_path / "missing.json"))
+
+
+def test_hf_tokenizer_files_load_in_transformers(tmp_path):
+    from transformers import AutoTokenizer
+
+    vocab_mod.save_hf_tokenizer(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert tok("Hello world").input_ids == [9707, 1879]
+    assert tok("<|im_start|>user").input_ids == [151644, 872]
+    assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (EOS_ID, EOS_ID, None)
+    assert len(tok) == QWEN_VOCAB_SIZE

@@ -67,16 +67,15 @@ STAGE2 = ["steps=1", "checkpoint.every=1", "optimizer.schedule.peak_lr=3e-3", "o
 def _saved_state(run, cfg):
     """The whole train state of `run`'s latest checkpoint, with `cfg`'s optimiser, and what built it."""
     from sailor2_jax.model.init import abstract_model
-    from sailor2_jax.sharding import state_shardings as param_shardings
     from sailor2_jax.train.optim import optimizer, trainable_mask
-    from sailor2_jax.train.step import init_state, state_shardings
+    from sailor2_jax.train.step import init_state, train_state_shardings
 
     mesh = make_mesh(cfg.mesh)
     graphdef, abstract = nnx.split(abstract_model(cfg.resolved_model()))
     shapes = nnx.to_pure_dict(abstract)
     mask = trainable_mask(cfg, shapes)
     tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
-    shardings = state_shardings(nnx.to_pure_dict(param_shardings(abstract, mesh)), tx, shapes, mesh)
+    shardings = train_state_shardings(abstract, tx, mesh)
     mgr = ckpt.manager(run / "checkpoints", 1, 5)
     target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))
     state = ckpt.restore(mgr, mgr.latest_step(), target, None)

@@ -10,12 +10,11 @@ from flax import nnx
 from sailor2_jax.config import load
 from sailor2_jax.model.init import abstract_model, create_model
 from sailor2_jax.sharding import global_batch, make_mesh
-from sailor2_jax.sharding import state_shardings as param_shardings
 from sailor2_jax.train.config import ScheduleConfig, TrainConfig
 from sailor2_jax.train.data import SyntheticLM
 from sailor2_jax.train.objectives import Objective
 from sailor2_jax.train.optim import optimizer, schedule, trainable_mask
-from sailor2_jax.train.step import compile_step, init_state, make_step, state_shardings
+from sailor2_jax.train.step import compile_step, init_state, make_step, train_state_shardings
 
 BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.compute_dtype=float32",
         "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
@@ -32,7 +31,7 @@ def _setup(overrides, sgd=False):
     tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
     if sgd:  # params move by exactly -gradient: compares gradients through the real step
         tx = optax.sgd(1.0)
-    shardings = state_shardings(nnx.to_pure_dict(param_shardings(abstract, mesh)), tx, shapes, mesh)
+    shardings = train_state_shardings(abstract, tx, mesh)
     step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, cfg.data.micro_batches), mesh,
                         shardings, None)
     state = jax.jit(lambda p: init_state(p, tx, 0), out_shardings=shardings)(nnx.to_pure_dict(nnx.state(model)))
