@@ -10,13 +10,22 @@ Backends:
   causal kernel alone. Packed rows use the segment-aware route of `cudnn_attention`: the kernel's causal mask
   plus a same-segment mask (cuDNN's mask API has no segment ids, and a fused kernel that ignores segments mixes
   documents; the mask closes that gap, tested equal to `xla` on packed batches).
-- `auto`: `cudnn` on GPU, `xla` elsewhere.
+- `splash`: Pallas Splash attention on TPU (`splash_attention`), segment ids native to the kernel, so packed rows
+  cost nothing extra; under a mesh it runs per shard (`shard_map`: rows over the data axes, heads over `tensor`).
+  On CPU it runs the same kernel in Pallas's interpreter (how the tests check it); on GPU it is an error.
+- `auto`: `splash` on TPU, `cudnn` on GPU, `xla` elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+
+from sailor2_jax.sharding import logical_to_spec
 
 NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully masked rows stay NaN-free
 
@@ -56,11 +65,62 @@ def cudnn_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None, *, implementati
                                         implementation=implementation)
 
 
+SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides T; 512 is the usual best on v4/v5 (MaxText's default)
+
+
+@functools.lru_cache(maxsize=None)
+def _splash_kernel(num_heads: int, seq_len: int, interpret: bool):
+    """The causal multi-head Splash kernel for [N, T, H] queries and [K, T, H] keys/values (grouped natively).
+
+    Its residuals carry the `attention_out` name, so the `save_attention_out` remat policy keeps what the backward
+    pass needs instead of re-running the forward kernel."""
+    block = next((b for b in SPLASH_BLOCKS if seq_len % b == 0), None)
+    if block is None:
+        raise ValueError(f"attention 'splash' needs a sequence length divisible by 128, got {seq_len}")
+    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((seq_len, seq_len))] * num_heads)
+    sizes = dict.fromkeys(("block_q", "block_kv", "block_kv_compute", "block_q_dkv", "block_kv_dkv",
+                           "block_kv_dkv_compute", "block_q_dq", "block_kv_dq"), block)
+    with jax.ensure_compile_time_eval():  # its mask tables are cached constants, never tracers of the first caller
+        return splash_kernel.make_splash_mha(mask, block_sizes=splash_kernel.BlockSizes(**sizes), head_shards=1,
+                                             q_seq_shards=1, residual_checkpoint_name="attention_out",
+                                             interpret=interpret)
+
+
+def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
+    """Splash attention with a causal mask and (packed rows) the kernel's own segment ids.
+
+    Same-segment-and-earlier-index equals the reference mask for what the packers emit (contiguous segments whose
+    positions rise by one), as for `cudnn_attention`; padding (segment 0) attends to earlier padding only."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        raise ValueError("attention 'splash' is a TPU kernel; use 'cudnn' or 'auto' on GPUs")
+    H = q_BTNH.shape[-1]
+
+    def per_shard(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT):
+        kernel = _splash_kernel(q_BTNH.shape[2], q_BTNH.shape[1], interpret=backend != "tpu")
+        q_BNTH = (q_BTNH * H ** -0.5).astype(q_BTNH.dtype).transpose(0, 2, 1, 3)  # the kernel does not scale
+        k_BKTH, v_BKTH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)
+        if segment_ids_BT is None:
+            o_BNTH = jax.vmap(kernel)(q_BNTH, k_BKTH, v_BKTH)
+        else:
+            segments = jax.vmap(splash_kernel.SegmentIds)(segment_ids_BT, segment_ids_BT)
+            o_BNTH = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q_BNTH, k_BKTH, v_BKTH, segments)
+        return o_BNTH.transpose(0, 2, 1, 3)
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return per_shard(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
+    # A Pallas kernel cannot be partitioned by the compiler: run it on each device's rows and heads.
+    q_spec = logical_to_spec(("batch", "seq", "act_heads", None))
+    kv_spec = logical_to_spec(("batch", "seq", "act_kv_heads", None))
+    seg_spec = None if segment_ids_BT is None else logical_to_spec(("batch", "seq"))
+    return jax.shard_map(per_shard, in_specs=(q_spec, kv_spec, kv_spec, seg_spec), out_specs=q_spec,
+                         check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
+
+
 def resolve_impl(impl: str) -> str:
     if impl == "auto":
-        return "cudnn" if jax.default_backend() == "gpu" else "xla"
-    if impl == "splash":
-        raise ValueError("attention 'splash' (TPU) is not available in this build yet; use 'xla' or 'auto'")
+        return {"tpu": "splash", "gpu": "cudnn"}.get(jax.default_backend(), "xla")
     return impl
 
 
@@ -70,11 +130,13 @@ def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segm
     """Grouped-query attention [B, T, N, H] x [B, S, K, H] -> [B, T, N, H].
 
     `packed=False` promises one document per row starting at position 0 with no padding before its end (the case
-    where a plain causal kernel is exact); `cudnn` then runs its causal kernel alone. With `packed=True` every
-    backend applies the segment mask (`cudnn` through `cudnn_attention`'s same-segment mask).
+    where a plain causal kernel is exact); `cudnn` and `splash` then run their causal kernels alone. With
+    `packed=True` every backend applies the segment mask (`cudnn` through a same-segment mask, `splash` through its
+    kernel's segment ids). Decoding (T != S) takes the reference path.
     """
     impl = resolve_impl(impl)
-    if impl == "cudnn" and q_BTNH.shape[1] == k_BSKH.shape[1]:
-        return cudnn_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids if packed else None)
+    if impl in ("cudnn", "splash") and q_BTNH.shape[1] == k_BSKH.shape[1]:
+        route = cudnn_attention if impl == "cudnn" else splash_attention
+        return route(q_BTNH, k_BSKH, v_BSKH, q_segment_ids if packed else None)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions)
     return xla_attention(q_BTNH, k_BSKH, v_BSKH, mask)
