@@ -17,7 +17,7 @@ OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 # 1. the fused cuDNN kernel on packed batches equals the XLA reference (skipped on CPU)
-python3 -m pytest -q -p no:cacheprovider tests/model/test_model_attention_cudnn.py 2>&1 | tee "$OUT/cudnn_test.txt" || true
+python3 -m pytest -q -p no:cacheprovider tests/model/test_model_attention.py 2>&1 | tee "$OUT/cudnn_test.txt" || true
 # 2. tokens/s, MFU and peak memory: Sailor2-1B shape (seq 4096) and a 4-layer 8B slice, beside transformers eager
 #    and torch.compile run by bench/hf_torch_baseline.py on the same card
 timeout 420 python3 bench/train_step.py --out "$OUT" 2>&1 | tee "$OUT/train_step.txt"

@@ -76,11 +76,16 @@ def test_cudnn_kernel_equals_reference_on_packed_batch():
         kv_positions=jnp.zeros_like(seg), impl="cudnn", packed=True)  # positions unused by the route
     _check(route, jnp.bfloat16, 3e-2)
 
+# Splash is a TPU kernel: it runs natively on TPU and in Pallas's interpreter on CPU; GPUs refuse it.
+splash_here = pytest.mark.skipif(jax.default_backend() == "gpu", reason="Splash is a TPU kernel")
 
+
+@splash_here
 def test_splash_kernel_equals_reference_on_packed_batch():
     _check(lambda seg: lambda q, k, v: splash_attention(q, k, v, seg), jnp.float32, 2e-5)
 
 
+@splash_here
 def test_splash_kernel_unpacked_rows_are_causal():
     q, k, v, _, _ = _packed_batch()
     ones = jnp.ones(q.shape[:2], jnp.int32)
@@ -88,12 +93,14 @@ def test_splash_kernel_unpacked_rows_are_causal():
     np.testing.assert_allclose(splash_attention(q, k, v), _reference(q, k, v, ones, pos), rtol=2e-5, atol=2e-5)
 
 
+@splash_here
 def test_splash_rejects_a_length_its_blocks_cannot_tile():
     q, k, v, seg, _ = _packed_batch()
     with pytest.raises(ValueError, match="divisible by 128, got 96"):
         splash_attention(q[:, :96], k[:, :96], v[:, :96], seg[:, :96])
 
 
+@splash_here
 @pytest.mark.parametrize("remat", ["none", "save_attention_out"])
 def test_splash_in_the_sharded_model_equals_xla(mesh8, remat):
     """Under a (2, 2, 2) mesh the kernel runs per shard (rows over data+fsdp, heads over tensor): the packed
