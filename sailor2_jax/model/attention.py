@@ -13,7 +13,7 @@ Backends:
 - `splash`: Pallas Splash attention on TPU (`splash_attention`), segment ids native to the kernel, so packed rows
   cost nothing extra; under a mesh it runs per shard (`shard_map`: rows over the data axes, heads over `tensor`).
   On CPU it runs the same kernel in Pallas's interpreter (how the tests check it); on GPU it is an error.
-- `auto`: `splash` on TPU, `cudnn` on GPU, `xla` elsewhere.
+- `auto`: `splash` on TPU (`xla` for lengths it cannot tile), `cudnn` on GPU, `xla` elsewhere.
 """
 
 from __future__ import annotations
@@ -118,10 +118,15 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
                          check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
 
 
-def resolve_impl(impl: str) -> str:
-    if impl == "auto":
-        return {"tpu": "splash", "gpu": "cudnn"}.get(jax.default_backend(), "xla")
-    return impl
+def resolve_impl(impl: str, seq_len: int) -> str:
+    """`auto`: the fused kernel of this backend where it can tile the sequence (a prompt of any length still
+    runs); an explicit `splash` with an untileable length is an error instead."""
+    if impl != "auto":
+        return impl
+    backend = jax.default_backend()
+    if backend == "tpu":
+        return "splash" if seq_len % SPLASH_BLOCKS[-1] == 0 else "xla"
+    return "cudnn" if backend == "gpu" else "xla"
 
 
 def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segment_ids: jax.Array,
@@ -134,7 +139,7 @@ def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segm
     `packed=True` every backend applies the segment mask (`cudnn` through a same-segment mask, `splash` through its
     kernel's segment ids). Decoding (T != S) takes the reference path.
     """
-    impl = resolve_impl(impl)
+    impl = resolve_impl(impl, q_BTNH.shape[1])
     if impl in ("cudnn", "splash") and q_BTNH.shape[1] == k_BSKH.shape[1]:
         route = cudnn_attention if impl == "cudnn" else splash_attention
         return route(q_BTNH, k_BSKH, v_BSKH, q_segment_ids if packed else None)
