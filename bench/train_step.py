@@ -63,7 +63,7 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shapes = nnx.to_pure_dict(abstract_state)
     mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
     shardings = train_state_shardings(abstract_state, tx, mesh)
     step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, micro), mesh, shardings, None)
     keys = ("tokens", "targets", "loss_mask") + (("segment_ids", "positions") if packed else ())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sailor2_jax.train import multihost
+
 NAME = "export"
 HELP = "export the parameters of a train checkpoint as a Hugging Face Qwen2 directory (optionally push to the Hub)"
 
@@ -17,16 +19,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-shard-size", default="2GB")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--push-to-hub", metavar="REPO", help="upload the exported folder to this Hub repo (HF_TOKEN)")
+    multihost.add_arguments(p)  # a sharded checkpoint is exported by every host of the job (process 0 writes)
 
 
 def run(args: argparse.Namespace) -> int:
+    multihost.initialize_from(args)
+
+    import jax
+
     from sailor2_jax.model.hf import export_hf, push_to_hub
     from sailor2_jax.train.export import load_checkpoint_model
 
     model, step = load_checkpoint_model(args.checkpoint)
     out = export_hf(model, args.out, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
                     overwrite=args.overwrite)
-    print(f"exported step {step} to {out}")
-    if args.push_to_hub:
-        print(f"pushed: {push_to_hub(out, args.push_to_hub)}")
+    if jax.process_index() == 0:  # the folder is process 0's; one upload, one report
+        print(f"exported step {step} to {out}")
+        if args.push_to_hub:
+            print(f"pushed: {push_to_hub(out, args.push_to_hub)}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sailor2_jax.train import multihost
+
 NAME = "train"
 HELP = ("train a model from a config (pre-training, SFT or DPO); rerunning the same command resumes from the "
         "latest checkpoint in the output directory")
@@ -14,17 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="a train config YAML (see configs/train/)")
     p.add_argument("--output-dir", help="checkpoints, metrics.jsonl and TensorBoard logs (default: runs/<config>)")
     p.add_argument("--steps", type=int, help="total steps (overrides `steps` in the config)")
-    p.add_argument("--coordinator", help="multi-host: coordinator address host:port (not needed on TPU pods)")
-    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
-    p.add_argument("--process-id", type=int, help="multi-host: this process's id")
+    multihost.add_arguments(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. data.seq_len=512")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.train import multihost
-
-    # Before anything touches a JAX backend: a multi-host job must be joined first.
-    multihost.initialize(args.coordinator, args.num_processes, args.process_id)
+    multihost.initialize_from(args)  # before anything touches a JAX backend: a multi-host job is joined first
 
     from sailor2_jax.config import load
     from sailor2_jax.train.config import TrainConfig

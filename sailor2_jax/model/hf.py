@@ -250,22 +250,48 @@ def copy_tokenizer(tokenizer: str | Path, out: Path) -> None:
 def write_specs(out_dir: str | Path, cfg: ModelConfig, specs: list[TensorSpec], *, dtype: str,
                 tokenizer: str | Path | None, max_shard_size: str | int, overwrite: bool,
                 extra_files: dict[str, str] | None = None) -> Path:
-    """Write a complete HF directory (atomically): config, generation config, weights, tokenizer, extras."""
+    """Write a complete HF directory (atomically): config, generation config, weights, tokenizer, extras.
+
+    Multi-host: every process calls this and takes part in the gathers (collectives) of every tensor; process 0
+    alone writes. So that no process is left waiting in a collective the others never enter, all processes first
+    learn whether process 0 will write (it refuses an existing `out_dir` without `overwrite`), and each returns only
+    once process 0 has put the complete directory in place (or raises when process 0 failed after the gathers).
+    """
     out_dir = Path(out_dir)
-    if jax.process_index() != 0:  # every process takes part in the gathers (collectives); one writes
+    writer = jax.process_index() == 0
+    if not _from_process_0(not (writer and out_dir.exists() and not overwrite)):
+        raise FileExistsError(f"output directory exists: {out_dir} (pass overwrite to replace it)")
+    if not writer:
         for spec in specs:
             for _ in spec.blocks():
                 pass
-        return out_dir
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        write_hf_config(tmp, cfg, dtype)
-        bar = lambda it: tqdm(it, desc=f"writing {out_dir.name}", unit="shard", leave=False)  # noqa: E731
-        write_shards(tmp, specs, parse_size(max_shard_size), progress=bar)
-        if tokenizer is not None:
-            copy_tokenizer(tokenizer, tmp)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+    else:
+        gathered = False
+        try:
+            with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+                write_hf_config(tmp, cfg, dtype)
+                bar = lambda it: tqdm(it, desc=f"writing {out_dir.name}", unit="shard", leave=False)  # noqa: E731
+                write_shards(tmp, specs, parse_size(max_shard_size), progress=bar)
+                gathered = True
+                if tokenizer is not None:
+                    copy_tokenizer(tokenizer, tmp)
+                for name, text in (extra_files or {}).items():
+                    (tmp / name).write_text(text)
+        except BaseException:
+            if gathered:  # the others wait for the outcome below (a failure mid-gather cannot be reported)
+                _from_process_0(False)
+            raise
+    if not _from_process_0(True):
+        raise RuntimeError(f"process 0 failed to write {out_dir} (its error says why)")
     return out_dir
+
+
+def _from_process_0(value: bool) -> bool:
+    """Process 0's `value`, on every process: a collective, so every process must call it at the same point."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def export_hf(model: Qwen2, out_dir: str | Path, *, tokenizer: str | Path | None = None,

@@ -265,6 +265,9 @@ def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(f"output directory exists: {out_dir} (pass overwrite to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the result is a normal directory like mkdir's
     try:
         yield tmp
         if out_dir.exists():

@@ -15,7 +15,8 @@ from sailor2_jax.train import checkpoint as ckpt
 
 
 def load_checkpoint_model(path: str | Path, mesh: Mesh | None = None) -> tuple[Qwen2, int]:
-    """(model, step) from a run dir, a checkpoints dir or a step dir; sharded over `mesh` (default: FSDP over all)."""
+    """(model, step) from a run dir, a checkpoints dir or a step dir; sharded over `mesh` (default: FSDP over all).
+    Multi-host: every process calls this (and then `export_hf`)."""
     step_dir = ckpt.step_dir(path)
     model_cfg = ModelConfig.model_validate(ckpt.read_config(step_dir)["model"])
     mesh = mesh or make_mesh(MeshConfig())

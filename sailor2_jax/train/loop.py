@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     shapes = nnx.to_pure_dict(abstract_state)
     objective = Objective(cfg.objective)
     mask = trainable_mask(cfg, shapes)
-    tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, mask)
     shardings = train_state_shardings(abstract_state, tx, mesh)
     p_shardings = shardings.params
 

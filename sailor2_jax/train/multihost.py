@@ -3,7 +3,8 @@
 - TPU pods: nothing to pass; JAX discovers the coordinator and the process ids from the TPU metadata.
 - SLURM and Open MPI jobs with several tasks: JAX's cluster detection fills in what is not given.
 - Elsewhere (several CPU processes, hand-started GPU hosts): coordinator address, process count and process id,
-  from the `train` flags or from SAILOR2_COORDINATOR / SAILOR2_NUM_PROCESSES / SAILOR2_PROCESS_ID.
+  from the `train`/`export` flags (`add_arguments`) or from SAILOR2_COORDINATOR / SAILOR2_NUM_PROCESSES /
+  SAILOR2_PROCESS_ID.
 - On CPU the cross-process collectives use gloo.
 
 A hung start-up is the usual multi-host failure (anchors.md): the coordinator waits `timeout_s` and then fails
@@ -12,14 +13,29 @@ with JAX's error instead of hanging forever.
 
 from __future__ import annotations
 
+import argparse
 import os
 
-import jax
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The multi-host flags of every command that runs as one process per host."""
+    p.add_argument("--coordinator", help="multi-host: coordinator address host:port (not needed on TPU pods)")
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's id")
+
+
+def initialize_from(args: argparse.Namespace) -> bool:
+    """`initialize` from a command's `add_arguments` flags (environment for the ones not given)."""
+    return initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
                *, timeout_s: int = 300) -> bool:
     """Join the job if one is described; returns True when running as more than one process."""
+    import jax  # here, so that the command line starts without importing JAX
+
+    if jax.distributed.is_initialized():  # joined already (a second command in the same process)
+        return jax.process_count() > 1
     coordinator = coordinator or os.environ.get("SAILOR2_COORDINATOR")
     if num_processes is None and "SAILOR2_NUM_PROCESSES" in os.environ:
         num_processes = int(os.environ["SAILOR2_NUM_PROCESSES"])
@@ -38,3 +54,4 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
                                initialization_timeout=timeout_s)
     return jax.process_count() > 1
+

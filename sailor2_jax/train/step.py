@@ -113,12 +113,16 @@ def make_eval_step(graphdef: nnx.GraphDef, objective: Objective) -> Callable[[Pa
 
 def train_state_shardings(abstract_state: nnx.State, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
     """Shardings of the whole train state: parameters by the logical rules, optimiser moments following their
-    parameters, counters replicated."""
+    parameters, counters replicated. optax states are tuples, so a moment is the optimiser-state leaf whose dict keys
+    are its parameter's path; a moment of only some layers' rows (`optim.only_rows`) takes its parameter's sharding
+    too, since the layers axis is never sharded."""
     params = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
     replicated = NamedSharding(mesh, P())
+    dict_keys = lambda path: tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+    by_path = {dict_keys(path): s for path, s in jax.tree_util.tree_leaves_with_path(params)}
     abstract_opt = jax.eval_shape(tx.init, nnx.to_pure_dict(abstract_state))
-    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params,
-                                          transform_non_params=lambda _: replicated)
+    opt_shardings = jax.tree_util.tree_map_with_path(lambda path, _: by_path.get(dict_keys(path), replicated),
+                                                     abstract_opt)
     return TrainState(step=replicated, params=params, opt_state=opt_shardings, rng=replicated,
                       bad_steps=replicated, skipped_steps=replicated)
 

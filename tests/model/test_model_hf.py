@@ -72,6 +72,7 @@ def test_export_copies_tokenizer_and_is_atomic(save_hf, mesh1, tmp_path):
     out = export_hf(model, tmp_path / "out", tokenizer=tok)
     assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 1
+    assert (out.stat().st_mode & 0o777) == (tok.stat().st_mode & 0o777)  # as mkdir makes it, not mkdtemp's 0700
     with pytest.raises(FileExistsError, match="exists"):
         export_hf(model, out)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]

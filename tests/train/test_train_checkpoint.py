@@ -74,7 +74,7 @@ def _saved_state(run, cfg):
     graphdef, abstract = nnx.split(abstract_model(cfg.resolved_model()))
     shapes = nnx.to_pure_dict(abstract)
     mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
     shardings = train_state_shardings(abstract, tx, mesh)
     mgr = ckpt.manager(run / "checkpoints", 1, 5)
     target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))

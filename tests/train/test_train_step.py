@@ -1,7 +1,9 @@
 """The step family: accumulation equals one big batch, the NaN guard skips and counts, the trainable mask freezes
-exactly the old layers (weight decay included), and the schedules hit their closed-form values."""
+exactly the old layers (weight decay included) with Adam moments for the new layers' rows only, and the schedules
+hit their closed-form values."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -13,7 +15,7 @@ from sailor2_jax.sharding import global_batch, make_mesh
 from sailor2_jax.train.config import ScheduleConfig, TrainConfig
 from sailor2_jax.train.data import SyntheticLM
 from sailor2_jax.train.objectives import Objective
-from sailor2_jax.train.optim import optimizer, schedule, trainable_mask
+from sailor2_jax.train.optim import decay_mask, optimizer, schedule, trainable_mask
 from sailor2_jax.train.step import compile_step, init_state, make_step, train_state_shardings
 
 BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.compute_dtype=float32",
@@ -21,16 +23,16 @@ BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.
         "optimizer.schedule.peak_lr=1e-2", "steps=10"]
 
 
-def _setup(overrides, sgd=False):
+def _setup(overrides, make_tx=None):
     cfg = load(TrainConfig, None, BASE + overrides)
     mesh = make_mesh(cfg.mesh)
     model = create_model(cfg.model, mesh, seed=0)
     graphdef, abstract = nnx.split(abstract_model(cfg.model))
     shapes = nnx.to_pure_dict(abstract)
     mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, shapes, mask)
-    if sgd:  # params move by exactly -gradient: compares gradients through the real step
-        tx = optax.sgd(1.0)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
+    if make_tx is not None:
+        tx = make_tx(cfg, mask, lr)
     shardings = train_state_shardings(abstract, tx, mesh)
     step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, cfg.data.micro_batches), mesh,
                         shardings, None)
@@ -46,7 +48,8 @@ def _host(tree):
 def test_grad_accumulation_equals_one_big_batch():
     results = []
     for m in (1, 2):
-        _, mesh, step, state, batch = _setup([f"data.micro_batches={m}", "data.batch_size=16"], sgd=True)
+        _, mesh, step, state, batch = _setup([f"data.micro_batches={m}", "data.batch_size=16"],
+                                             make_tx=lambda *_: optax.sgd(1.0))  # params move by -gradient
         with jax.set_mesh(mesh):
             state, metrics = step(state, global_batch(batch, mesh), None)
         results.append((_host(state.params), _host(metrics)))
@@ -85,6 +88,105 @@ def test_new_layers_mask_trains_only_the_new_layers():
             assert not np.array_equal(w[1], before["layers"][name][1]), name
     np.testing.assert_array_equal(after["embed"], before["embed"])
     np.testing.assert_array_equal(after["final_norm"], before["final_norm"])
+
+
+NEW_LAYERS = ["model.num_layers=4", "model.tie_embeddings=false", "optimizer.trainable=new_layers",
+              "optimizer.new_layers=[false,true,false,true]", "optimizer.weight_decay=0.5", "optimizer.clip_norm=0.1"]
+
+
+def _full_moments(cfg, mask, lr):
+    """The formulation before `only_rows`: AdamW moments for every weight, frozen updates zeroed afterwards."""
+    o = cfg.optimizer
+    zero_frozen = optax.GradientTransformation(
+        lambda _: optax.EmptyState(), lambda u, s, p=None: (jax.tree.map(jnp.multiply, u, mask), s))
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm),
+                       optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=decay_mask),
+                       zero_frozen)
+
+
+def _moments(opt_state):
+    adam = opt_state[1][0]
+    assert isinstance(adam, optax.ScaleByAdamState)
+    return adam.mu, adam.nu
+
+
+def _opt_bytes(opt_state):
+    return sum(x.nbytes for x in jax.tree.leaves(opt_state))
+
+
+def test_new_layers_keep_moments_for_new_rows_only(tmp_path):
+    from sailor2_jax.train import checkpoint as ckpt
+
+    cfg, mesh, step, state, batch = _setup(NEW_LAYERS)
+    trainable_bytes = sum(w.nbytes // 2 for w in jax.tree.leaves(state.params["layers"]))  # 2 of 4 layers are new
+    assert trainable_bytes and _opt_bytes(state.opt_state) == 2 * trainable_bytes + 2 * 4  # mu, nu; 2 int32 counts
+    for moments in _moments(state.opt_state):
+        for name, w in state.params["layers"].items():
+            assert moments["layers"][name].shape == (2,) + w.shape[1:], name
+            assert moments["layers"][name].sharding == w.sharding, name  # the layers axis is never sharded
+        for name in ("embed", "final_norm", "lm_head"):  # frozen: no arrays at all
+            assert isinstance(moments[name], optax.MaskedNode) and not jax.tree.leaves(moments[name])
+    _, _, _, full, _ = _setup([])
+    assert _opt_bytes(full.opt_state) == 2 * sum(w.nbytes for w in jax.tree.leaves(full.params)) + 2 * 4
+
+    # the smaller state goes through a checkpoint and back bitwise
+    with jax.set_mesh(mesh):
+        state, _ = step(state, global_batch(batch, mesh), None)
+    mgr = ckpt.manager(tmp_path, 1, 1, async_save=False)
+    data = SyntheticLM(8, 32, 256, seed=5, process_index=0, process_count=1)
+    ckpt.save(mgr, state, cfg, cfg.model, data, step=1)
+    target = ckpt.abstract_target(jax.tree.map(lambda x: x.sharding, state), state)
+    restored = ckpt.restore(mgr, 1, target, None)
+    mgr.close()
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    jax.tree.map(np.testing.assert_array_equal, _host(restored), _host(state))
+
+
+def test_new_row_moments_train_exactly_like_full_moments():
+    results = []
+    for make_tx in (None, _full_moments):
+        _, mesh, step, state, batch = _setup(NEW_LAYERS, make_tx)
+        before = _host(state.params)
+        states = []
+        with jax.set_mesh(mesh):
+            for _ in range(3):
+                state, _ = step(state, global_batch(batch, mesh), None)
+                states.append(_host(state))  # before the next step donates it
+        results.append(states)
+    rows, full = results
+    new = np.array([False, True, False, True])
+    # one step: the same arithmetic on the same numbers, bitwise (CPU). Later steps' gradients come from differently
+    # fused programs, so they may differ in the last bits.
+    jax.tree.map(np.testing.assert_array_equal, rows[0].params, full[0].params)
+    for got, want in zip(_moments(rows[0].opt_state), _moments(full[0].opt_state)):
+        jax.tree.map(lambda g, w: np.testing.assert_array_equal(g, w[new]), got["layers"], want["layers"])
+        assert not np.any(want["layers"]["q"][~new])  # the full formulation's moments of frozen rows: wasted zeros
+    close = lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+    jax.tree.map(close, rows[-1].params, full[-1].params)
+    for got, want in zip(_moments(rows[-1].opt_state), _moments(full[-1].opt_state)):
+        jax.tree.map(lambda g, w: close(g, w[new]), got["layers"], want["layers"])
+    last = rows[-1].params
+    for name, w in last["layers"].items():
+        np.testing.assert_array_equal(w[~new], before["layers"][name][~new])  # old layers: untouched, no decay
+        assert name.endswith("norm") or not np.array_equal(w[new], before["layers"][name][new]), name
+    for name in ("embed", "final_norm", "lm_head"):
+        np.testing.assert_array_equal(last[name], before[name])
+
+
+def test_new_layers_optimiser_state_continues_a_stage_and_another_mask_is_refused(tmp_path):
+    import orbax.checkpoint as ocp
+
+    from sailor2_jax.train import checkpoint as ckpt
+    from sailor2_jax.train.loop import train
+
+    run = NEW_LAYERS + ["steps=2", "checkpoint.every=2", "log.progress=false", "log.tensorboard=false"]
+    train(load(TrainConfig, None, BASE + run), tmp_path / "s1")
+    stage2 = run + [f"init.checkpoint={tmp_path / 's1'}", "init.optimizer_state=true"]
+    train(load(TrainConfig, None, BASE + stage2), tmp_path / "s2")
+    saved = ocp.StandardCheckpointer().restore(ckpt.step_dir(tmp_path / "s2") / "train")["opt_state"]
+    assert int(saved[1][0]["count"]) == 4 and saved[1][0]["mu"]["layers"]["q"].shape[0] == 2  # Adam went on
+    with pytest.raises(ValueError, match="init.optimizer_state: .*trainable mask.*only in this run"):
+        train(load(TrainConfig, None, BASE + stage2 + ["optimizer.trainable=all"]), tmp_path / "s3")
 
 
 def test_weight_decay_skips_norms_and_biases():
