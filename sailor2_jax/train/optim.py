@@ -63,13 +63,15 @@ def decay_mask(params: Params) -> Params:
 def new_layer_mask(cfg: TrainConfig) -> list[bool]:
     """The expansion mask: from the config, or from init.hf_dir/sailor2_expansion.json (written by `expand`)."""
     if cfg.optimizer.new_layers is not None:
-        return list(cfg.optimizer.new_layers)
-    if cfg.init.hf_dir:
-        meta = Path(cfg.init.hf_dir) / "sailor2_expansion.json"
-        if meta.is_file():
-            return list(json.loads(meta.read_text())["is_new_layer"])
-    raise ValueError("optimizer.trainable=new_layers needs optimizer.new_layers or an init.hf_dir written by "
-                     "`sailor2-jax expand` (with sailor2_expansion.json)")
+        mask, where = list(cfg.optimizer.new_layers), "optimizer.new_layers"
+    elif cfg.init.hf_dir and (meta := Path(cfg.init.hf_dir) / "sailor2_expansion.json").is_file():
+        mask, where = list(json.loads(meta.read_text())["is_new_layer"]), str(meta)
+    else:
+        raise ValueError("optimizer.trainable=new_layers needs optimizer.new_layers or an init.hf_dir written by "
+                         "`sailor2-jax expand` (with sailor2_expansion.json)")
+    if not any(mask):
+        raise ValueError(f"optimizer.trainable=new_layers: {where} marks no layer as new; nothing would train")
+    return mask
 
 
 def trainable_mask(cfg: TrainConfig, params: Params) -> Params:

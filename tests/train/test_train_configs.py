@@ -42,3 +42,12 @@ def test_demo_pretrain_is_twenty_steps_of_the_tiny_model():
 def test_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         load(TrainConfig, CONFIGS / "demo_sft.yaml", overrides)
+
+
+def test_a_new_layers_mask_without_new_layers_is_refused():
+    from sailor2_jax.train.optim import new_layer_mask
+
+    cfg = load(TrainConfig, CONFIGS / "demo_sft.yaml",
+               ["optimizer.trainable=new_layers", "optimizer.new_layers=[false, false, false, false]"])
+    with pytest.raises(ValueError, match="optimizer.new_layers marks no layer as new"):
+        new_layer_mask(cfg)
