@@ -183,11 +183,12 @@ def train_stage(out: Path, summary: dict) -> None:
               "data.mixture=demo_stage2", "steps=4", "checkpoint.every=4", "log.eval_every=0",
               "optimizer.schedule={kind: wsd, peak_lr: 3.0e-3, warmup_steps: 0, decay_steps: 4, final_lr: 3.0e-4}"]
     _, stage2_losses = _train("stage2", out, stage2)
-    _step("8. the same step family for post-training: SFT (assistant-token loss), then DPO against a frozen reference")
+    _step("8. the same step family for post-training: SFT (assistant-token loss), then DPO (precomputed reference)")
     _, sft = _train("sft", out, ["model=null", f"init.checkpoint={out / 'stage2'}", "steps=4", "checkpoint.every=4"],
                     base="demo_sft")
-    _, dpo = _train("dpo", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4", "checkpoint.every=4"],
-                    base="demo_dpo")
+    # DPO's reference log-probs computed by the initial model before training: no second model in memory
+    _, dpo = _train("dpo", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4", "checkpoint.every=4",
+                                 "objective.reference=precompute"], base="demo_dpo")
     _step("9. export the DPO checkpoint to Hugging Face and check it in transformers")
     model, step = load_checkpoint_model(out / "dpo")
     exported = export_hf(model, out / "hf_final", tokenizer=out / "base", overwrite=True)

@@ -57,9 +57,10 @@ class ObjectiveConfig(Config):
     len_reg_alpha: float = pydantic.Field(0.0, ge=0)
     dpop_lambda: float = pydantic.Field(0.0, ge=0)
     sft_coef: float = pydantic.Field(0.0, ge=0, description="weight of an SFT (chosen NLL) term in preference runs")
-    reference: Literal["model", "cache"] = pydantic.Field(
-        "model", description="reference log-probs from a frozen copy of the initial model, or from the batch's "
-        "ref_chosen_logps/ref_rejected_logps (precomputed; saves the reference model's memory)")
+    reference: Literal["model", "precompute", "cache"] = pydantic.Field(
+        "model", description="reference log-probs from a frozen copy of the initial model held during training; "
+        "`precompute`: computed by the initial model before training, for every batch the run reads (no reference "
+        "model in memory while training); `cache`: from the batches' ref_chosen_logps/ref_rejected_logps")
     logits_chunk: int = pydantic.Field(1024, gt=0, description="T-chunk for log-probs: never a full fp32 [B,T,V]")
 
     @property
@@ -154,8 +155,9 @@ class TrainConfig(Config):
         if self.data.source == "mixture" and (not self.data.mixture or self.objective.kind != "pretrain"):
             raise ValueError("data.source=mixture needs data.mixture and objective.kind=pretrain (SFT and preference "
                              "batches come from their own loaders through train(data_iter=...))")
-        if self.objective.kind == "simpo" and self.objective.reference == "cache":
-            raise ValueError("objective.reference=cache makes no sense for simpo (reference-free)")
+        if self.objective.kind == "simpo" and self.objective.reference != "model":
+            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for simpo "
+                             "(reference-free)")
         return self
 
     def resolved_model(self) -> ModelConfig:

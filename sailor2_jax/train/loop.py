@@ -30,6 +30,7 @@ from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
+from sailor2_jax.train.reference import WithReference, precompute, reference_step
 from sailor2_jax.train.optim import new_layer_mask, optimizer, restart_schedule, trainable_mask
 from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, train_state_shardings
 
@@ -112,24 +113,32 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         state = jax.jit(first_state, out_shardings=shardings)(params, opt_state)
     else:
         state = ckpt.restore(mgr, resumed_from, target, data_iter)
-    ref_params = None
-    if objective.needs_reference_model:
-        # A frozen copy of the initial policy (rebuilt from the same source on resume), in compute dtype; a real
-        # copy, because the step donates the state's own buffers.
-        start = (params if resumed_from is None else
-                 initial_params(cfg, model_cfg, mesh, p_shardings, shapes, init_model))
-        cdt = jnp.dtype(model_cfg.compute_dtype)
-        ref_params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=cdt, copy=True), p),
-                             out_shardings=p_shardings)(start)
-
-    ref_shardings = p_shardings if ref_params is not None else None
-    step_fn = compile_step(make_step(graphdef, objective, tx, lr_schedule, mask, cfg.data.micro_batches), mesh,
-                           shardings, ref_shardings)
     eval_fn, eval_set = None, []
     if cfg.log.eval_every:
         eval_fn = jax.jit(make_eval_step(graphdef, objective))
         source = eval_iter if eval_iter is not None else make_iterator(cfg, model_cfg.vocab_size, for_eval=True)
         eval_set = [global_batch(next(source), mesh) for _ in range(cfg.log.eval_batches)]
+    ref_params = None
+    if objective.reference in ("model", "precompute"):
+        # The reference is the initial policy: at a fresh start the state's own parameters (not yet donated),
+        # on resume rebuilt from the same source.
+        initial = (state.params if resumed_from is None else
+                   initial_params(cfg, model_cfg, mesh, p_shardings, shapes, init_model))
+        if objective.reference == "model":  # a frozen copy in compute dtype (a real copy: the step donates state)
+            cdt = jnp.dtype(model_cfg.compute_dtype)
+            ref_params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=cdt, copy=True), p),
+                                 out_shardings=p_shardings)(initial)
+        else:  # computed now for every batch this run reads; nothing of the reference stays in device memory
+            ref_step = reference_step(graphdef, cfg.objective.logits_chunk, mesh)
+            done_steps = int(jax.device_get(state.step))
+            data_iter = WithReference(data_iter, precompute(ref_step, initial, data_iter, cfg.steps - done_steps,
+                                                            mesh))
+            eval_set = [b | ref_step(initial, b) for b in eval_set]
+        del initial
+
+    ref_shardings = p_shardings if ref_params is not None else None
+    step_fn = compile_step(make_step(graphdef, objective, tx, lr_schedule, mask, cfg.data.micro_batches), mesh,
+                           shardings, ref_shardings)
 
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
     flops_token = flops_per_token(model_cfg, cfg.data.seq_len)

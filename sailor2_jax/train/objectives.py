@@ -9,8 +9,8 @@ Batch contract (numpy on host, global arrays on device):
   only), `segment_ids` (0 = padding), `positions`, all [B, T]; optional `languages` [B, T] (index into LANGUAGES).
   Unpacked rows (one document per row from position 0) may leave out `segment_ids` and `positions`.
 - preference: the same five keys prefixed `chosen_` and `rejected_`, [B, T] each (B pairs; the loss masks cover the
-  response tokens only), optional `ref_chosen_logps`/`ref_rejected_logps` [B] (sum over response tokens, from a
-  precomputed cache; needed when objective.reference=cache).
+  response tokens only), optional `ref_chosen_logps`/`ref_rejected_logps` [B] (sum over response tokens; read
+  when objective.reference is `precompute` (the loop adds them, train/reference.py) or `cache` (the source does)).
 
 Preference formulas follow Oat (recipe.md §6.2); log π(y) is the *sum* of response-token log-probs (`dpo`) or its
 mean (`ln_dpo`, `simpo`).
@@ -140,7 +140,7 @@ def preference_loss(model: Qwen2, batch: Batch, cfg: ObjectiveConfig, ref_model:
     pi_w_B, pi_l_B, len_w_B, len_l_B = sequence_logps(model, batch, cfg.logits_chunk)
     if cfg.kind == "simpo":
         ref_w_B = ref_l_B = None
-    elif cfg.reference == "cache":
+    elif cfg.reference != "model":  # precomputed, by the loop (`precompute`) or by the data source (`cache`)
         ref_w_B, ref_l_B = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
     else:
         ref_w_B, ref_l_B, _, _ = jax.lax.stop_gradient(sequence_logps(ref_model, batch, cfg.logits_chunk))
@@ -175,8 +175,9 @@ class Objective:
             self.weight, self._loss, self.metrics = lm_weight, lm_loss, lm_metrics
 
     @property
-    def needs_reference_model(self) -> bool:
-        return self.cfg.is_preference and self.cfg.kind != "simpo" and self.cfg.reference == "model"
+    def reference(self) -> str | None:
+        """Where reference log-probs come from: `model`, `precompute`, `cache`, or None (no reference needed)."""
+        return self.cfg.reference if self.cfg.is_preference and self.cfg.kind != "simpo" else None
 
     def loss(self, model: Qwen2, batch: Batch, ref_model: Qwen2 | None) -> tuple[jax.Array, dict[str, jax.Array]]:
         return self._loss(model, batch, self.cfg, ref_model)

@@ -107,3 +107,31 @@ def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 8 and all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < losses[0] - 0.05, losses
+
+
+def _dpo(tmp_path, name, reference, steps, eval_every=0):
+    cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2",
+                                   "objective.kind=dpo", f"objective.reference={reference}", f"steps={steps}",
+                                   "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
+                                   "optimizer.schedule.peak_lr=1e-2", "log.every=1", "log.progress=false",
+                                   "log.tensorboard=false", "checkpoint.every=2", f"log.eval_every={eval_every}",
+                                   "log.eval_batches=2"])
+    train(cfg, tmp_path / name)
+    return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_precomputed_reference_trains_like_the_frozen_model_and_resumes_exactly(tmp_path):
+    """objective.reference=precompute: the same run as holding a frozen reference model (every step's loss, implicit
+    rewards and eval loss), and a run stopped at step 2 and resumed (the values of the remaining steps recomputed
+    from the rebuilt initial model) continues bitwise like the uninterrupted one."""
+    frozen = _dpo(tmp_path, "frozen", "model", 4, eval_every=2)
+    pre = _dpo(tmp_path, "pre", "precompute", 4, eval_every=2)
+    for key in ("loss", "chosen_reward", "reward_margin", "grad_norm"):
+        np.testing.assert_allclose([m[key] for m in pre], [m[key] for m in frozen], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([m["eval_loss"] for m in pre if "eval_loss" in m],
+                               [m["eval_loss"] for m in frozen if "eval_loss" in m], rtol=1e-5)
+    assert pre[0]["chosen_reward"] == 0.0 and pre[0]["rejected_reward"] == 0.0  # policy == reference at step 1
+    _dpo(tmp_path, "resumed", "precompute", 2, eval_every=2)
+    resumed = _dpo(tmp_path, "resumed", "precompute", 4, eval_every=2)
+    assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+    assert [m["loss"] for m in resumed] == [m["loss"] for m in pre]
