@@ -30,8 +30,8 @@ from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
-from sailor2_jax.train.reference import WithReference, precompute, reference_step
 from sailor2_jax.train.optim import new_layer_mask, optimizer, restart_schedule, trainable_mask
+from sailor2_jax.train.reference import WithReference, precompute, reference_step
 from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, train_state_shardings
 
 Params = dict[str, Any]
@@ -168,31 +168,31 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
         return values
 
+    def settle() -> bool:
+        """Read the pending step's metrics (if any); True when the run must stop on non-finite steps."""
+        nonlocal last, pending
+        if pending is not None:
+            last, pending = read(*pending), None
+        return last.get("bad_steps", 0) >= cfg.max_bad_steps
+
     with jax.set_mesh(mesh):
         for t in range(start, cfg.steps):
-            batch = global_batch(next(data_iter), mesh)
-            state, metrics = step_fn(state, batch, ref_params)  # step t+1 dispatched ...
-            if pending is not None:
-                last = read(*pending)                             # ... before step t's metrics are read
-            pending = (t + 1, metrics)
-            if last.get("bad_steps", 0) >= cfg.max_bad_steps:
+            state, metrics = step_fn(state, global_batch(next(data_iter), mesh), ref_params)  # step t+1 dispatched
+            if settle():                                                        # before step t's metrics are read
                 stopped = "non_finite"
                 break
-            done = t + 1
+            pending, done = (t + 1, metrics), t + 1
             if eval_fn is not None and done % cfg.log.eval_every == 0:
                 losses = [eval_fn(state.params, b, ref_params) for b in eval_set]
                 extra[done] = {"eval_loss": float(sum(jax.device_get(losses)) / len(losses))}
             if done % cfg.checkpoint.every == 0 or done == cfg.steps:
-                current = read(*pending)  # waits for this step: never save inside a non-finite streak
-                last, pending = current, None
-                if current["bad_steps"] == 0:
-                    ckpt.save(mgr, state, cfg, model_cfg, data_iter, step=done, force=done == cfg.steps)
-                elif current["bad_steps"] >= cfg.max_bad_steps:
+                if settle():  # waits for this step: never save inside a non-finite streak
                     stopped = "non_finite"
                     break
-        if pending is not None and stopped == "done":
-            last = read(*pending)
-            if last["bad_steps"] >= cfg.max_bad_steps:
+                if last["bad_steps"] == 0:
+                    ckpt.save(mgr, state, cfg, model_cfg, data_iter, step=done, force=done == cfg.steps)
+        else:
+            if settle():
                 stopped = "non_finite"
     mgr.wait_until_finished()
     mgr.close()

@@ -58,7 +58,7 @@ class WithReference:
     def __init__(self, data_iter: CheckpointableIterator, values: dict[str, np.ndarray]):
         self.data_iter, self.values, self.i = data_iter, values, 0
 
-    def __iter__(self) -> "WithReference":
+    def __iter__(self) -> WithReference:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:

@@ -6,11 +6,7 @@ process does. Run as a script (`... export-worker CKPT OUT TOKENIZER`), this fil
 """
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,54 +24,19 @@ def _cmd(out: Path, *extra: str) -> list[str]:
             "--output-dir", str(out), *extra, *ARGS]
 
 
-def _env(devices: int) -> dict[str, str]:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-
-
 def _losses(out: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_processes(cmds: list[list[str]], envs: list[dict[str, str]], timeout: float = TIMEOUT_S) -> list[str]:
-    """Run the processes of one job to the end; their stderr. A process that fails or outlives `timeout` fails the
-    test (and every process is killed, so no orphan keeps a port or a CPU)."""
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cmd, env in zip(cmds, envs)]
-    deadline, outs = time.monotonic() + timeout, []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic())))
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        errs = "".join(f"\n--- process {i}:\n{p.communicate()[1][-2000:]}" for i, p in enumerate(procs))
-        pytest.fail(f"{cmds[0][1:4]}...: still running after {timeout} s (a hung collective?){errs}")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
-    return [err for _, err in outs]
 
 
 @pytest.mark.slow
 def test_two_processes_reproduce_one_process(tmp_path):
     """Training losses match; then the same run's checkpoint is exported by two processes (one run serves both)."""
-    one = subprocess.run(_cmd(tmp_path / "one"), cwd=ROOT, env=_env(8), capture_output=True, text=True,
-                         timeout=TIMEOUT_S, check=False)
-    assert one.returncode == 0, one.stderr[-3000:]
+    from jobs import cpu_env, free_port, run_processes  # tests/ (this file also runs as a worker script)
 
-    port = _free_port()
-    _run_processes([_cmd(tmp_path / "two", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                         "--process-id", str(i)) for i in range(2)], [_env(4)] * 2)
+    run_processes([_cmd(tmp_path / "one")], [cpu_env(8)], TIMEOUT_S)
+    port = free_port()  # the coordinator as flags here (the export below describes its job in the environment)
+    run_processes([_cmd(tmp_path / "two", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                        "--process-id", str(i)) for i in range(2)], [cpu_env(4)] * 2, TIMEOUT_S)
     want, got = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(got) == len(want) == 4
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -108,6 +69,7 @@ def _assert_complete(out: Path) -> None:
 def _check_two_process_export(run_dir: Path, tmp_path: Path) -> None:
     import torch
     from flax import nnx
+    from jobs import job_envs, run_processes
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
@@ -124,11 +86,8 @@ def _check_two_process_export(run_dir: Path, tmp_path: Path) -> None:
 
     # `sailor2-jax export` as two processes of one job (each process checks itself: see _export_worker)
     two = tmp_path / "export" / "two"
-    port = _free_port()
-    envs = [{**_env(4), "SAILOR2_COORDINATOR": f"127.0.0.1:{port}", "SAILOR2_NUM_PROCESSES": "2",
-             "SAILOR2_PROCESS_ID": str(i)} for i in range(2)]
     cmd = [sys.executable, __file__, "export-worker", str(run_dir), str(two), str(tok)]
-    _run_processes([cmd, cmd], envs, timeout=120)
+    run_processes([cmd, cmd], job_envs(2, 4), timeout=120)
 
     # written once, atomically: the same files as one process writes, no temporary or old directory left behind
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["one", "two"]
