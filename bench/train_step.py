@@ -2,6 +2,7 @@
 
   python bench/train_step.py                       # on one H100/H200: Sailor2-1B shape (seq 4096) and an 8B slice
   python bench/train_step.py --compile-time        # AOT compile time, 64-layer 20B config vs 8 layers (any backend)
+  python bench/train_step.py --optimizer-memory    # 20B (LlamaPro 48 -> 64): train-state bytes, all vs new layers
   python bench/train_step.py --case tiny --seq 256 --batch 2 --steps 3   # smoke test on CPU
 
 Each configuration runs in its own process (JAX preallocates most of the GPU; torch must not share it). The
@@ -41,7 +42,7 @@ def _baseline_path(arg: str | None) -> Path | None:
 # --- one JAX configuration (runs in a child process) --------------------------------------------------------------
 
 def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int, remat: str, attention: str,
-           packed: bool, abstract: bool):
+           packed: bool, abstract: bool, optimizer_cfg: dict | None = None):
     import jax
     import numpy as np
     from flax import nnx
@@ -58,7 +59,8 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     overrides = [f"remat={remat}", f"attention={attention}"] + ([f"num_layers={layers}"] if layers else [])
     model_cfg = load_model_config(model_name, overrides)
     cfg = TrainConfig(model=model_cfg, mesh=MeshConfig(),
-                      data={"batch_size": batch, "seq_len": seq, "micro_batches": micro}, steps=1000)
+                      data={"batch_size": batch, "seq_len": seq, "micro_batches": micro},
+                      optimizer=optimizer_cfg or {}, steps=1000)
     mesh = make_mesh(cfg.mesh)
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
     shapes = nnx.to_pure_dict(abstract_state)
@@ -142,6 +144,31 @@ def compile_time(args: argparse.Namespace) -> dict:
     return out
 
 
+def optimizer_memory(args: argparse.Namespace) -> dict:
+    """The 20B train state per device under FSDP over all devices, training every parameter vs only the 16 layers
+    LlamaPro inserts (48 -> 64): what XLA's compiled step takes as arguments (state + batch), from AOT compilation
+    on abstract inputs (no memory is allocated)."""
+    import jax
+
+    from sailor2_jax.model.expand import expansion_plan
+
+    _, is_new = expansion_plan(48, 64)
+    batch = jax.device_count()
+    out = {"device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__,
+           "model": "sailor2-20b", "batch": batch, "seq": args.seq}
+    for name, opt in (("all", {}), ("new_layers", {"trainable": "new_layers", "new_layers": is_new})):
+        mesh, _, step, state, batch_arrays = _setup("sailor2-20b", None, batch, args.seq, 1, args.remat,
+                                                    args.attention, args.packed, True, opt)
+        moments = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.opt_state))
+        with jax.set_mesh(mesh):
+            memory = step.lower(state, batch_arrays, None).compile().memory_analysis()
+        # (temporaries are left out: on CPU they are dominated by the XLA attention's saved score matrices)
+        out[name] = {"optimizer_state_gb": moments / 1e9,
+                     "arguments_per_device_gb": memory.argument_size_in_bytes / 1e9}
+    out["state_saved_gb"] = out["all"]["optimizer_state_gb"] - out["new_layers"]["optimizer_state_gb"]
+    return out
+
+
 # --- the orchestrator ---------------------------------------------------------------------------------------------
 
 def _child(argv: list[str], json_path: Path) -> dict | None:
@@ -201,12 +228,16 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--compile-time", action="store_true", help="AOT compile time: 20B config, 64 vs 8 layers")
     p.add_argument("--repeats", type=int, default=3, help="--compile-time: measurements per layer count (median)")
+    p.add_argument("--optimizer-memory", action="store_true",
+                   help="20B train state per device: trainable all vs the 16 layers LlamaPro adds")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="write this run's results here")
     p.add_argument("--out", default="runs/bench", help="orchestrator: where the per-run JSON files go")
     args = p.parse_args()
     if args.compile_time:
         res = compile_time(args)
+    elif args.optimizer_memory:
+        res = optimizer_memory(args)
     elif args.worker:
         res = run_jax(args)
     else:
