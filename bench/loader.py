@@ -1,6 +1,7 @@
 """Data-loading throughput: tokens per second per CPU core, from raw text and from the ArrayRecord cache.
 
     .venv/bin/python bench/loader.py [--docs-per-language 300] [--batches 200] [--seq-len 4096] [--batch-size 8]
+                                     [--data-shards 1 8 64]   # the cache path with each data-shard count
 
 1. raw text → seqio task (normalise, tokenise with the Qwen2.5 tokenizer, EOS) → grain mix, pack, batch
    (`loader.source: seqio`), timed from reading the JSONL files to the last batch;
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--data-shards", type=int, nargs="+", default=[1, 8, 64],
+                        help="cache path: one host building this many data shards (batch size must divide)")
     args = parser.parse_args()
 
     from sailor2_jax.data import tasks  # noqa: F401  (imports TensorFlow and seqio before the clock starts)
@@ -92,6 +95,9 @@ def main() -> None:
         raw_batches = max(1, corpus_tokens // (args.batch_size * args.seq_len))
         raw = timed(lambda: PretrainIterator(raw_cfg), raw_batches)
         cached = timed(lambda: PretrainIterator(cache_cfg), args.batches)
+        # one host building all of many data shards (the most a host ever builds): B/S rows from each shard
+        by_shards = {str(n): timed(lambda n=n: PretrainIterator(cache_cfg.replace(
+            loader=cache_cfg.loader.replace(data_shards=n))), args.batches) for n in args.data_shards}
     result = {
         "corpus": {"languages": len(LANGUAGES), "documents": sum(s["documents"] for s in stats.values()),
                    "tokens": corpus_tokens},
@@ -99,6 +105,7 @@ def main() -> None:
         "raw_text_tokenise_pack_batch": raw,
         "beam_cache_build": {"wall_s": round(cache_s, 1), "tokens_per_s": round(corpus_tokens / cache_s)},
         "cache_load_pack_batch": cached,
+        "cache_load_pack_batch_by_data_shards": by_shards,
         "target_tokens_per_s_per_core": TARGET,
         "cache_meets_target": cached["tokens_per_s_per_core"] >= TARGET,
     }

@@ -103,7 +103,8 @@ class MixtureConfig(Config):
 
 
 class LoaderConfig(Config):
-    """How batches are built. `batch_size` is global: each of `shard_count` hosts builds its share of rows."""
+    """How batches are built. `batch_size` is global: each of `shard_count` hosts builds its share of rows, from its
+    `data_shards / shard_count` data shards."""
 
     seq_len: int = pydantic.Field(4096, gt=1)
     batch_size: int = pydantic.Field(8, gt=0)
@@ -114,6 +115,10 @@ class LoaderConfig(Config):
     # per-host sharding; None = this JAX process (jax.process_index() of jax.process_count())
     shard_index: int | None = None
     shard_count: int | None = None
+    data_shards: int | None = pydantic.Field(
+        None, gt=0, description="independent streams the global batch is built from (each packs its own rows; host "
+        "h of H reads shards h*S/H .. (h+1)*S/H-1), so a run resumes on any host count dividing it. Default: the "
+        "host count of the run's first start, kept on resume")
     # id placed at padding positions of `tokens` and `targets` (they are masked out anyway): <|endoftext|>
     pad_id: int = 151643
     prefetch_batches: int = pydantic.Field(0, ge=0, description="batches a background thread builds ahead (0 = off)")

@@ -2,29 +2,26 @@
 
     task (ArrayRecord cache, or seqio output held in memory)
       └─ global shuffle, reshuffled every epoch, repeated (grain MapDataset.shuffle().repeat())
-           └─ this host's share: every shard_count-th document from shard_index (disjoint across hosts)
+           └─ data shard s of S: every S-th document from s (disjoint; host h reads shards h*S/H ..)
                 └─ mix: deterministic smooth weighted round-robin over the tasks (MixtureIterDataset)
-                     └─ concat-then-split into rows of seq_len (packing.py) → batch → the batch contract
+                     └─ concat-then-split into rows of seq_len (packing.py), B/S rows per step
+                          └─ this host's shards' rows, in shard order (ShardedBatches) → the batch contract
                           └─ global jax.Arrays on the mesh (sharding.global_batch), when a mesh is given
 
 Mixing by tokens: a task with token share s and mean document length m (in packed positions) is drawn with weight
 s / m, so the realised token shares match the mixture. Weighted round-robin (not random draws) keeps them within a
 document of the target at every step, and its state is a handful of numbers.
 
-Iterator state (`PretrainIterator.get_state()`, a JSON-able dict) holds each task stream's position, the mixer's
-credits and grain's packing state; `set_state` reproduces the following batches exactly. Stream positions are what
-carries over between stages: `switch_stage(stage1_iterator, stage2_cfg)` builds the next stage's iterator with every
-task both stages read (the replayed stage-1 tasks) continuing with its next unread document. Packing state does not
-transfer between mixtures, so the unread tail of the one document per host that straddles the last stage-1 row is
-not read in stage 2; nothing else is skipped or repeated.
+Iterator state (`PretrainIterator.get_state()`, a JSON-able dict) holds, per data shard, each task stream's
+position, the mixer's credits and grain's packing state; `set_state` reproduces the following batches exactly, also
+on another host count (see `PretrainIterator`). Stream positions are what carries over between stages:
+`switch_stage(stage1_iterator, stage2_cfg)` builds the next stage's iterator with every task both stages read (the
+replayed stage-1 tasks) continuing with its next unread document. Packing state does not transfer between mixtures,
+so the unread tail of the one document per data shard that straddles the last stage-1 row is not read in stage 2;
+nothing else is skipped or repeated.
 
-Checkpointing with orbax (the training engine): the iterator is a grain `DatasetIterator`, so grain's orbax handler
-saves and restores it, one JSON file per process:
-
-    import grain, orbax.checkpoint as ocp
-    manager = ocp.CheckpointManager(dir, item_handlers={"state": ..., "data": grain.checkpoint.CheckpointHandler()})
-    manager.save(step, args=ocp.args.Composite(state=..., data=grain.checkpoint.CheckpointSave(iterator)))
-    manager.restore(step, args=ocp.args.Composite(state=..., data=grain.checkpoint.CheckpointRestore(iterator)))
+Checkpointing (train/checkpoint.py): each process saves its iterator's state as JSON; a restore gives the iterator
+its own state, or `PretrainIterator.merge_states` of all of them when the process count has changed.
 """
 
 from __future__ import annotations
@@ -205,8 +202,47 @@ def _shard(cfg: DataConfig) -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
+class ShardedBatches(grain.IterDataset):
+    """Each step, `rows` rows from every data shard this host reads, concatenated in shard order."""
+
+    def __init__(self, shards: Mapping[int, grain.IterDataset], rows: int):
+        super().__init__()
+        self.shards, self.rows = dict(sorted(shards.items())), rows
+
+    def __iter__(self) -> "_ShardedBatchesIterator":
+        return _ShardedBatchesIterator(self)
+
+
+class _ShardedBatchesIterator(grain.DatasetIterator):
+    def __init__(self, ds: ShardedBatches):
+        super().__init__()
+        self._its = {s: iter(shard.batch(ds.rows, drop_remainder=True)) for s, shard in ds.shards.items()}
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batches = [next(it) for it in self._its.values()]
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"shards": {str(s): it.get_state() for s, it in self._its.items()}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        missing = sorted(set(map(str, self._its)) - set(state["shards"]))
+        if missing:
+            raise ValueError(f"iterator state lacks data shards {missing} that this host reads (it has "
+                             f"{sorted(state['shards'], key=int)}): restore from the states of all processes "
+                             "(merge_states)")
+        for s, it in self._its.items():
+            it.set_state(state["shards"][str(s)])
+
+
 class PretrainIterator(grain.DatasetIterator):
     """Pre-training batches of one stage: host numpy dicts, or global `jax.Array`s on `mesh` when one is given.
+
+    Data shards: the global batch is built from S independent streams (`loader.data_shards`, default the host
+    count), each shard s reading every S-th document of each task and packing its own B/S rows per step. Host h of
+    H builds shards h*S/H .. (h+1)*S/H-1, which are rows h*B/H .. (h+1)*B/H-1 of the global batch, so the global
+    batches do not depend on H, and a state saved with one host count restores with another that divides S (the
+    processes' states combined with `merge_states`).
 
     Attributes for logging: `target_shares` (language → token share), `task_shares`, `skipped` (task → reason →
     count), `local_batch_size`.
@@ -214,30 +250,43 @@ class PretrainIterator(grain.DatasetIterator):
 
     def __init__(self, cfg: DataConfig, mesh: Any = None, documents: Mapping[str, TaskDocuments] | None = None):
         tasks, shares = mixture.resolve(cfg)
-        shard_index, shard_count = _shard(cfg)
-        if cfg.loader.batch_size % shard_count:
-            raise ValueError(f"loader.batch_size {cfg.loader.batch_size} is not divisible by {shard_count} hosts")
+        self.host, self.hosts = _shard(cfg)
+        if cfg.loader.batch_size % self.hosts:
+            raise ValueError(f"loader.batch_size {cfg.loader.batch_size} is not divisible by {self.hosts} hosts")
         docs = dict(documents) if documents is not None else load_documents(cfg, sorted(shares))
         self.cfg, self.mesh = cfg, mesh
         self.task_shares = shares
         self.target_shares = mixture.language_shares(tasks, shares)
         self.skipped = {n: d.skipped for n, d in docs.items() if d.skipped}
-        self.local_batch_size = cfg.loader.batch_size // shard_count
+        self.local_batch_size = cfg.loader.batch_size // self.hosts
         self.documents = docs
-        streams = {n: host_stream(docs[n].data, task_seed(cfg.loader.seed, n), shard_index, shard_count)
-                   for n in shares}
         # weights per document: token share / packed positions per document (a document of n tokens incl. EOS
         # fills n - 1 positions)
-        weights = {n: shares[n] / max(docs[n].mean_tokens - 1.0, 1e-9) for n in shares}
-        languages = {n: LANGUAGE_INDEX[tasks[n].language] for n in shares}
-        self._mixer = MixtureIterDataset(cfg.mixture.name, streams, languages, weights)
-        pad = cfg.loader.pad_id
-        ds = concat_then_split(self._mixer, cfg.loader.seq_len).batch(self.local_batch_size, drop_remainder=True)
-        ds = ds.map(lambda batch: to_contract(batch, pad))
-        if cfg.loader.prefetch_batches:  # a background thread builds batches while the accelerator steps
-            ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=cfg.loader.prefetch_batches)
-        self._it = iter(ds)
+        self._weights = {n: shares[n] / max(docs[n].mean_tokens - 1.0, 1e-9) for n in shares}
+        self._languages = {n: LANGUAGE_INDEX[tasks[n].language] for n in shares}
+        self._build(cfg.loader.data_shards or self.hosts)
         super().__init__(self._it)
+
+    def _build(self, data_shards: int) -> None:
+        """This host's pipelines for `data_shards` data shards (see the class docstring)."""
+        loader = self.cfg.loader
+        if data_shards % self.hosts or loader.batch_size % data_shards:
+            raise ValueError(f"{data_shards} data shards (loader.data_shards, or the run's being resumed) must be a "
+                             f"multiple of the host count {self.hosts} "
+                             f"and divide loader.batch_size {loader.batch_size}")
+        self.data_shards = data_shards
+        per_host = data_shards // self.hosts
+        self._mixers = {}
+        for s in range(self.host * per_host, (self.host + 1) * per_host):
+            streams = {n: host_stream(self.documents[n].data, task_seed(loader.seed, n), s, data_shards)
+                       for n in self.task_shares}
+            self._mixers[s] = MixtureIterDataset(self.cfg.mixture.name, streams, self._languages, self._weights)
+        rows = ShardedBatches({s: concat_then_split(m, loader.seq_len) for s, m in self._mixers.items()},
+                              loader.batch_size // data_shards)
+        ds = rows.map(lambda batch: to_contract(batch, loader.pad_id))
+        if loader.prefetch_batches:  # a background thread builds batches while the accelerator steps
+            ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=loader.prefetch_batches)
+        self._it = iter(ds)
 
     def __next__(self) -> dict[str, Any]:
         batch = next(self._it)
@@ -248,16 +297,36 @@ class PretrainIterator(grain.DatasetIterator):
         return global_batch(batch, self.mesh)
 
     def get_state(self) -> dict[str, Any]:
-        return {"mixture": self.cfg.mixture.name, "seed": self.cfg.loader.seed, "pipeline": self._it.get_state()}
+        return {"mixture": self.cfg.mixture.name, "seed": self.cfg.loader.seed, "data_shards": self.data_shards,
+                "pipeline": self._it.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state of this host, or the `merge_states` of all hosts of a run with another host count."""
         if state.get("mixture") != self.cfg.mixture.name:
             raise ValueError(f"iterator state is from mixture {state.get('mixture')!r}, this iterator reads "
                              f"{self.cfg.mixture.name!r}: use switch_stage() to move between stages")
+        saved = state["data_shards"]
+        if saved != self.data_shards:
+            if self.cfg.loader.data_shards is not None:
+                raise ValueError(f"iterator state has {saved} data shards, loader.data_shards is "
+                                 f"{self.cfg.loader.data_shards}: a run keeps its data shards")
+            self._build(saved)  # the run's data shards, whatever the host count now
         self._it.set_state(state["pipeline"])
 
-    def stream_positions(self, state: dict[str, Any] | None = None) -> dict[str, int]:
-        """Documents this host has taken from each task stream into the rows emitted so far (as of `state`).
+    @staticmethod
+    def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One state holding every data shard of the given per-process states (all of one run and step)."""
+        first = states[0]
+        for other in states[1:]:
+            if {k: v for k, v in other.items() if k != "pipeline"} != \
+                    {k: v for k, v in first.items() if k != "pipeline"}:
+                raise ValueError(f"iterator states of different runs cannot be merged: {first} vs {other}")
+        shards = {s: v for st in states for s, v in st["pipeline"]["shards"].items()}
+        return {**first, "pipeline": {"shards": shards}}
+
+    def stream_positions(self, state: dict[str, Any] | None = None) -> dict[int, dict[str, int]]:
+        """Documents each data shard has taken from each task stream into the rows emitted so far (as of
+        `state`): {data shard: {task: documents}}.
 
         Computed by restoring a prefetch-free replica to the state, so documents prefetched but not yet emitted do
         not count; the document straddling the last emitted row's end counts as taken.
@@ -265,24 +334,30 @@ class PretrainIterator(grain.DatasetIterator):
         replica = PretrainIterator(self.cfg.replace(loader=self.cfg.loader.replace(prefetch_batches=0)),
                                    documents=self.documents)
         replica.set_state(state or self.get_state())
-        return dict(replica._mixer.live.positions)
+        return {s: dict(m.live.positions) for s, m in replica._mixers.items()}
 
     def continue_from(self, previous: "PretrainIterator") -> None:
         """Start this stage with every task stream it shares with `previous` (an earlier stage) where that one was.
 
-        Streams continue with the next unread document; the unread tail of the one document straddling the last
-        emitted row of `previous` is not carried over (packing state does not transfer between mixtures).
+        Streams continue with the next unread document; the unread tail of the one document per data shard
+        straddling the last emitted row of `previous` is not carried over (packing state does not transfer between
+        mixtures).
         """
         if previous.cfg.loader.seed != self.cfg.loader.seed:
             raise ValueError(f"loader.seed differs between stages ({previous.cfg.loader.seed} vs "
                              f"{self.cfg.loader.seed}): replayed tasks would be reshuffled; use one seed for both")
+        if previous.data_shards != self.data_shards:
+            if self.cfg.loader.data_shards is not None:
+                raise ValueError(f"stage {self.cfg.mixture.name} has {self.data_shards} data shards, the previous "
+                                 f"stage {previous.data_shards}: the streams carry over only between equal counts")
+            self._build(previous.data_shards)
         old = previous.stream_positions()
-        carried = {t: p for t, p in old.items() if t in self._mixer.tasks}
         state = self.get_state()
-        _set_positions(state["pipeline"], carried)
+        for s, shard_state in state["pipeline"]["shards"].items():
+            _set_positions(shard_state, {t: p for t, p in old[int(s)].items() if t in self._mixers[int(s)].tasks})
         self._it.set_state(state["pipeline"])
         log.info("stage %s continues task streams of %s at %s", self.cfg.mixture.name, previous.cfg.mixture.name,
-                 carried)
+                 old)
 
 
 def _set_positions(state: Any, positions: dict[str, int]) -> None:

@@ -30,7 +30,9 @@ ITEMS = ("params", "train", "config", "data")
 # --- the data iterator as an orbax item: one JSON file per process ------------------------------------------------
 
 class IteratorHandler(ocp.CheckpointHandler):
-    """Saves each process's iterator state as `process_I-of-N.json`; restore calls the iterator's `set_state`."""
+    """Saves each process's iterator state as `process_I-of-N.json`; restore calls the iterator's `set_state` with
+    this process's state or, when the process count has changed, with all of them merged by the iterator's
+    `merge_states` (iterators without one restore only on the process count they were saved with)."""
 
     @staticmethod
     def _file(directory: epath.Path) -> epath.Path:
@@ -39,12 +41,21 @@ class IteratorHandler(ocp.CheckpointHandler):
     def save(self, directory: epath.Path, args: IteratorSave) -> None:
         self._file(directory).write_text(json.dumps(args.state))
 
+    @classmethod
+    def state_for(cls, directory: epath.Path, item: CheckpointableIterator) -> dict[str, Any]:
+        own = cls._file(directory)
+        if own.exists():
+            return json.loads(own.read_text())
+        files = sorted(directory.glob("process_*-of-*.json"))
+        merge = getattr(item, "merge_states", None)
+        if not files or merge is None:
+            raise ValueError(f"{directory}: no data-iterator state for this process ({own.name}, saved: "
+                             f"{[f.name for f in files]}); this data source restores its order only with the process "
+                             "count it was saved with")
+        return merge([json.loads(f.read_text()) for f in files])
+
     def restore(self, directory: epath.Path, args: IteratorRestore) -> CheckpointableIterator:
-        path = self._file(directory)
-        if not path.exists():
-            raise ValueError(f"{directory}: no data-iterator state for this process ({path.name}); checkpoints "
-                             "restore data order only with the process count they were saved with")
-        args.item.set_state(json.loads(path.read_text()))
+        args.item.set_state(self.state_for(directory, args.item))
         return args.item
 
     def metadata(self, directory: epath.Path) -> None:
@@ -133,9 +144,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(d / "config")
 
 
-def read_iterator_state(path: str | Path) -> dict[str, Any]:
-    """This process's data-iterator state as saved in a checkpoint."""
-    return json.loads(IteratorHandler._file(step_dir(path) / "data").read_text())
+def restore_iterator(path: str | Path, item: CheckpointableIterator) -> None:
+    """Position `item` where a checkpoint's data iterator was (see IteratorHandler)."""
+    item.set_state(IteratorHandler.state_for(step_dir(path) / "data", item))
 
 
 def restore_params(path: str | Path, target: Any) -> Any:

@@ -152,12 +152,12 @@ def make_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previ
         data_cfg = data_cfg.replace(loader=data_cfg.loader.replace(seed=data_cfg.loader.seed + 1_000_003))
     it = make_pretrain_iterator(data_cfg)
     if previous_run is not None and not for_eval:
-        from sailor2_jax.train.checkpoint import read_config, read_iterator_state
+        from sailor2_jax.train.checkpoint import read_config, restore_iterator
 
         prev_cfg = TrainConfig.model_validate(read_config(previous_run)["train"])
         if prev_cfg.data.source == "mixture":
             previous = make_pretrain_iterator(_mixture_config(prev_cfg))
-            previous.set_state(read_iterator_state(previous_run))
+            restore_iterator(previous_run, previous)
             it.continue_from(previous)
     return it
 

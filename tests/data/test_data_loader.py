@@ -149,7 +149,7 @@ def test_stage_switch_keeps_every_stream_where_it_was(tmp_path):
     first = take(it1, 9)
     it2 = PretrainIterator(config(stage2), documents=docs)  # switch_stage() = this + continue_from
     it2.continue_from(it1)
-    positions = it2.stream_positions()
+    positions = it2.stream_positions()[0]  # the one data shard of one host
     assert positions["c_km"] == 0
     # independent reference: stage 1 alone, run longer, gives each replayed task's document order
     reference = take(PretrainIterator(config(stage1), documents=docs), 40)
@@ -202,3 +202,78 @@ def test_global_batches_on_the_mesh():
         assert isinstance(v, jax.Array) and v.shape == (8, 64)
         assert len(v.sharding.device_set) == 8
         np.testing.assert_array_equal(np.asarray(v), host[k])
+
+
+def _hosts(cfg_dict, docs, hosts, state=None, data_shards=None):
+    its = []
+    for h in range(hosts):
+        d = json.loads(json.dumps(cfg_dict))
+        d["loader"] |= {"shard_index": h, "shard_count": hosts, "data_shards": data_shards}
+        it = PretrainIterator(config(d), documents=docs)
+        if state is not None:
+            it.set_state(json.loads(json.dumps(state)))  # as a checkpoint's JSON holds it
+        its.append(it)
+    return its
+
+
+def _global(its):
+    local = [next(it) for it in its]
+    return {k: np.concatenate([b[k] for b in local]) for k in local[0]}
+
+
+def test_data_shards_resume_on_another_host_count():
+    """One run with 4 data shards: 1 host for 3 batches, then 2 hosts, then 4, then 1 again (each time from the
+    merged states of the previous hosts, as a checkpoint restore does): the global batches are bitwise those of
+    one uninterrupted host."""
+    cfg_dict = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 2, "b_th": 1}, seq_len=32, batch_size=8)
+    docs = documents({"a_vi": (1, [int(n) for n in np.random.default_rng(0).integers(3, 40, 200)]),
+                      "b_th": (2, [int(n) for n in np.random.default_rng(1).integers(20, 90, 200)])})
+    single = _hosts(cfg_dict, docs, 1, data_shards=4)[0]
+    want = [next(single) for _ in range(12)]
+    its = _hosts(cfg_dict, docs, 1, data_shards=4)
+    got = [_global(its) for _ in range(3)]
+    for hosts in (2, 4, 1):
+        merged = PretrainIterator.merge_states([it.get_state() for it in its])
+        its = _hosts(cfg_dict, docs, hosts, merged)  # data_shards left to the saved run's
+        assert all(it.data_shards == 4 for it in its)
+        got += [_global(its) for _ in range(3)]
+    for i, (g, w) in enumerate(zip(got, want)):
+        for k in w:
+            assert np.array_equal(g[k], w[k]), (i, k)
+    # the shards are independent streams: the rows of different shards hold different documents
+    rows_of = lambda b, s: b["tokens"][2 * s:2 * s + 2]
+    assert not np.array_equal(rows_of(want[0], 0), rows_of(want[0], 1))
+
+
+def test_default_data_shards_is_the_first_host_count_and_errors_name_it():
+    cfg_dict = stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=32, batch_size=8)
+    docs = documents({"a_vi": (1, [int(n) for n in np.random.default_rng(0).integers(3, 40, 100)])})
+    two = _hosts(cfg_dict, docs, 2)
+    assert [it.data_shards for it in two] == [2, 2] and two[0].get_state()["data_shards"] == 2
+    merged = PretrainIterator.merge_states([it.get_state() for it in two])
+    with pytest.raises(ValueError, match="2 data shards .* must be a multiple of the host count 4"):
+        _hosts(cfg_dict, docs, 4, merged)
+    with pytest.raises(ValueError, match="iterator state has 2 data shards, loader.data_shards is 4"):
+        _hosts(cfg_dict, docs, 1, merged, data_shards=4)
+    with pytest.raises(ValueError, match="lacks data shards \\['1'\\]"):
+        _hosts(cfg_dict, docs, 1, two[0].get_state())  # one process's state alone cannot restore both shards
+    with pytest.raises(ValueError, match="3 data shards .* divide loader.batch_size 8"):
+        _hosts(cfg_dict, docs, 1, data_shards=3)
+
+
+def test_stage_switch_keeps_the_data_shards_and_each_shards_streams(tmp_path):
+    stage1 = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 1, "b_th": 1}, name="s1", batch_size=4)
+    stage1["loader"]["data_shards"] = 2
+    path1 = write_config(tmp_path / "s1.yaml", stage1)
+    stage2 = stage_config({"c_km": "km"}, {"c_km": 1}, name="s2", batch_size=4,
+                          replay={"config": str(path1), "tokens": 1})
+    docs = documents({"a_vi": (1, [20] * 300), "b_th": (2, [30] * 300), "c_km": (3, [25] * 300)})
+    it1 = PretrainIterator(config(stage1), documents=docs)
+    take(it1, 7)
+    it2 = PretrainIterator(config(stage2), documents=docs)  # data_shards not set: the previous stage's
+    it2.continue_from(it1)
+    assert it2.data_shards == 2
+    old, new = it1.stream_positions(), it2.stream_positions()
+    assert old[0] != old[1] or old[0]["a_vi"] > 0
+    for s in (0, 1):
+        assert {t: new[s][t] for t in ("a_vi", "b_th")} == old[s] and new[s]["c_km"] == 0
