@@ -9,9 +9,7 @@ layers get a [L, 1, ...] column, so `trainable: new_layers` trains exactly the l
 mask (so clipping and the grad-norm metric see only trainable weights). AdamW runs inside `only_rows`, on the
 trainable rows alone: Adam's moments are [L_new, ...] for the stacked layers and absent for the frozen embeddings,
 final norm and LM head (for a 20B model training 16 new of 64 layers, ~120 GB less fp32 state), and weight decay
-cannot reach a frozen weight. The chain ends by multiplying the updates by the mask, zeroing the frozen entries that
-`only_rows` passes through. With `trainable: all` every leaf is whole and the state is that of plain
-clip → AdamW → mask (so its layout, and older checkpoints, stay valid).
+cannot reach a frozen weight. With `trainable: all` every leaf is whole and the state is plain clip → AdamW's.
 """
 
 from __future__ import annotations
@@ -93,7 +91,7 @@ def trainable_mask(cfg: TrainConfig, params: Params) -> Params:
 def only_rows(inner: optax.GradientTransformation, mask: Params) -> optax.GradientTransformation:
     """`inner` on the trainable part of each leaf only, read off its trainable mask: a whole leaf (scalar 1), none of
     it (scalar 0: an `optax.MaskedNode` to `inner`, so no state), or the rows of axis 0 where a column is 1 (`inner`
-    sees and keeps state for just those rows). Like `optax.masked`, the entries `inner` does not see pass through."""
+    sees and keeps state for just those rows). Entries `inner` does not see get a zero update."""
     def part(x, m):
         if m.ndim:
             return x[np.flatnonzero(m)]
@@ -101,8 +99,8 @@ def only_rows(inner: optax.GradientTransformation, mask: Params) -> optax.Gradie
 
     def merge(u, new, m):
         if m.ndim:
-            return u.at[np.flatnonzero(m)].set(new)
-        return new if m else u
+            return jnp.zeros_like(u).at[np.flatnonzero(m)].set(new)
+        return new if m else jnp.zeros_like(u)
 
     view = lambda tree: jax.tree.map(part, tree, mask)
 
@@ -112,25 +110,16 @@ def only_rows(inner: optax.GradientTransformation, mask: Params) -> optax.Gradie
     return optax.GradientTransformation(lambda params: inner.init(view(params)), update)
 
 
-def _scale_by_mask(mask: Params) -> optax.GradientTransformation:
-    def update(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u, m: u * m, updates, mask), state
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
 def optimizer(cfg: OptimizerConfig, total_steps: int, mask: Params
               ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """clip → AdamW (decoupled decay on matrices) on the trainable rows only → zero the frozen updates.
+    """clip → AdamW (decoupled decay on matrices) on the trainable rows only; frozen entries get zero updates.
 
-    Clipping stays outside `only_rows`: the step's masked gradients have the trainable rows' global norm already, and
-    this layout keeps `trainable: all` states (and checkpoints) as they were. decay_mask goes in as a function, so it
-    is read off `only_rows`' view of the parameters."""
+    Clipping stays outside `only_rows`: the step's masked gradients have the trainable rows' global norm already.
+    decay_mask goes in as a function, so it is read off `only_rows`' view of the parameters."""
     lr = schedule(cfg.schedule, total_steps)
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     chain += [only_rows(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                                    mask=decay_mask), mask),
-              _scale_by_mask(mask)]
+                                    mask=decay_mask), mask)]
     return optax.chain(*chain), lr
 
 
