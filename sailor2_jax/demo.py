@@ -159,7 +159,7 @@ def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrai
     result = train(cfg, out / name)
     losses = [json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
     console.print(f"{name}: steps {result.resumed_from or 0} → {result.step}, loss {losses[0]:.3f} → "
-                  f"{losses[-1]:.3f} ({len(losses)} logged steps, metrics in {out / name}/metrics.jsonl)")
+                  f"{losses[-1]:.3f} ({len(losses)} logged steps; {out / name}/metrics.jsonl, curves in metrics.png)")
     return result, losses
 
 

@@ -1,5 +1,6 @@
-"""Metrics out: `DIR/metrics.jsonl` (one JSON object per logged step) and TensorBoard, from process 0 only; FLOPs
-per token and device peak FLOP/s for the MFU estimate."""
+"""Metrics out: `DIR/metrics.jsonl` (one JSON object per logged step), TensorBoard, and `DIR/metrics.png` (the
+run's curves, redrawn when the writer closes), from process 0 only; FLOPs per token and device peak FLOP/s for the
+MFU estimate."""
 
 from __future__ import annotations
 
@@ -97,3 +98,40 @@ class MetricsWriter:
             self.file.close()
             if self.tb is not None:
                 self.tb.close()
+            plot_metrics(self.path, self.path.with_suffix(".png"))
+
+
+def plot_metrics(jsonl: Path, png: Path) -> None:
+    """Loss (train, eval, and per language when logged), learning rate and gradient norm against the step."""
+    rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if _step_of(line) is not None]
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(key):
+        pts = [(r["step"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
+        return tuple(zip(*pts)) if pts else ((), ())
+
+    fig, (loss, langs, lr, norm) = plt.subplots(1, 4, figsize=(18, 4))
+    loss.plot(*series("loss"), label="train")
+    if any("eval_loss" in r for r in rows):
+        loss.plot(*series("eval_loss"), "o-", label="eval")
+    loss.set_title("loss")
+    loss.legend()
+    for key in sorted({k for r in rows for k in r if k.startswith("loss/")}):
+        langs.plot(*series(key), label=key.removeprefix("loss/"), lw=1)
+    if langs.lines:
+        langs.legend(fontsize=7, ncol=3)
+    langs.set_title("loss per language")
+    lr.plot(*series("lr"))
+    lr.set_title("learning rate")
+    norm.plot(*series("grad_norm"))
+    norm.set_title("gradient norm (before clipping)")
+    for ax in (loss, langs, lr, norm):
+        ax.set_xlabel("step")
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.14, top=0.9, wspace=0.25)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)

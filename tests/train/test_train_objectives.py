@@ -107,6 +107,7 @@ def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 8 and all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < losses[0] - 0.05, losses
+    assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the run's curves, drawn at the end
 
 
 def _dpo(tmp_path, name, reference, steps, eval_every=0):
