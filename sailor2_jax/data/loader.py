@@ -305,13 +305,18 @@ class PretrainIterator(grain.DatasetIterator):
         if state.get("mixture") != self.cfg.mixture.name:
             raise ValueError(f"iterator state is from mixture {state.get('mixture')!r}, this iterator reads "
                              f"{self.cfg.mixture.name!r}: use switch_stage() to move between stages")
-        saved = state["data_shards"]
-        if saved != self.data_shards:
-            if self.cfg.loader.data_shards is not None:
-                raise ValueError(f"iterator state has {saved} data shards, loader.data_shards is "
-                                 f"{self.cfg.loader.data_shards}: a run keeps its data shards")
-            self._build(saved)  # the run's data shards, whatever the host count now
+        self._adopt(state["data_shards"], "the iterator state")
         self._it.set_state(state["pipeline"])
+
+    def _adopt(self, data_shards: int, whose: str) -> None:
+        """Rebuild for the data shards of the run being continued (whatever the host count now), unless the config
+        fixes another count."""
+        if data_shards == self.data_shards:
+            return
+        if self.cfg.loader.data_shards is not None:
+            raise ValueError(f"{whose} has {data_shards} data shards, loader.data_shards is "
+                             f"{self.cfg.loader.data_shards}: data streams carry over only between equal counts")
+        self._build(data_shards)
 
     @staticmethod
     def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -346,11 +351,7 @@ class PretrainIterator(grain.DatasetIterator):
         if previous.cfg.loader.seed != self.cfg.loader.seed:
             raise ValueError(f"loader.seed differs between stages ({previous.cfg.loader.seed} vs "
                              f"{self.cfg.loader.seed}): replayed tasks would be reshuffled; use one seed for both")
-        if previous.data_shards != self.data_shards:
-            if self.cfg.loader.data_shards is not None:
-                raise ValueError(f"stage {self.cfg.mixture.name} has {self.data_shards} data shards, the previous "
-                                 f"stage {previous.data_shards}: the streams carry over only between equal counts")
-            self._build(previous.data_shards)
+        self._adopt(previous.data_shards, f"the previous stage ({previous.cfg.mixture.name})")
         old = previous.stream_positions()
         state = self.get_state()
         for s, shard_state in state["pipeline"]["shards"].items():

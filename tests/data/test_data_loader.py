@@ -253,7 +253,7 @@ def test_default_data_shards_is_the_first_host_count_and_errors_name_it():
     merged = PretrainIterator.merge_states([it.get_state() for it in two])
     with pytest.raises(ValueError, match="2 data shards .* must be a multiple of the host count 4"):
         _hosts(cfg_dict, docs, 4, merged)
-    with pytest.raises(ValueError, match="iterator state has 2 data shards, loader.data_shards is 4"):
+    with pytest.raises(ValueError, match="the iterator state has 2 data shards, loader.data_shards is 4"):
         _hosts(cfg_dict, docs, 1, merged, data_shards=4)
     with pytest.raises(ValueError, match="lacks data shards \\['1'\\]"):
         _hosts(cfg_dict, docs, 1, two[0].get_state())  # one process's state alone cannot restore both shards
