@@ -113,6 +113,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         state = jax.jit(first_state, out_shardings=shardings)(params, opt_state)
     else:
         state = ckpt.restore(mgr, resumed_from, target, data_iter)
+    start = int(jax.device_get(state.step))
     eval_fn, eval_set = None, []
     if cfg.log.eval_every:
         eval_fn = jax.jit(make_eval_step(graphdef, objective))
@@ -130,9 +131,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
                                  out_shardings=p_shardings)(initial)
         else:  # computed now for every batch this run reads; nothing of the reference stays in device memory
             ref_step = reference_step(graphdef, cfg.objective.logits_chunk, mesh)
-            done_steps = int(jax.device_get(state.step))
-            data_iter = WithReference(data_iter, precompute(ref_step, initial, data_iter, cfg.steps - done_steps,
-                                                            mesh))
+            data_iter = WithReference(data_iter, precompute(ref_step, initial, data_iter, cfg.steps - start, mesh))
             eval_set = [b | ref_step(initial, b) for b in eval_set]
         del initial
 
@@ -144,7 +143,6 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     flops_token = flops_per_token(model_cfg, cfg.data.seq_len)
     peak = peak_flops(cfg.log.peak_flops)
     writer = MetricsWriter(metrics_dir, cfg.log.tensorboard, resume_step=resumed_from)
-    start = int(jax.device_get(state.step))
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.log.progress or jax.process_index() != 0,
                desc="train", unit="step", dynamic_ncols=True)
     last: dict[str, Any] = {}
