@@ -159,7 +159,7 @@ class MixtureIterDataset(grain.IterDataset):
         total = sum(weights[t] for t in self.tasks)
         self.weights = np.asarray([weights[t] / total for t in self.tasks], np.float64)
 
-    def __iter__(self) -> "_MixtureIterator":
+    def __iter__(self) -> _MixtureIterator:
         # kept so the pipeline's owner can read the live stream positions (the stage switch needs them)
         self.live = _MixtureIterator(self)
         return self.live
@@ -209,7 +209,7 @@ class ShardedBatches(grain.IterDataset):
         super().__init__()
         self.shards, self.rows = dict(sorted(shards.items())), rows
 
-    def __iter__(self) -> "_ShardedBatchesIterator":
+    def __iter__(self) -> _ShardedBatchesIterator:
         return _ShardedBatchesIterator(self)
 
 
@@ -341,7 +341,7 @@ class PretrainIterator(grain.DatasetIterator):
         replica.set_state(state or self.get_state())
         return {s: dict(m.live.positions) for s, m in replica._mixers.items()}
 
-    def continue_from(self, previous: "PretrainIterator") -> None:
+    def continue_from(self, previous: PretrainIterator) -> None:
         """Start this stage with every task stream it shares with `previous` (an earlier stage) where that one was.
 
         Streams continue with the next unread document; the unread tail of the one document per data shard

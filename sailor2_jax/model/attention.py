@@ -68,7 +68,7 @@ def cudnn_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None, *, implementati
 SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides T; 512 is the usual best on v4/v5 (MaxText's default)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _splash_kernel(num_heads: int, seq_len: int, interpret: bool):
     """The causal multi-head Splash kernel for [N, T, H] queries and [K, T, H] keys/values (grouped natively).
 

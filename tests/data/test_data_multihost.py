@@ -4,7 +4,8 @@ Two processes build the stage-1 demo iterator on one (data, fsdp) mesh over all 
 of documents that `jax.process_index()/process_count()` give it. Their global batches must equal what this single
 process computes by simulating the two hosts (loader.shard_index/shard_count, no mesh): host 0's rows, then host
 1's, bit for bit; each process's iterator state must equal its simulated host's; and a fresh iterator restored
-from a process's state must go on with the same global batches.
+from a process's state must go on with the same global batches; and one process restored from both processes'
+states (merged) must go on with the same global batches too.
 
 Run as a script (`... worker OUT`), this file is one process of that job.
 """
@@ -58,7 +59,7 @@ def test_two_processes_read_what_two_simulated_hosts_read(tmp_path):
     with ThreadPoolExecutor(1) as pool:  # the two processes run while this one simulates them
         job = pool.submit(run_processes, [cmd, cmd], job_envs(2, 4), TIMEOUT_S)
 
-        hosts, states = [], []
+        hosts, states, its = [], [], []
         for h in range(2):
             shard = [f"loader.shard_index={h}", "loader.shard_count=2"]
             if h == 0:
@@ -73,6 +74,7 @@ def test_two_processes_read_what_two_simulated_hosts_read(tmp_path):
             batches += [next(it) for _ in range(AFTER)]
             states.append(_canonical(it.get_state()))
             hosts.append(batches)
+            its.append(it)
         job.result()
 
     want = [{k: np.concatenate([hosts[0][i][k], hosts[1][i][k]]) for k in hosts[0][i]}
@@ -96,6 +98,16 @@ def test_two_processes_read_what_two_simulated_hosts_read(tmp_path):
         assert got["after"] == states[2 * p + 1], f"process {p}: state after {BEFORE + AFTER} batches"
         assert got["resumed"] == states[2 * p + 1], f"process {p}: state of the restored iterator"
     assert states[0] != states[2]  # each process has its own state
+
+    # one process goes on from the two real processes' states, merged (a restore on another host count)
+    real = [json.loads((tmp_path / f"process_{p}" / "states.json").read_text())["after"] for p in range(2)]
+    cfg = first.cfg.replace(loader=first.cfg.loader.replace(shard_index=0, shard_count=1))
+    alone = PretrainIterator(cfg, documents=first.documents)
+    alone.set_state(PretrainIterator.merge_states(real))
+    for i in range(2):
+        local = [next(it) for it in its]  # the simulated hosts go on too
+        _assert_bitwise(next(alone), {k: np.concatenate([b[k] for b in local]) for k in local[0]},
+                        f"one host after two, batch {BEFORE + AFTER + i}")
 
 
 # --- one process of the job ------------------------------------------------------------------------------------
