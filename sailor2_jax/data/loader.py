@@ -9,8 +9,9 @@
                           └─ global jax.Arrays on the mesh (sharding.global_batch), when a mesh is given
 
 Mixing by tokens: a task with token share s and mean document length m (in packed positions) is drawn with weight
-s / m, so the realised token shares match the mixture. Weighted round-robin (not random draws) keeps them within a
-document of the target at every step, and its state is a handful of numbers.
+s / m, so the realised token shares match the mixture. Weighted round-robin (not random draws) keeps each data
+shard within a document of the target at every step, and its state is a handful of numbers; shards start at
+different phases of the round-robin, so their deviations cancel across a batch instead of adding up.
 
 Iterator state (`PretrainIterator.get_state()`, a JSON-able dict) holds, per data shard, each task stream's
 position, the mixer's credits and grain's packing state; `set_state` reproduces the following batches exactly, also
@@ -150,7 +151,7 @@ class MixtureIterDataset(grain.IterDataset):
     """Documents from several endless task streams, interleaved by weight (smooth weighted round-robin)."""
 
     def __init__(self, name: str, streams: Mapping[str, grain.MapDataset], languages: Mapping[str, int],
-                 weights: Mapping[str, float]):
+                 weights: Mapping[str, float], phase: np.ndarray):
         super().__init__()
         self.name = name
         self.tasks = sorted(streams)
@@ -158,6 +159,10 @@ class MixtureIterDataset(grain.IterDataset):
         self.languages = dict(languages)
         total = sum(weights[t] for t in self.tasks)
         self.weights = np.asarray([weights[t] / total for t in self.tasks], np.float64)
+        # starting credits in [0, 1): data shards that start out of step draw different tasks at the same time, so
+        # their errors against the token shares cancel across a batch instead of adding up (the round-robin's bound
+        # holds from any start)
+        self.phase = np.asarray(phase, np.float64)
 
     def __iter__(self) -> _MixtureIterator:
         # kept so the pipeline's owner can read the live stream positions (the stage switch needs them)
@@ -170,7 +175,7 @@ class _MixtureIterator(grain.DatasetIterator):
         super().__init__()
         self._ds = ds
         self.positions = {t: 0 for t in ds.tasks}
-        self._credits = np.zeros(len(ds.tasks), np.float64)
+        self._credits = ds.phase.copy()
 
     def __next__(self) -> dict[str, np.ndarray]:
         self._credits += self._ds.weights
@@ -280,7 +285,9 @@ class PretrainIterator(grain.DatasetIterator):
         for s in range(self.host * per_host, (self.host + 1) * per_host):
             streams = {n: host_stream(self.documents[n].data, task_seed(loader.seed, n), s, data_shards)
                        for n in self.task_shares}
-            self._mixers[s] = MixtureIterDataset(self.cfg.mixture.name, streams, self._languages, self._weights)
+            phase = np.random.default_rng([loader.seed, s]).random(len(streams))
+            self._mixers[s] = MixtureIterDataset(self.cfg.mixture.name, streams, self._languages, self._weights,
+                                                 phase)
         rows = ShardedBatches({s: concat_then_split(m, loader.seq_len) for s, m in self._mixers.items()},
                               loader.batch_size // data_shards)
         ds = rows.map(lambda batch: to_contract(batch, loader.pad_id))

@@ -277,3 +277,18 @@ def test_stage_switch_keeps_the_data_shards_and_each_shards_streams(tmp_path):
     assert old[0] != old[1] or old[0]["a_vi"] > 0
     for s in (0, 1):
         assert {t: new[s][t] for t in ("a_vi", "b_th")} == old[s] and new[s]["c_km"] == 0
+
+
+def test_data_shards_start_out_of_step_so_their_share_errors_cancel():
+    """16 shards mixing 60/30/10: shards that all started with zero credits would draw the same tasks at the same
+    time (the first batch then holds no 10 % task at all, and errors add up over shards); staggered starts
+    (per-shard phases) put every task in the first batch and keep its shares near the targets."""
+    spec = {t: (k, [int(n) for n in np.random.default_rng(k).integers(20, 60, 400)])
+            for k, t in enumerate(("a_vi", "b_th", "c_km"), 1)}
+    d = stage_config({"a_vi": "vi", "b_th": "th", "c_km": "km"}, {"a_vi": 6, "b_th": 3, "c_km": 1}, seq_len=64,
+                     batch_size=16)
+    d["loader"]["data_shards"] = 16
+    it = PretrainIterator(config(d), documents=documents(spec))
+    shares, _, _ = realised_shares([next(it)])
+    assert set(shares) == {"vi", "th", "km"}, shares
+    assert max(abs(shares[lang] - t) for lang, t in it.target_shares.items()) < 0.1, shares
