@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,12 @@ def cpu_env(devices: int, **extra: str) -> dict[str, str]:
     """The environment of a process with `devices` fake CPU devices."""
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
             **extra}
+
+
+def train_cmd(out: Path, args: list[str], config: str = "configs/train/demo_pretrain.yaml") -> list[str]:
+    """`sailor2-jax train` as a subprocess command line."""
+    return [sys.executable, "-m", "sailor2_jax.cli", "train", "--config", str(ROOT / config), "--output-dir", str(out),
+            *args]
 
 
 def free_port() -> int:

@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--steps", "4", "data.source=synthetic", "model.vocab_size=256", "model.num_layers=2", "data.batch_size=8", "data.seq_len=32",
         "checkpoint.every=2", "log.eval_every=0", "log.progress=false", "log.tensorboard=false"]
 SHARD_SIZE = "100KB"  # the tiny model's ~360 KB of weights as several shards plus an index
 TIMEOUT_S = 300  # a hung collective fails the test instead of hanging CI
-
-
-def _cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sailor2_jax.cli", "train", "--config", str(ROOT / "configs/train/demo_pretrain.yaml"),
-            "--output-dir", str(out), *extra, *ARGS]
 
 
 def _losses(out: Path) -> list[float]:
@@ -31,12 +25,13 @@ def _losses(out: Path) -> list[float]:
 @pytest.mark.slow
 def test_two_processes_reproduce_one_process(tmp_path):
     """Training losses match; then the same run's checkpoint is exported by two processes (one run serves both)."""
-    from jobs import cpu_env, free_port, run_processes  # tests/ (this file also runs as a worker script)
+    from jobs import cpu_env, free_port, run_processes, train_cmd  # tests/ (this file also runs as a worker script)
 
-    run_processes([_cmd(tmp_path / "one")], [cpu_env(8)], TIMEOUT_S)
+    run_processes([train_cmd(tmp_path / "one", ARGS)], [cpu_env(8)], TIMEOUT_S)
     port = free_port()  # the coordinator as flags here (the export below describes its job in the environment)
-    run_processes([_cmd(tmp_path / "two", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                        "--process-id", str(i)) for i in range(2)], [cpu_env(4)] * 2, TIMEOUT_S)
+    run_processes([train_cmd(tmp_path / "two", ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                                "--process-id", str(i), *ARGS]) for i in range(2)],
+                  [cpu_env(4)] * 2, TIMEOUT_S)
     want, got = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(got) == len(want) == 4
     np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -2,7 +2,6 @@
 bitwise (CPU); and an interrupted save leaves the previous checkpoint the latest restorable one."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,19 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from jobs import cpu_env, train_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--steps", "30", "data.source=synthetic", "model.vocab_size=256", "model.hidden_size=128", "model.intermediate_size=256",
         "data.seq_len=128", "data.batch_size=8", "checkpoint.every=5", "log.eval_every=0", "log.progress=false"]
-
-
-def _cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "sailor2_jax.cli", "train", "--config", str(ROOT / "configs/train/demo_pretrain.yaml"),
-            "--output-dir", str(out), *ARGS]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -42,7 +33,8 @@ def _finished_checkpoints(out: Path) -> list[int]:
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_identical_losses(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(train_cmd(killed, ARGS), cwd=ROOT, env=cpu_env(8), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         steps = _finished_checkpoints(killed)
@@ -57,9 +49,11 @@ def test_sigkill_then_rerun_gives_identical_losses(tmp_path):
     logged_before_kill = (killed / "metrics.jsonl").read_text().count("\n")
     assert logged_before_kill < 30
 
-    reference = subprocess.run(_cmd(full), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    reference = subprocess.run(train_cmd(full, ARGS), cwd=ROOT, env=cpu_env(8), capture_output=True, text=True,
+                               timeout=300, check=False)
     assert reference.returncode == 0, reference.stderr[-3000:]
-    rerun = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    rerun = subprocess.run(train_cmd(killed, ARGS), cwd=ROOT, env=cpu_env(8), capture_output=True, text=True,
+                           timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from step" in rerun.stdout
     want, got = _losses(full), _losses(killed)
@@ -69,8 +63,6 @@ def test_sigkill_then_rerun_gives_identical_losses(tmp_path):
 
 _INTERRUPTED_SAVE = """
 import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-os.environ["JAX_PLATFORMS"] = "cpu"
 from sailor2_jax.train import checkpoint as ckpt
 import jax.numpy as jnp, numpy as np
 from sailor2_jax.config import load
@@ -99,7 +91,7 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path):
     from sailor2_jax.train.data import SyntheticLM
     from sailor2_jax.train.step import TrainState
 
-    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_SAVE, str(tmp_path)], cwd=ROOT, env=_env(),
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_SAVE, str(tmp_path)], cwd=ROOT, env=cpu_env(8),
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 9, done.stderr[-2000:]
     # whatever the dying save left behind, also leave a half-written step directory as a crash mid-rename would
