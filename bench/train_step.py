@@ -48,13 +48,12 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     from flax import nnx
 
     from sailor2_jax.config import MeshConfig, load_model_config
-    from sailor2_jax.model.init import abstract_model, create_model
+    from sailor2_jax.model.init import create_model
     from sailor2_jax.sharding import global_batch, make_mesh
     from sailor2_jax.train.checkpoint import abstract_target
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.objectives import Objective
-    from sailor2_jax.train.optim import optimizer, trainable_mask
-    from sailor2_jax.train.step import compile_step, init_state, make_step, train_state_shardings
+    from sailor2_jax.train.step import init_state, setup_step
 
     overrides = [f"remat={remat}", f"attention={attention}"] + ([f"num_layers={layers}"] if layers else [])
     model_cfg = load_model_config(model_name, overrides)
@@ -62,20 +61,15 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
                       data={"batch_size": batch, "seq_len": seq, "micro_batches": micro},
                       optimizer=optimizer_cfg or {}, steps=1000)
     mesh = make_mesh(cfg.mesh)
-    graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
-    shapes = nnx.to_pure_dict(abstract_state)
-    mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
-    shardings = train_state_shardings(abstract_state, tx, mesh)
-    step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, micro), mesh, shardings, None)
+    setup = setup_step(cfg, model_cfg, mesh)
+    step = setup.compile(Objective(cfg.objective), mesh, micro, with_reference=False)
     keys = ("tokens", "targets", "loss_mask") + (("segment_ids", "positions") if packed else ())
     if abstract:
-        abstract_train = jax.eval_shape(lambda p: init_state(p, tx, 0), shapes)
-        state = abstract_target(shardings, abstract_train)
+        state = abstract_target(setup.shardings, setup.abstract_state())
         batch_arrays = {k: jax.ShapeDtypeStruct((batch, seq), np.int32) for k in keys}
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, seed=0)))
-        state = jax.jit(lambda p: init_state(p, tx, 0), out_shardings=shardings)(params)
+        state = jax.jit(lambda p: init_state(p, setup.tx, 0), out_shardings=setup.shardings)(params)
         rng = np.random.default_rng(1)
         tokens = rng.integers(0, model_cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
         host = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((batch, seq), np.int32),

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.model.init import abstract_model, create_model
+from sailor2_jax.model.init import create_model
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import global_batch, make_mesh
 from sailor2_jax.train import checkpoint as ckpt
@@ -30,9 +30,9 @@ from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
-from sailor2_jax.train.optim import new_layer_mask, optimizer, restart_schedule, trainable_mask
+from sailor2_jax.train.optim import new_layer_mask, restart_schedule
 from sailor2_jax.train.reference import WithReference, precompute, reference_step
-from sailor2_jax.train.step import compile_step, init_state, make_eval_step, make_step, train_state_shardings
+from sailor2_jax.train.step import init_state, make_eval_step, setup_step
 
 Params = dict[str, Any]
 
@@ -86,13 +86,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     if cfg.optimizer.trainable == "new_layers":  # record the resolved mask in the checkpoints' config
         cfg = cfg.replace(optimizer=cfg.optimizer.replace(new_layers=new_layer_mask(cfg)))
     model_cfg = init_model.cfg if init_model is not None else cfg.resolved_model()
-    graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
-    shapes = nnx.to_pure_dict(abstract_state)
+    setup = setup_step(cfg, model_cfg, mesh)
+    shapes, shardings, p_shardings = setup.shapes, setup.shardings, setup.shardings.params
     objective = Objective(cfg.objective)
-    mask = trainable_mask(cfg, shapes)
-    tx, lr_schedule = optimizer(cfg.optimizer, cfg.steps, mask)
-    shardings = train_state_shardings(abstract_state, tx, mesh)
-    p_shardings = shardings.params
 
     mgr = ckpt.manager(f"{output_dir.rstrip('/')}/checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
                        cfg.checkpoint.async_save)
@@ -100,7 +96,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     if data_iter is None:  # a fresh stage that starts from a previous stage's run continues its data streams
         data_iter = make_iterator(cfg, model_cfg.vocab_size,
                                   previous_run=cfg.init.checkpoint if resumed_from is None else None)
-    target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))
+    target = ckpt.abstract_target(shardings, setup.abstract_state())
     if resumed_from is None:
         params = initial_params(cfg, model_cfg, mesh, p_shardings, shapes, init_model)
         opt_state = None
@@ -108,7 +104,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
             opt_state = ckpt.restore_optimizer(cfg.init.checkpoint, target, cfg.optimizer)
 
         def first_state(p, o):
-            s = init_state(p, tx, cfg.init.seed)
+            s = init_state(p, setup.tx, cfg.init.seed)
             return s if o is None else dataclasses.replace(s, opt_state=restart_schedule(o))
         state = jax.jit(first_state, out_shardings=shardings)(params, opt_state)
     else:
@@ -116,7 +112,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     start = int(jax.device_get(state.step))
     eval_fn, eval_set = None, []
     if cfg.log.eval_every:
-        eval_fn = jax.jit(make_eval_step(graphdef, objective))
+        eval_fn = jax.jit(make_eval_step(setup.graphdef, objective))
         source = eval_iter if eval_iter is not None else make_iterator(cfg, model_cfg.vocab_size, for_eval=True)
         eval_set = [global_batch(next(source), mesh) for _ in range(cfg.log.eval_batches)]
     ref_params = None
@@ -130,14 +126,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
             ref_params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=cdt, copy=True), p),
                                  out_shardings=p_shardings)(initial)
         else:  # computed now for every batch this run reads; nothing of the reference stays in device memory
-            ref_step = reference_step(graphdef, cfg.objective.logits_chunk, mesh)
+            ref_step = reference_step(setup.graphdef, cfg.objective.logits_chunk, mesh)
             data_iter = WithReference(data_iter, precompute(ref_step, initial, data_iter, cfg.steps - start, mesh))
             eval_set = [b | ref_step(initial, b) for b in eval_set]
         del initial
 
-    ref_shardings = p_shardings if ref_params is not None else None
-    step_fn = compile_step(make_step(graphdef, objective, tx, lr_schedule, mask, cfg.data.micro_batches), mesh,
-                           shardings, ref_shardings)
+    step_fn = setup.compile(objective, mesh, cfg.data.micro_batches, with_reference=ref_params is not None)
 
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
     flops_token = flops_per_token(model_cfg, cfg.data.seq_len)

@@ -21,8 +21,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sailor2_jax.config import ModelConfig
+from sailor2_jax.model.init import abstract_model
 from sailor2_jax.sharding import batch_sharding, shard, state_shardings
+from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.objectives import Batch, Objective
+from sailor2_jax.train.optim import optimizer, trainable_mask
 
 Params = dict[str, Any]
 
@@ -131,3 +135,32 @@ def compile_step(step: Callable, mesh: Mesh, shardings: TrainState, ref_sharding
     """jit once: state in and out with its shardings (donated), batch rows over the data axes, metrics replicated."""
     return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh, 1), ref_shardings),
                    out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+    """What a run's step is built from: the model graph and parameter shapes, the trainable mask, the optimiser and
+    its schedule, and the shardings of the whole train state (`setup_step`)."""
+
+    graphdef: nnx.GraphDef
+    shapes: Params                    # ShapeDtypeStruct leaves
+    mask: Params
+    tx: optax.GradientTransformation
+    lr_schedule: optax.Schedule
+    shardings: TrainState
+
+    def abstract_state(self) -> TrainState:
+        """The train state's shapes and dtypes (nothing allocated)."""
+        return jax.eval_shape(lambda p: init_state(p, self.tx, 0), self.shapes)
+
+    def compile(self, objective: Objective, mesh: Mesh, micro_batches: int, with_reference: bool) -> Callable:
+        step = make_step(self.graphdef, objective, self.tx, self.lr_schedule, self.mask, micro_batches)
+        return compile_step(step, mesh, self.shardings, self.shardings.params if with_reference else None)
+
+
+def setup_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> StepSetup:
+    graphdef, abstract = nnx.split(abstract_model(model_cfg))
+    shapes = nnx.to_pure_dict(abstract)
+    mask = trainable_mask(cfg, shapes)
+    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
+    return StepSetup(graphdef, shapes, mask, tx, lr, train_state_shardings(abstract, tx, mesh))

@@ -66,28 +66,20 @@ STAGE2 = ["steps=1", "checkpoint.every=1", "optimizer.schedule.peak_lr=3e-3", "o
 
 def _saved_state(run, cfg):
     """The whole train state of `run`'s latest checkpoint, with `cfg`'s optimiser, and what built it."""
-    from sailor2_jax.model.init import abstract_model
-    from sailor2_jax.train.optim import optimizer, trainable_mask
-    from sailor2_jax.train.step import init_state, train_state_shardings
+    from sailor2_jax.train.step import setup_step
 
     mesh = make_mesh(cfg.mesh)
-    graphdef, abstract = nnx.split(abstract_model(cfg.resolved_model()))
-    shapes = nnx.to_pure_dict(abstract)
-    mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
-    shardings = train_state_shardings(abstract, tx, mesh)
+    setup = setup_step(cfg, cfg.resolved_model(), mesh)
     mgr = ckpt.manager(run / "checkpoints", 1, 5)
-    target = ckpt.abstract_target(shardings, jax.eval_shape(lambda p: init_state(p, tx, 0), shapes))
-    state = ckpt.restore(mgr, mgr.latest_step(), target, None)
+    state = ckpt.restore(mgr, mgr.latest_step(), ckpt.abstract_target(setup.shardings, setup.abstract_state()), None)
     mgr.close()
-    return state, (mesh, graphdef, mask, tx, lr, shardings)
+    return state, (mesh, setup)
 
 
 def test_stage2_continues_the_stage1_optimiser(tmp_path):
     from sailor2_jax.sharding import global_batch
     from sailor2_jax.train.data import make_iterator
     from sailor2_jax.train.objectives import Objective
-    from sailor2_jax.train.step import compile_step, make_step
 
     stage1 = load(TrainConfig, None, BASE + ["model.compute_dtype=float32"])
     train(stage1, tmp_path / "s1")
@@ -101,8 +93,8 @@ def test_stage2_continues_the_stage1_optimiser(tmp_path):
     s1_state, _ = _saved_state(tmp_path / "s1", stage1)
     by_hand = load(TrainConfig, None, BASE + ["model.compute_dtype=float32", "optimizer.schedule.kind=constant",
                                               "optimizer.schedule.peak_lr=3e-3"])
-    _, (mesh, graphdef, mask, tx, lr, shardings) = _saved_state(tmp_path / "s1", by_hand)
-    step = compile_step(make_step(graphdef, Objective(by_hand.objective), tx, lr, mask), mesh, shardings, None)
+    _, (mesh, setup) = _saved_state(tmp_path / "s1", by_hand)
+    step = setup.compile(Objective(by_hand.objective), mesh, 1, with_reference=False)
     batch = next(make_iterator(cont, 256, previous_run=str(tmp_path / "s1")))  # stage 2's first batch
     with jax.set_mesh(mesh):
         want, _ = step(s1_state, global_batch(batch, mesh), None)

@@ -2,6 +2,8 @@
 exactly the old layers (weight decay included) with Adam moments for the new layers' rows only, and the schedules
 hit their closed-form values."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,8 +17,8 @@ from sailor2_jax.sharding import global_batch, make_mesh
 from sailor2_jax.train.config import ScheduleConfig, TrainConfig
 from sailor2_jax.train.data import SyntheticLM
 from sailor2_jax.train.objectives import Objective
-from sailor2_jax.train.optim import decay_mask, optimizer, schedule, trainable_mask
-from sailor2_jax.train.step import compile_step, init_state, make_step, train_state_shardings
+from sailor2_jax.train.optim import decay_mask, schedule
+from sailor2_jax.train.step import init_state, setup_step, train_state_shardings
 
 BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.compute_dtype=float32",
         "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
@@ -27,16 +29,14 @@ def _setup(overrides, make_tx=None):
     cfg = load(TrainConfig, None, BASE + overrides)
     mesh = make_mesh(cfg.mesh)
     model = create_model(cfg.model, mesh, seed=0)
-    graphdef, abstract = nnx.split(abstract_model(cfg.model))
-    shapes = nnx.to_pure_dict(abstract)
-    mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
-    if make_tx is not None:
-        tx = make_tx(cfg, mask, lr)
-    shardings = train_state_shardings(abstract, tx, mesh)
-    step = compile_step(make_step(graphdef, Objective(cfg.objective), tx, lr, mask, cfg.data.micro_batches), mesh,
-                        shardings, None)
-    state = jax.jit(lambda p: init_state(p, tx, 0), out_shardings=shardings)(nnx.to_pure_dict(nnx.state(model)))
+    setup = setup_step(cfg, cfg.model, mesh)
+    if make_tx is not None:  # a reference optimiser in place of ours
+        tx = make_tx(cfg, setup.mask, setup.lr_schedule)
+        abstract = nnx.state(abstract_model(cfg.model))
+        setup = dataclasses.replace(setup, tx=tx, shardings=train_state_shardings(abstract, tx, mesh))
+    step = setup.compile(Objective(cfg.objective), mesh, cfg.data.micro_batches, with_reference=False)
+    state = jax.jit(lambda p: init_state(p, setup.tx, 0), out_shardings=setup.shardings)(
+        nnx.to_pure_dict(nnx.state(model)))
     batch = next(SyntheticLM(cfg.data.batch_size, 32, 256, seed=5, process_index=0, process_count=1))
     return cfg, mesh, step, state, batch
 
