@@ -7,6 +7,7 @@ way configs enter the program, so a typo in a YAML key or an override fails at s
 from __future__ import annotations
 
 import copy
+import glob
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -179,12 +180,35 @@ def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | tu
 
 
 def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
-    """A model config by name (`sailor2-1b`, resolved in `configs/model/`) or by YAML path."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = CONFIG_DIR / "model" / f"{name_or_path}.yaml"
-    return load(ModelConfig, path, overrides)
+    """A model config by name (`sailor2-1b`, one of the packaged `configs/model/`) or by YAML path."""
+    return load(ModelConfig, find_config("model", name_or_path), overrides)
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # configs/ and data/ live beside the package
-CONFIG_DIR = PROJECT_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "configs"  # shipped inside the package, so an installed wheel has them too
+ASSETS_DIR = PACKAGE_DIR / "assets"   # the embedded demo data (assets/README.md: provenance, licence)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given where it exists (or is absolute), else relative to the package directory: the shipped
+    configs name the embedded data as `assets/udhr/en.jsonl`, and `configs/train/x.yaml` finds a packaged config
+    from any working directory, checkout or installed wheel alike."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists() or glob.glob(str(path)):
+        return path
+    return PACKAGE_DIR / path
+
+
+def find_config(kind: str, name_or_path: str | Path) -> Path:
+    """A config file: a path (see `resolve_path`), or a bare name (`demo_pretrain`) of a packaged
+    `configs/<kind>/<name>.yaml`. A name that matches nothing is an error listing the packaged ones."""
+    given = Path(name_or_path)
+    if given.suffix in (".yaml", ".yml"):
+        path = resolve_path(given)
+    else:
+        path = CONFIG_DIR / kind / f"{given}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+        raise FileNotFoundError(f"{kind} config not found: {name_or_path} (a YAML path, or one of: "
+                                f"{', '.join(known)})")
+    return path

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from sailor2_jax.config import PROJECT_ROOT, MeshConfig, load_model_config
+from sailor2_jax.config import ASSETS_DIR, MeshConfig, load_model_config
 from sailor2_jax.sharding import make_mesh
 
 DEMO_LANGUAGES = ("en", "zh", "vi", "id", "th", "ms", "my", "km", "lo", "jv")
@@ -60,7 +60,7 @@ def demo_texts(per_language_tokens: int = 128) -> tuple[list[str], np.ndarray, n
     tok = load_tokenizer()
     langs, rows, segs = [], [], []
     for lang in DEMO_LANGUAGES:
-        first_line = (PROJECT_ROOT / "data" / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
+        first_line = (ASSETS_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
         text = json.loads(first_line)["text"]
         ids = tok.encode(text).ids[:per_language_tokens]
         pad = per_language_tokens - len(ids)
@@ -151,11 +151,11 @@ def model_stage(out: Path, summary: dict) -> None:
 
 
 def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrain"):
-    from sailor2_jax.config import CONFIG_DIR, load
+    from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.loop import train
 
-    cfg = load(TrainConfig, CONFIG_DIR / "train" / f"{base}.yaml", ["log.progress=false", *overrides])
+    cfg = load(TrainConfig, find_config("train", base), ["log.progress=false", *overrides])
     result = train(cfg, out / name)
     losses = [json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
     console.print(f"{name}: steps {result.resumed_from or 0} → {result.step}, loss {losses[0]:.3f} → "
