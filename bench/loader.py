@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sailor2_jax.data.config import LANGUAGES, load_data_config
+from sailor2_jax.data.config import LANGUAGES, Batching, load_data_config
 from sailor2_jax.data.udhr import documents
 
 TARGET = 100_000
@@ -42,14 +42,14 @@ def write_corpus(root: Path, docs_per_language: int, seed: int = 0) -> None:
                 f.write(json.dumps({"text": "\n\n".join(parts)}, ensure_ascii=False) + "\n")
 
 
-def write_config(root: Path, seq_len: int, batch_size: int) -> Path:
+def write_config(root: Path) -> Path:
     cfg = {
         "tasks": [{"name": f"bench_{lang}", "language": lang,
                    "source": {"type": "jsonl", "files": [str(root / f"{lang}.jsonl")]}} for lang in LANGUAGES],
         "mixture": {"name": "bench", "rates": {lang: 1.0 for lang in LANGUAGES}},
         "cache_dir": str(root / "cache"),
         "cache_shards": 4,
-        "loader": {"seq_len": seq_len, "batch_size": batch_size, "shard_index": 0, "shard_count": 1},
+        "loader": {"shard_index": 0, "shard_count": 1},
     }
     path = root / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -84,7 +84,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_corpus(root, args.docs_per_language)
-        path = write_config(root, args.seq_len, args.batch_size)
+        path = write_config(root)
+        batching = Batching(batch_size=args.batch_size, seq_len=args.seq_len)
         raw_cfg = load_data_config(path, ["loader.source=seqio"])
         cache_cfg = load_data_config(path, ["loader.source=cache"])
         t = time.perf_counter()
@@ -93,11 +94,11 @@ def main() -> None:
         corpus_tokens = sum(s["tokens"] for s in stats.values())
         # the raw-text path tokenises the whole corpus up front: time it over one pass of the corpus
         raw_batches = max(1, corpus_tokens // (args.batch_size * args.seq_len))
-        raw = timed(lambda: PretrainIterator(raw_cfg), raw_batches)
-        cached = timed(lambda: PretrainIterator(cache_cfg), args.batches)
+        raw = timed(lambda: PretrainIterator(raw_cfg, batching), raw_batches)
+        cached = timed(lambda: PretrainIterator(cache_cfg, batching), args.batches)
         # one host building all of many data shards (the most a host ever builds): B/S rows from each shard
         by_shards = {str(n): timed(lambda n=n: PretrainIterator(cache_cfg.replace(
-            loader=cache_cfg.loader.replace(data_shards=n))), args.batches) for n in args.data_shards}
+            loader=cache_cfg.loader.replace(data_shards=n)), batching), args.batches) for n in args.data_shards}
     result = {
         "corpus": {"languages": len(LANGUAGES), "documents": sum(s["documents"] for s in stats.values()),
                    "tokens": corpus_tokens},

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 
 from sailor2_jax import commands
@@ -22,8 +23,15 @@ def _command_modules():
             yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line that names the flag (not the whole usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sailor2-jax", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sailor2-jax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
@@ -32,15 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so every `finally` and atomic writer cleans up as for Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow is only seqio's host-side engine here; its C++ start-up chatter hides our own output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
+    # `train` turns SIGTERM into a checkpoint-and-stop while it trains (train/preemption.py); everywhere else a
+    # SIGTERM unwinds like Ctrl-C, removing partial output (atomic directories, the clean stages' work files)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:  # user errors: one clear line, no traceback
-        print(f"sailor2-jax {args.command}: error: {e}", file=sys.stderr)
+        import pydantic
+
+        from sailor2_jax.config import describe
+        text = f"invalid {e.title}: {describe(e)}" if isinstance(e, pydantic.ValidationError) else str(e)
+        print(f"sailor2-jax {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sailor2-jax {args.command}: interrupted (Ctrl-C); partial output removed", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"sailor2-jax {args.command}: terminated (SIGTERM); partial output removed", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ class ModelConfig(Config):
     tie_embeddings: bool = False
     max_position_embeddings: int = 32768
     bos_token_id: int | None = 151643
-    eos_token_id: int | None = 151643
+    eos_token_id: int | list[int] | None = pydantic.Field(
+        151643, description="one id, or the list a chat model stops on (Qwen2.5/Sailor2 chat: [151645, 151643])")
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> "ModelConfig":
@@ -86,8 +87,6 @@ class ModelConfig(Config):
                 kwargs[ours] = hf[theirs]
         if "rope_theta" not in hf and "rope_theta" in scaling:  # transformers 5 nests it in rope_parameters
             kwargs["rope_theta"] = scaling["rope_theta"]
-        if isinstance(kwargs.get("eos_token_id"), list):
-            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
         for required in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads"):
             if required not in kwargs:
                 raise ValueError(f"config.json lacks required field {_HF_FIELDS[required]!r}")
@@ -177,14 +176,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
          **base: Any) -> C:
-    """Load `cls` from YAML (optional) + overrides; raise ValueError naming the file and each bad field."""
+    """Load `cls` from YAML (optional) + overrides; raise one ValueError line naming each bad field and where it
+    came from: the override that set it, else the file."""
     data = apply_overrides({**base, **(read_yaml(path) if path else {})}, overrides)
     try:
         return cls.model_validate(data)
     except pydantic.ValidationError as e:
-        where = f"{path}" if path else cls.__name__
-        lines = [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()]
-        raise ValueError(f"invalid config {where}:\n  " + "\n  ".join(lines)) from None
+        given = {item.partition("=")[0]: item for item in overrides}
+        problems = []
+        for err in e.errors():
+            field = ".".join(map(str, err["loc"]))
+            culprit = next((given[k] for k in given if field and (field == k or field.startswith(k + "."))), None)
+            origin = f"override {culprit!r}" if culprit else (str(path) if path else cls.__name__)
+            if not field and overrides:  # a check across fields: the file and the overrides together
+                origin += f" with overrides {' '.join(overrides)}"
+            problems.append(f"{_problem(field, err['msg'])} ({origin})")
+        raise ValueError("invalid config: " + "; ".join(problems)) from None
+
+
+def _problem(field: str, message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+def describe(error: pydantic.ValidationError) -> str:
+    """A pydantic error as one line: `field: message; field: message`."""
+    return "; ".join(_problem(".".join(map(str, err["loc"])), err["msg"]) for err in error.errors())
 
 
 def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:

@@ -172,10 +172,12 @@ def train_stage(out: Path, summary: dict) -> None:
     for run in ("stage1", "stage2", "sft", "dpo"):  # a rerun of the demo starts its training runs afresh
         shutil.rmtree(out / run, ignore_errors=True)
     _step("5. continual pre-training, stage 1: the high-resource mixture (UDHR through tokenizer → seqio → grain)")
-    stage1 = ["model=null", f"init.hf_dir={expanded}", "steps=6", "checkpoint.every=3", "log.eval_every=3"]
-    _, first = _train("stage1", out, stage1)
+    # a 10-step schedule stopped after step 6 (as a preempted run would be), then resumed to its end
+    stage1 = ["model=null", f"init.hf_dir={expanded}", "optimizer.schedule.total_steps=10", "checkpoint.every=3",
+              "log.eval_every=3"]
+    _, first = _train("stage1", out, [*stage1, "steps=6"])
     _step("6. resume: the same run continues from its latest checkpoint (model, optimiser, RNG, data iterator)")
-    resumed, losses = _train("stage1", out, [*stage1[:2], "steps=9", *stage1[3:]])
+    resumed, losses = _train("stage1", out, [*stage1, "steps=10"])
     if resumed.resumed_from != 6:
         raise RuntimeError(f"stage 1 did not resume from step 6: {resumed.resumed_from}")
     _step("7. stage 2 (annealing): all 15 languages incl. the low-resource ones, 20 % stage-1 replay")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -20,16 +21,35 @@ def cpu_env(devices: int, **extra: str) -> dict[str, str]:
             **extra}
 
 
+def cli_cmd(command: str, *args: str) -> list[str]:
+    """`sailor2-jax COMMAND ARGS` as a subprocess command line (this checkout's package)."""
+    return [sys.executable, "-m", "sailor2_jax.cli", command, *args]
+
+
 def train_cmd(out: Path, args: list[str], config: str = "demo_pretrain") -> list[str]:
     """`sailor2-jax train` as a subprocess command line."""
-    return [sys.executable, "-m", "sailor2_jax.cli", "train", "--config", config, "--output-dir", str(out),
-            *args]
+    return cli_cmd("train", "--config", config, "--output-dir", str(out), *args)
+
+
+_PORTS = itertools.count()
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A coordinator port no other test can take: each pytest worker draws from its own block of 1,000 ports
+    below the kernel's ephemeral range (where the OS hands out ports, e.g. to `bind(0)` and to gloo's
+    connections), never the same one twice in a session, and checks that it is free. (Asking the OS for a free port
+    and releasing it races with every other socket opened before the coordinator binds it.)"""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    block = 20000 + 1000 * (worker % 12)
+    for _ in range(1000):
+        port = block + next(_PORTS) % 1000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {block}..{block + 999}")
 
 
 def job_envs(processes: int, devices: int) -> list[dict[str, str]]:

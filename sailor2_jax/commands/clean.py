@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sailor2_jax.commands._args import positive_int
+
 NAME = "clean"
 HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
         "language ID, MinHash near-dedup, frequent-line removal, optional KenLM")
@@ -19,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="CFG", help="a clean config: YAML path or packaged name (default, demo, ray)")
     parser.add_argument("--language", metavar="LANG",
                         help="expected language of records without a `language` field (e.g. th, ms, fil)")
-    parser.add_argument("--tasks", type=int, metavar="N", help="override executor.tasks")
-    parser.add_argument("--workers", type=int, metavar="N", help="override executor.workers (local executor)")
+    parser.add_argument("--tasks", type=positive_int, metavar="N", help="override executor.tasks")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="override executor.workers (local executor)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 
+from sailor2_jax.commands._args import positive_int
+
 NAME = "demo"
-HELP = "Run the whole Sailor2 pipeline on the embedded data with a tiny model."
+HELP = "run the whole Sailor2 pipeline on the embedded data with a tiny model (what `make demo` runs)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory")
-    p.add_argument("--devices", type=int, default=8,
+    p.add_argument("--devices", type=positive_int, default=8,
                    help="fake CPU devices to shard over when running on CPU (the mesh is real either way)")
 
 

@@ -5,27 +5,31 @@ from __future__ import annotations
 import argparse
 import json
 
+from sailor2_jax.commands._args import positive_int
+
 NAME = "inspect-data"
 HELP = "build N batches of a stage's data and print target vs realised language token shares as JSON"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="a data config: YAML path or packaged name (stage1, stage2, demo_stage1, demo_stage2)")
-    parser.add_argument("--batches", type=int, default=100, help="batches to build (default 100)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. loader.seq_len=512")
+    parser.add_argument("--batches", type=positive_int, default=100, help="batches to build (default 100)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="global rows per batch (default 8)")
+    parser.add_argument("--seq-len", type=positive_int, default=4096, help="tokens per row (default 4096)")
+    parser.add_argument("--seed", type=int, default=0, help="shuffling and mixing seed (default 0)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="data config overrides, e.g. loader.source=seqio")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sailor2_jax.data.config import load_data_config
+    from sailor2_jax.data.config import Batching, load_data_config
     from sailor2_jax.data.loader import PretrainIterator, realised_shares
 
-    if args.batches <= 0:
-        raise ValueError(f"--batches must be positive, got {args.batches}")
     # one host's view: the mixture is the same on every host
     cfg = load_data_config(args.config, [*args.overrides, "loader.shard_index=0", "loader.shard_count=1"])
-    it = PretrainIterator(cfg)
+    it = PretrainIterator(cfg, Batching(batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed))
     batches = (next(it) for _ in tqdm(range(args.batches), desc="batches", unit="batch"))
     realised, real, total = realised_shares(batches)
     report = {
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         "target": {k: round(v, 6) for k, v in it.target_shares.items()},
         "realised": {k: round(v, 6) for k, v in realised.items()},
         "max_abs_share_error": round(max(abs(realised.get(k, 0.0) - v) for k, v in it.target_shares.items()), 6),
-        "tokens_per_batch": cfg.loader.batch_size * cfg.loader.seq_len,
+        "tokens_per_batch": args.batch_size * args.seq_len,
         "target_tokens_per_batch": real / args.batches,
         "padding_fraction": 1.0 - real / total,
         "task_shares": {k: round(v, 6) for k, v in sorted(it.task_shares.items())},

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sailor2_jax.commands._args import non_negative_int, positive_int
 from sailor2_jax.train import multihost
 
 NAME = "train"
 HELP = ("train a model from a config (pre-training, SFT or DPO); rerunning the same command resumes from the "
-        "latest checkpoint in the output directory")
+        "newest checkpoint in the output directory")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a train config: YAML path or packaged name (e.g. demo_pretrain, sailor2-1b_stage1)")
+    p.add_argument("--config", required=True,
+                   help="a train config: YAML path or packaged name (e.g. demo_pretrain, sailor2-1b_stage1)")
     p.add_argument("--output-dir", help="checkpoints, metrics.jsonl and TensorBoard logs (default: runs/<config>)")
-    p.add_argument("--steps", type=int, help="total steps (overrides `steps` in the config)")
+    p.add_argument("--steps", type=positive_int, help="where the run stops (overrides `steps`; the learning-rate schedule "
+                   "keeps the length it started with: optimizer.schedule.total_steps)")
+    p.add_argument("--restore-step", type=non_negative_int, metavar="N",
+                   help="resume from checkpoint step N instead of the newest (newer steps are set aside)")
     multihost.add_arguments(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. data.seq_len=512")
 
@@ -25,17 +30,19 @@ def run(args: argparse.Namespace) -> int:
 
     from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
-    from sailor2_jax.train.loop import train
+    from sailor2_jax.train.loop import say, train
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
     cfg = load(TrainConfig, find_config("train", args.config), overrides)
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)  # a bucket URL works too
-    result = train(cfg, output_dir)
-    where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
+    result = train(cfg, output_dir, restore_step=args.restore_step)
     if result.stopped == "non_finite":
-        print(f"stopped at step {result.step}: {cfg.max_bad_steps} non-finite steps in a row; the last good "
-              f"checkpoint is in {output_dir}/checkpoints")
+        say(f"stopped: {result.message}")
         return 1
-    print(f"trained to step {result.step} ({where}loss {result.metrics.get('loss', float('nan')):.4f}); "
-          f"checkpoints in {output_dir}/checkpoints, metrics in {result.metrics_dir}")
+    if result.stopped == "preempted":
+        say(result.message)
+        return 0
+    where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
+    say(f"trained to step {result.step} ({where}loss {result.metrics.get('loss', float('nan')):.4f}); "
+        f"checkpoints in {output_dir}/checkpoints, metrics in {result.metrics_dir}")
     return 0

@@ -79,10 +79,9 @@ class _TokenizeFile(beam.DoFn):
         tasks.register(DataConfig.model_validate(self._config))
 
     def process(self, element: tuple[str, int, int]) -> Iterator[Any]:
-        import seqio
-
         from sailor2_jax.data import tasks
         from sailor2_jax.data.sources import COUNTS
+        from sailor2_jax.data.tf_runtime import seqio
 
         name, index, count = element
         task = seqio.get_mixture_or_task(name)
@@ -152,9 +151,8 @@ def _write_stats(element: tuple[str, dict[str, list]], cache_dir: str, languages
 
 def build_pipeline(pipeline: beam.Pipeline, cfg: DataConfig, task_names: Sequence[str]) -> None:
     """Add the cache stages for `task_names` (tasks of `cfg` or of what it replays) to `pipeline`."""
-    import seqio
-
     from sailor2_jax.data import mixture, tasks
+    from sailor2_jax.data.tf_runtime import seqio
 
     tasks.register(cfg)
     all_tasks, _ = mixture.resolve(cfg)

@@ -95,13 +95,20 @@ class MixtureConfig(Config):
         return self
 
 
-class LoaderConfig(Config):
-    """How batches are built. `batch_size` is global: each of `shard_count` hosts builds its share of rows, from its
-    `data_shards / shard_count` data shards."""
+class Batching(Config):
+    """The shape and order of the batches: the training run's choice (`TrainConfig.data` holds it; loaders take it as
+    an argument), so one data config serves runs of any batch size, and nothing holds it twice. `batch_size` is
+    global: each of the hosts builds its share of rows."""
 
-    seq_len: int = pydantic.Field(4096, gt=1)
-    batch_size: int = pydantic.Field(8, gt=0)
-    seed: int = 0
+    batch_size: int = pydantic.Field(gt=0, description="global rows per step")
+    seq_len: int = pydantic.Field(gt=1, description="tokens per row")
+    seed: int = pydantic.Field(0, description="shuffling and mixing order")
+
+
+class LoaderConfig(Config):
+    """How a stage's batches are built from its tasks: where documents come from, host and data sharding, padding,
+    prefetching. Each of `shard_count` hosts builds its rows from its `data_shards / shard_count` data shards."""
+
     # "cache": ArrayRecord shards written by `sailor2-jax cache` (the production path, random access, any size).
     # "seqio": run the seqio tasks here and hold their output in memory (small data: the demo and tests).
     source: Literal["cache", "seqio"] = "cache"

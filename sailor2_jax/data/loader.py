@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from sailor2_jax.data import mixture
 from sailor2_jax.data.cache import decode, read_stats, shard_files
-from sailor2_jax.data.config import LANGUAGE_INDEX, LANGUAGES, DataConfig, load_data_config
+from sailor2_jax.data.config import LANGUAGE_INDEX, LANGUAGES, Batching, DataConfig, load_data_config
 from sailor2_jax.data.packing import concat_then_split, document_to_columns, to_contract
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,8 @@ def _cached_documents(cfg: DataConfig, name: str) -> TaskDocuments:
 
 def _seqio_documents(names: Sequence[str], cfg: DataConfig) -> dict[str, TaskDocuments]:
     """Run the seqio tasks here and keep their output in memory (small data only)."""
-    import seqio
-
     from sailor2_jax.data import tasks
+    from sailor2_jax.data.tf_runtime import seqio
     from sailor2_jax.data.sources import COUNTS
 
     tasks.register(cfg)
@@ -253,17 +252,18 @@ class PretrainIterator(grain.DatasetIterator):
     count), `local_batch_size`.
     """
 
-    def __init__(self, cfg: DataConfig, mesh: Any = None, documents: Mapping[str, TaskDocuments] | None = None):
+    def __init__(self, cfg: DataConfig, batching: Batching, mesh: Any = None,
+                 documents: Mapping[str, TaskDocuments] | None = None):
         tasks, shares = mixture.resolve(cfg)
         self.host, self.hosts = _shard(cfg)
-        if cfg.loader.batch_size % self.hosts:
-            raise ValueError(f"loader.batch_size {cfg.loader.batch_size} is not divisible by {self.hosts} hosts")
+        if batching.batch_size % self.hosts:
+            raise ValueError(f"batch size {batching.batch_size} is not divisible by {self.hosts} hosts")
         docs = dict(documents) if documents is not None else load_documents(cfg, sorted(shares))
-        self.cfg, self.mesh = cfg, mesh
+        self.cfg, self.batching, self.mesh = cfg, batching, mesh
         self.task_shares = shares
         self.target_shares = mixture.language_shares(tasks, shares)
         self.skipped = {n: d.skipped for n, d in docs.items() if d.skipped}
-        self.local_batch_size = cfg.loader.batch_size // self.hosts
+        self.local_batch_size = batching.batch_size // self.hosts
         self.documents = docs
         # weights per document: token share / packed positions per document (a document of n tokens incl. EOS
         # fills n - 1 positions)
@@ -274,22 +274,22 @@ class PretrainIterator(grain.DatasetIterator):
 
     def _build(self, data_shards: int) -> None:
         """This host's pipelines for `data_shards` data shards (see the class docstring)."""
-        loader = self.cfg.loader
-        if data_shards % self.hosts or loader.batch_size % data_shards:
+        loader, batching = self.cfg.loader, self.batching
+        if data_shards % self.hosts or batching.batch_size % data_shards:
             raise ValueError(f"{data_shards} data shards (loader.data_shards, or the run's being resumed) must be a "
                              f"multiple of the host count {self.hosts} "
-                             f"and divide loader.batch_size {loader.batch_size}")
+                             f"and divide the batch size {batching.batch_size}")
         self.data_shards = data_shards
         per_host = data_shards // self.hosts
         self._mixers = {}
         for s in range(self.host * per_host, (self.host + 1) * per_host):
-            streams = {n: host_stream(self.documents[n].data, task_seed(loader.seed, n), s, data_shards)
+            streams = {n: host_stream(self.documents[n].data, task_seed(batching.seed, n), s, data_shards)
                        for n in self.task_shares}
-            phase = np.random.default_rng([loader.seed, s]).random(len(streams))
+            phase = np.random.default_rng([batching.seed, s]).random(len(streams))
             self._mixers[s] = MixtureIterDataset(self.cfg.mixture.name, streams, self._languages, self._weights,
                                                  phase)
-        rows = ShardedBatches({s: concat_then_split(m, loader.seq_len) for s, m in self._mixers.items()},
-                              loader.batch_size // data_shards)
+        rows = ShardedBatches({s: concat_then_split(m, batching.seq_len) for s, m in self._mixers.items()},
+                              batching.batch_size // data_shards)
         ds = rows.map(lambda batch: to_contract(batch, loader.pad_id))
         if loader.prefetch_batches:  # a background thread builds batches while the accelerator steps
             ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=loader.prefetch_batches)
@@ -304,7 +304,7 @@ class PretrainIterator(grain.DatasetIterator):
         return global_batch(batch, self.mesh)
 
     def get_state(self) -> dict[str, Any]:
-        return {"mixture": self.cfg.mixture.name, "seed": self.cfg.loader.seed, "data_shards": self.data_shards,
+        return {"mixture": self.cfg.mixture.name, "seed": self.batching.seed, "data_shards": self.data_shards,
                 "pipeline": self._it.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -344,7 +344,7 @@ class PretrainIterator(grain.DatasetIterator):
         not count; the document straddling the last emitted row's end counts as taken.
         """
         replica = PretrainIterator(self.cfg.replace(loader=self.cfg.loader.replace(prefetch_batches=0)),
-                                   documents=self.documents)
+                                   self.batching, documents=self.documents)
         replica.set_state(state or self.get_state())
         return {s: dict(m.live.positions) for s, m in replica._mixers.items()}
 
@@ -355,9 +355,9 @@ class PretrainIterator(grain.DatasetIterator):
         straddling the last emitted row of `previous` is not carried over (packing state does not transfer between
         mixtures).
         """
-        if previous.cfg.loader.seed != self.cfg.loader.seed:
-            raise ValueError(f"loader.seed differs between stages ({previous.cfg.loader.seed} vs "
-                             f"{self.cfg.loader.seed}): replayed tasks would be reshuffled; use one seed for both")
+        if previous.batching.seed != self.batching.seed:
+            raise ValueError(f"the data seed differs between stages ({previous.batching.seed} vs "
+                             f"{self.batching.seed}): replayed tasks would be reshuffled; use one seed for both")
         self._adopt(previous.data_shards, f"the previous stage ({previous.cfg.mixture.name})")
         old = previous.stream_positions()
         state = self.get_state()
@@ -378,33 +378,31 @@ def _set_positions(state: Any, positions: dict[str, int]) -> None:
             _set_positions(value, positions)
 
 
-def make_pretrain_iterator(cfg: DataConfig | str, mesh: Any = None, overrides: Sequence[str] = ()) -> PretrainIterator:
-    """The pre-training iterator for a stage config (a `DataConfig`, a path or a name in configs/data/)."""
+def make_pretrain_iterator(cfg: DataConfig | str, batching: Batching, mesh: Any = None,
+                           overrides: Sequence[str] = ()) -> PretrainIterator:
+    """The pre-training iterator for a stage config (a `DataConfig`, a path or a packaged name)."""
     if not isinstance(cfg, DataConfig):
         cfg = load_data_config(cfg, overrides)
-    return PretrainIterator(cfg, mesh)
+    return PretrainIterator(cfg, batching, mesh)
 
 
 def switch_stage(previous: PretrainIterator, cfg: DataConfig | str, mesh: Any = None,
                  overrides: Sequence[str] = ()) -> PretrainIterator:
-    """The next stage's iterator, continuing every task stream it shares with `previous` (the last stage's
-    iterator, live or restored from a checkpoint)."""
-    it = make_pretrain_iterator(cfg, mesh, overrides)
+    """The next stage's iterator (same batching), continuing every task stream it shares with `previous` (the last
+    stage's iterator, live or restored from a checkpoint)."""
+    it = make_pretrain_iterator(cfg, previous.batching, mesh, overrides)
     it.continue_from(previous)
     return it
 
 
 def demo_iterator(stage: int, mesh: Any = None, seq_len: int = 128, batch_size: int = 8,
                   overrides: Sequence[str] = ()) -> PretrainIterator:
-    """The demo's stage-1 or stage-2 batches over the embedded UDHR text (data/udhr), real tokenizer, seqio, grain.
-
-    Move from stage 1 to stage 2 with `switch_stage(stage1_iterator, "demo_stage2", mesh, overrides)`, passing the
-    same `seq_len`/`batch_size` overrides.
-    """
+    """The demo's stage-1 or stage-2 batches over the embedded UDHR text (assets/udhr), real tokenizer, seqio,
+    grain. Move from stage 1 to stage 2 with `switch_stage(stage1_iterator, "demo_stage2", mesh)`."""
     if stage not in (1, 2):
         raise ValueError(f"the demo has stages 1 and 2, not {stage}")
-    return make_pretrain_iterator(f"demo_stage{stage}", mesh,
-                                  [f"loader.seq_len={seq_len}", f"loader.batch_size={batch_size}", *overrides])
+    return make_pretrain_iterator(f"demo_stage{stage}", Batching(batch_size=batch_size, seq_len=seq_len), mesh,
+                                  overrides)
 
 
 def realised_shares(batches: Iterator[Mapping[str, np.ndarray]] | Sequence[Mapping[str, np.ndarray]]

@@ -14,8 +14,6 @@ import re
 from collections.abc import Iterator
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
 from sailor2_jax.data import mixture
 from sailor2_jax.data.config import (
@@ -28,6 +26,7 @@ from sailor2_jax.data.config import (
     TfdsSource,
 )
 from sailor2_jax.data.sources import COUNTS, BadInputError, expand_files, read_documents
+from sailor2_jax.data.tf_runtime import seqio, tf
 from sailor2_jax.data.vocab import QwenVocabulary, get_vocabulary
 
 SPLIT = "train"

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import seqio
-import tensorflow as tf
 import tokenizers
+
+from sailor2_jax.data.tf_runtime import seqio, tf
 
 QWEN_TOKENIZER_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 QWEN_VOCAB_SIZE = 151_665  # tokens of the Qwen2.5 tokenizer; the embedding has 151,936 rows (padded)

@@ -30,7 +30,7 @@ from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.model.safetensors_io import SafetensorsDir, TensorSpec
 from sailor2_jax.sharding import state_shardings
 
-EXPANSION_FILE = "sailor2_expansion.json"
+EXPANSION_FILE = "sailor2_expansion.json"  # what `expand_hf_dir` records beside the weights (read_expansion)
 ZEROED = ("o", "down")  # our names of the output projections zeroed in new layers
 ZEROED_HF = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
 
@@ -54,11 +54,15 @@ def expansion_plan(old_layers: int, new_layers: int) -> tuple[list[int], list[bo
     return src, is_new
 
 
-def expanded_config(cfg: ModelConfig, new_layers: int, vocab_size: int | None, untie: bool) -> ModelConfig:
+def expanded_config(cfg: ModelConfig, new_layers: int, vocab_size: int | None, untie: bool,
+                    **fields: float | int | None) -> ModelConfig:
+    """The expanded architecture; `fields` (rms_norm_eps, max_position_embeddings) change no weight and are set
+    when given: Qwen2.5-14B has eps 1e-5 and 131,072 positions, the released Sailor2-20B 1e-6 and 4,096."""
     if untie and not cfg.tie_embeddings:
         raise ValueError("--untie-embeddings given but the base model's embeddings are not tied")
     return cfg.replace(num_layers=new_layers, vocab_size=vocab_size or cfg.vocab_size,
-                       tie_embeddings=cfg.tie_embeddings and not untie)
+                       tie_embeddings=cfg.tie_embeddings and not untie,
+                       **{k: v for k, v in fields.items() if v is not None})
 
 
 def _resize_rows(x, rows: int, axis: int):
@@ -97,15 +101,29 @@ def expand_model(model: Qwen2, new_layers: int, mesh: Mesh, *, vocab_size: int |
     return nnx.merge(graphdef, state), is_new
 
 
+def read_expansion(hf_dir: str | Path) -> dict | None:
+    """The expansion record of a directory written by `expand_hf_dir` (`is_new_layer`, `source_layer`, ...), or None
+    for a directory that is not an expansion."""
+    path = Path(hf_dir) / EXPANSION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+
+
 _LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
 def expand_hf_dir(base: str | Path, out: str | Path, new_layers: int, *, vocab_size: int | None = None,
-                  untie: bool = False, overwrite: bool = False) -> dict:
+                  untie: bool = False, overwrite: bool = False, rms_norm_eps: float | None = None,
+                  max_position_embeddings: int | None = None) -> dict:
     """Expand a HF Qwen2 directory into a new one, streaming; returns the summary written to EXPANSION_FILE."""
     base = Path(base)
     cfg = read_hf_config(base)
-    new_cfg = expanded_config(cfg, new_layers, vocab_size, untie)
+    new_cfg = expanded_config(cfg, new_layers, vocab_size, untie, rms_norm_eps=rms_norm_eps,
+                              max_position_embeddings=max_position_embeddings)
     src_of, is_new = expansion_plan(cfg.num_layers, new_layers)
     with SafetensorsDir(base) as src:
         check_keys(src, cfg)
@@ -115,8 +133,11 @@ def expand_hf_dir(base: str | Path, out: str | Path, new_layers: int, *, vocab_s
         summary = {"base_layers": cfg.num_layers, "layers": new_layers, "source_layer": src_of,
                    "is_new_layer": is_new, "vocab_size": new_cfg.vocab_size, "untied": untie}
         tokenizer = base if (base / "tokenizer.json").is_file() else None
+        extra = {EXPANSION_FILE: json.dumps(summary, indent=2)}
+        if (base / "generation_config.json").is_file():  # the base's decoding defaults and eos list go along
+            extra["generation_config.json"] = (base / "generation_config.json").read_text()
         write_specs(out, new_cfg, specs, dtype=dtype, tokenizer=tokenizer, max_shard_size="5GB",
-                    overwrite=overwrite, extra_files={EXPANSION_FILE: json.dumps(summary, indent=2)})
+                    overwrite=overwrite, extra_files=extra)
     return summary
 
 

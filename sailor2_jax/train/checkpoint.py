@@ -5,6 +5,10 @@ train config and the resolved model config, JSON) and `data` (each process's dat
 Atomic: orbax writes a step into a temporary directory and renames it when every item is complete, so a killed
 save leaves the previous step the latest restorable one. Restores take an abstract target with shardings, so a
 checkpoint restores onto any mesh shape (arrays are resharded as they are read).
+
+Damage after the fact (a truncated or deleted file, a missing data-iterator state) is survived by `restore_newest`:
+it reports the damaged step in one line, moves it aside (`<run>/set_aside/`) and restores the newest step that
+restores completely.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from sailor2_jax.config import ModelConfig
+from sailor2_jax.train.batches import CheckpointableIterator
 from sailor2_jax.train.config import OptimizerConfig, TrainConfig
-from sailor2_jax.train.data import CheckpointableIterator
-from sailor2_jax.train.step import TrainState
+from sailor2_jax.train.state import TrainState
 
 ITEMS = ("params", "train", "config", "data")
 
@@ -113,15 +118,77 @@ def save(mgr: ocp.CheckpointManager, state: TrainState, cfg: TrainConfig, model_
 
 def restore(mgr: ocp.CheckpointManager, step: int, target: TrainState, data_iter: CheckpointableIterator | None
             ) -> TrainState:
-    """Restore onto `target` (abstract arrays with the shardings wanted now) and reposition `data_iter`."""
-    items = {"params": ocp.args.StandardRestore(target.params),
-             "train": ocp.args.StandardRestore(_train_item(target))}
+    """Restore onto `target` (abstract arrays with the shardings wanted now), then reposition `data_iter` (only once
+    every array has been read, so a damaged step leaves the iterator as it was)."""
+    out = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target.params),
+                                                      train=ocp.args.StandardRestore(_train_item(target))))
     if data_iter is not None:
-        items["data"] = IteratorRestore(data_iter)
-    out = mgr.restore(step, args=ocp.args.Composite(**items))
+        mgr.restore(step, args=ocp.args.Composite(data=IteratorRestore(data_iter)))
     t = out["train"]
     return TrainState(step=t["step"], params=out["params"], opt_state=t["opt_state"], rng=t["rng"],
                       bad_steps=t["bad_steps"], skipped_steps=t["skipped_steps"])
+
+
+def _everywhere(ok: bool) -> bool:
+    """True on every process when `ok` is True on every process (a collective: all processes call it together)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:240]}{'...' if len(text) > 240 else ''}"
+
+
+def set_aside(mgr: ocp.CheckpointManager, step: int, why: str) -> epath.Path:
+    """Move a step's directory out of the manager's sight, to `<run>/set_aside/step_<N>_<why>` (nothing is deleted),
+    so the run can write that step again."""
+    dest = mgr.directory.parent / "set_aside" / f"step_{step}_{why}"
+    if jax.process_index() == 0:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest = dest.with_name(f"{dest.name}_{len(list(dest.parent.glob(dest.name + '*')))}")
+        (mgr.directory / str(step)).rename(dest)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f"set_aside {step}")
+    mgr.reload()
+    return dest
+
+
+def restore_newest(mgr: ocp.CheckpointManager, target: TrainState, data_iter: CheckpointableIterator | None, *,
+                   step: int | None = None, log=print) -> tuple[TrainState, int] | None:
+    """The newest checkpoint that restores completely (arrays and this process's data position), or exactly `step`
+    when given; None when the run has no checkpoint. A damaged step is reported in one line and set aside; with
+    `step`, the newer steps are set aside too (the run continues from `step` and writes them again)."""
+    steps = sorted(mgr.all_steps(), reverse=True)
+    if not steps:
+        if step is not None:
+            raise FileNotFoundError(f"--restore-step {step}: {mgr.directory} holds no checkpoint")
+        return None
+    if step is not None:
+        if step not in steps:
+            raise ValueError(f"--restore-step {step}: no such checkpoint in {mgr.directory} (there are "
+                             f"{sorted(steps)})")
+        for newer in (s for s in steps if s > step):
+            log(f"checkpoint step {newer} set aside (--restore-step {step}): {set_aside(mgr, newer, 'newer')}")
+        steps = [step]
+    failures = []
+    for s in steps:
+        try:
+            state, error = restore(mgr, s, target, data_iter), None
+        except Exception as e:  # noqa: BLE001 -- any failure to read a step means that step cannot be resumed
+            state, error = None, e
+        if _everywhere(error is None):
+            return state, s
+        failures.append(f"step {s}: {_reason(error) if error else 'damaged on another process'}")
+        if step is not None:
+            raise ValueError(f"checkpoint step {s} does not restore: {failures[-1]}")
+        log(f"checkpoint step {s} is damaged ({failures[-1].split(': ', 1)[1]}); set aside to "
+            f"{set_aside(mgr, s, 'damaged')}")
+    raise ValueError(f"no checkpoint in {mgr.directory} restores completely: " + "; ".join(failures))
 
 
 # --- reading a checkpoint outside the loop (export, init from a previous stage) ------------------------------------

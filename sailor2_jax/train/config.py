@@ -15,22 +15,32 @@ from typing import Any, Literal
 import pydantic
 
 from sailor2_jax.config import ComputeConfig, Config, MeshConfig, ModelConfig, load_model_config
+from sailor2_jax.data.config import Batching
 
 PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
 
 
 class ScheduleConfig(Config):
-    """Learning-rate schedule. `wsd`: linear warmup, a stable plateau, then a decay over the last `decay_steps`
-    (MiniCPM; Sailor2 stage 1 is the plateau at 1e-4, stage 2 the anneal towards 1e-5). `cosine`: warmup then cosine
-    to `final_lr` over the run. `constant`: `peak_lr` after warmup."""
+    """Learning-rate schedule over `total_steps` steps. `wsd`: linear warmup, a stable plateau, then a decay over the
+    last `decay_steps` (MiniCPM; Sailor2 stage 1 is the plateau at 1e-4, stage 2 the anneal towards 1e-5).
+    `cosine`: warmup then cosine to `final_lr`. `constant`: `peak_lr` after warmup. Step 1 trains at the warmup's
+    first increment above `init_lr` (never at 0), the last step of a decay at `final_lr`; steps past the end keep
+    the final value.
+
+    The length is fixed when a run first starts (`total_steps`, default the run's `steps`) and kept on resume, so
+    rerunning with more `steps` never raises a decayed learning rate again; to extend a run with a new decay, set
+    `optimizer.schedule.total_steps` explicitly."""
 
     kind: Literal["wsd", "cosine", "constant"] = "wsd"
     peak_lr: float = pydantic.Field(1e-4, ge=0)
-    init_lr: float = pydantic.Field(0.0, ge=0, description="learning rate at step 0 of the warmup")
+    init_lr: float = pydantic.Field(0.0, ge=0, description="where the warmup starts (step 1 is one increment above)")
     final_lr: float = pydantic.Field(1e-5, ge=0, description="end of the wsd decay / of the cosine")
     warmup_steps: int = pydantic.Field(0, ge=0)
     decay_steps: int = pydantic.Field(0, ge=0, description="wsd: length of the final decay (0: no decay)")
     decay_shape: Literal["exponential", "linear", "cosine"] = "exponential"
+    total_steps: int | None = pydantic.Field(
+        None, gt=0, description="the schedule's length; default: `steps` at the run's first start (kept on resume)")
+
 
 
 class OptimizerConfig(Config):
@@ -44,8 +54,8 @@ class OptimizerConfig(Config):
     schedule: ScheduleConfig = ScheduleConfig()
     trainable: Literal["all", "new_layers"] = "all"
     new_layers: list[bool] | None = pydantic.Field(
-        None,
-        description="is_new_layer per layer (trainable=new_layers); default: init.hf_dir's sailor2_expansion.json")
+        None, description="is_new_layer per layer (trainable=new_layers); default: the expansion record `sailor2-jax "
+        "expand` wrote into init.hf_dir")
 
 
 class ObjectiveConfig(Config):
@@ -94,7 +104,8 @@ class InitConfig(Config):
 class BatchSourceConfig(Config):
     """The batch source: `mixture` (pre-training: a seqio/grain mixture from configs/data/, e.g. `stage1` or
     `demo_stage1`, via sailor2_jax.data.loader) or `synthetic` (a deterministic demo/test source for every
-    objective, sailor2_jax/train/data.py). SFT and preference loaders plug in through `train(data_iter=...)`."""
+    objective, sailor2_jax/train/batches.py). Other sources plug in through `train(data_iter=...)`.
+    Batch size, sequence length and seed live here only: the loaders take them as arguments (`batching()`)."""
 
     source: Literal["synthetic", "mixture"] = "synthetic"
     mixture: str | None = pydantic.Field(None, description="source=mixture: a data config name or YAML path")
@@ -104,11 +115,25 @@ class BatchSourceConfig(Config):
     micro_batches: int = pydantic.Field(1, gt=0, description="gradient accumulation: micro-batches per step")
     seed: int = 0
 
+    def batching(self, seed_offset: int = 0) -> Batching:
+        """What the loaders take; `seed_offset` gives an independent stream of the same source (evaluation)."""
+        return Batching(batch_size=self.batch_size, seq_len=self.seq_len, seed=self.seed + seed_offset)
+
 
 class CheckpointConfig(Config):
     every: int = pydantic.Field(1000, gt=0)
     keep: int = pydantic.Field(3, gt=0)
     async_save: bool = True
+
+
+class NanGuardConfig(Config):
+    """A step with a non-finite loss or gradient is skipped (its update is not applied). After `max_bad_steps` in a
+    row the run rolls back to its newest checkpoint not yet rolled back to and goes on with the batches after the
+    bad ones (the data window between that checkpoint and now is skipped: PaLM's recipe), at most `max_rollbacks`
+    times; then it stops."""
+
+    max_bad_steps: int = pydantic.Field(5, gt=0)
+    max_rollbacks: int = pydantic.Field(3, ge=0)
 
 
 class LogConfig(Config):
@@ -130,8 +155,9 @@ class TrainConfig(Config):
     data: BatchSourceConfig = BatchSourceConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
-    steps: int = pydantic.Field(100, gt=0)
-    max_bad_steps: int = pydantic.Field(5, gt=0, description="stop after this many non-finite steps in a row")
+    steps: int = pydantic.Field(100, gt=0, description="where the run stops (the schedule's length is fixed at the "
+                                "first start: optimizer.schedule.total_steps)")
+    nan_guard: NanGuardConfig = NanGuardConfig()
 
     @pydantic.field_validator("model", mode="before")
     @classmethod

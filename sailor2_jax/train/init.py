@@ -1,22 +1,31 @@
-"""Where a run starts: the architecture, the first parameters and the previous stage, read from disk here (the
-configs themselves do no I/O)."""
+"""Where a run starts, read from disk here (the configs themselves do no I/O): the architecture, the settings a
+resumed run keeps (schedule length), the expansion mask, the first parameters and optimiser state, and the data
+iterator (fresh, or continuing the previous stage's streams)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
+import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
 from sailor2_jax.config import ModelConfig
+from sailor2_jax.model.expand import EXPANSION_FILE, read_expansion
 from sailor2_jax.model.hf import import_hf, read_hf_config
 from sailor2_jax.model.init import create_model
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.train.batches import CheckpointableIterator, SyntheticLM, SyntheticPreference
 from sailor2_jax.train.config import TrainConfig
+from sailor2_jax.train.optim import restart_schedule
+from sailor2_jax.train.state import TrainState, init_state
+from sailor2_jax.train.step import StepSetup
 
 Params = dict[str, Any]
+EVAL_SEED_OFFSET = 1_000_003  # the eval stream: an independent stream of the same source
 
 
 def architecture(cfg: TrainConfig) -> ModelConfig:
@@ -28,15 +37,104 @@ def architecture(cfg: TrainConfig) -> ModelConfig:
     return ModelConfig.model_validate(ckpt.read_config(cfg.init.checkpoint)["model"])
 
 
-def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardings: Params, shapes: Params,
+def new_layers(cfg: TrainConfig) -> list[bool]:
+    """The mask of `optimizer.trainable: new_layers`: from the config, or the expansion record `sailor2-jax expand`
+    wrote into init.hf_dir."""
+    if cfg.optimizer.new_layers is not None:
+        mask, where = list(cfg.optimizer.new_layers), "optimizer.new_layers"
+    elif cfg.init.hf_dir and (record := read_expansion(cfg.init.hf_dir)) is not None:
+        mask, where = list(record["is_new_layer"]), f"{cfg.init.hf_dir}/{EXPANSION_FILE}"
+    else:
+        raise ValueError("optimizer.trainable=new_layers needs optimizer.new_layers or an init.hf_dir written by "
+                         f"`sailor2-jax expand` (with {EXPANSION_FILE})")
+    if not any(mask):
+        raise ValueError(f"optimizer.trainable=new_layers: {where} marks no layer as new; nothing would train")
+    return mask
+
+
+def _saved_schedule_steps(mgr: ocp.CheckpointManager) -> int | None:
+    """The schedule length the run being resumed was started with (its newest readable saved config)."""
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            saved = ckpt.read_config(mgr.directory / str(step))["train"]
+        except Exception:  # noqa: BLE001 -- a damaged step; restore_newest reports it
+            continue
+        return saved["optimizer"]["schedule"].get("total_steps") or saved["steps"]
+    return None
+
+
+def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print) -> TrainConfig:
+    """`cfg` with what the run fixes at its first start filled in, so the checkpoints record it: the expansion mask
+    and the schedule length (kept on resume unless optimizer.schedule.total_steps is given explicitly)."""
+    optimizer = cfg.optimizer
+    if optimizer.trainable == "new_layers":
+        optimizer = optimizer.replace(new_layers=new_layers(cfg))
+    schedule = optimizer.schedule
+    saved = _saved_schedule_steps(mgr)
+    if schedule.total_steps is None:
+        schedule = schedule.replace(total_steps=saved or cfg.steps)
+    elif saved is not None and saved != schedule.total_steps:
+        log(f"learning-rate schedule extended: {saved} → {schedule.total_steps} steps "
+            "(optimizer.schedule.total_steps)")
+    if cfg.steps > schedule.total_steps:
+        log(f"steps {schedule.total_steps + 1}..{cfg.steps} run past the end of the learning-rate schedule "
+            f"({schedule.total_steps} steps) at its final value; to extend the schedule set "
+            "optimizer.schedule.total_steps")
+    return cfg.replace(optimizer=optimizer.replace(schedule=schedule))
+
+
+def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: StepSetup,
                    init_model: Qwen2 | None = None) -> Params:
     """The first parameters: a given model, an HF directory, a previous run's checkpoint, or a random init."""
+    shardings = setup.shardings.params
     if init_model is not None:
         params = nnx.to_pure_dict(nnx.state(init_model, nnx.Param))
     elif cfg.init.hf_dir:
         params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, cfg.compute)))
     elif cfg.init.checkpoint:
-        params = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(shardings, shapes))
+        params = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(shardings, setup.shapes))
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed, cfg.compute)))
     return jax.device_put(params, shardings)
+
+
+def fresh_state(cfg: TrainConfig, params: Params, setup: StepSetup) -> TrainState:
+    """Step 0: `params` with a new optimiser state, or (init.optimizer_state) the previous stage's, on this run's
+    schedule."""
+    opt_state = None
+    if cfg.init.optimizer_state:
+        target = ckpt.abstract_target(setup.shardings, setup.abstract_state())
+        opt_state = ckpt.restore_optimizer(cfg.init.checkpoint, target, cfg.optimizer)
+
+    def first(p, o):
+        s = init_state(p, setup.tx, cfg.init.seed)
+        return s if o is None else dataclasses.replace(s, opt_state=restart_schedule(o))
+    return jax.jit(first, out_shardings=setup.shardings)(params, opt_state)
+
+
+def data_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previous_run: str | None = None
+                  ) -> CheckpointableIterator:
+    """This process's batches for cfg.data (host numpy; the loop assembles global arrays).
+
+    `for_eval` gives an independent stream of the same source. `previous_run` (a checkpoint of the previous stage,
+    e.g. stage 1 for stage 2) makes a mixture continue every task stream the two stages share where that run left
+    it, so replayed stage-1 data is not seen twice.
+    """
+    batching = cfg.data.batching(EVAL_SEED_OFFSET if for_eval else 0)
+    if cfg.data.source == "synthetic":
+        args = (batching.batch_size, batching.seq_len, vocab, batching.seed)
+        if cfg.objective.is_preference:
+            return SyntheticPreference(*args)
+        return SyntheticLM(*args, prompt_frac=0.5 if cfg.objective.kind == "sft" else 0.0)
+    from sailor2_jax.data.config import load_data_config
+    from sailor2_jax.data.loader import PretrainIterator
+
+    it = PretrainIterator(load_data_config(cfg.data.mixture, cfg.data.mixture_overrides), batching)
+    if previous_run is not None and not for_eval:
+        prev_cfg = TrainConfig.model_validate(ckpt.read_config(previous_run)["train"])
+        if prev_cfg.data.source == "mixture":
+            previous = PretrainIterator(load_data_config(prev_cfg.data.mixture, prev_cfg.data.mixture_overrides),
+                                        prev_cfg.data.batching())
+            ckpt.restore_iterator(previous_run, previous)
+            it.continue_from(previous)
+    return it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,16 @@ class MetricsWriter:
                 from tensorboardX import SummaryWriter
                 self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
 
-    def write(self, step: int, values: dict[str, float | int]) -> None:
+    def write(self, step: int, values: dict[str, float | int | str]) -> None:
+        """One line: the step, the wall-clock time (unix seconds) and the values (strings mark events)."""
         if not self.active:
             return
-        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
         self.file.flush()
         if self.tb is not None:
             for k, v in values.items():
-                self.tb.add_scalar(k, float(v), step)
+                if not isinstance(v, str):
+                    self.tb.add_scalar(k, float(v), step)
 
     def close(self) -> None:
         if self.active:

@@ -14,8 +14,6 @@ cannot reach a frozen weight. With `trainable: all` every leaf is whole and the 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,13 +21,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sailor2_jax.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from sailor2_jax.train.config import OptimizerConfig, ScheduleConfig
 
 Params = dict[str, Any]
 
 
 def schedule(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
-    """The learning rate as a function of the update count."""
+    """The learning rate as a function of the update count c = 0, 1, ...: update c is the run's step c + 1 and takes
+    the schedule's value at step c + 1, so the first step trains one warmup increment above `init_lr` (never at 0
+    when warmup starts there) and the last step of a decay at `final_lr`."""
+    if cfg.kind == "wsd" and cfg.warmup_steps + cfg.decay_steps > total_steps:
+        raise ValueError(f"optimizer.schedule: warmup_steps ({cfg.warmup_steps}) + decay_steps ({cfg.decay_steps}) "
+                         f"exceed the schedule's {total_steps} steps (set optimizer.schedule.total_steps)")
+    if cfg.warmup_steps > total_steps:
+        raise ValueError(f"optimizer.schedule: warmup_steps ({cfg.warmup_steps}) exceed the schedule's {total_steps} "
+                         "steps (set optimizer.schedule.total_steps)")
+    by_step = _by_step(cfg, total_steps)
+    return lambda count: by_step(count + 1)
+
+
+def _by_step(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
+    """The schedule over steps 0..total_steps: warmup from `init_lr` at 0 to `peak_lr` at `warmup_steps`, then its
+    kind's shape, ending at step `total_steps` (constant after)."""
     warmup = optax.linear_schedule(cfg.init_lr, cfg.peak_lr, max(cfg.warmup_steps, 1))
     ratio = cfg.final_lr / cfg.peak_lr if cfg.peak_lr else 0.0
     if cfg.kind == "constant":
@@ -58,25 +71,14 @@ def decay_mask(params: Params) -> Params:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def new_layer_mask(cfg: TrainConfig) -> list[bool]:
-    """The expansion mask: from the config, or from init.hf_dir/sailor2_expansion.json (written by `expand`)."""
-    if cfg.optimizer.new_layers is not None:
-        mask, where = list(cfg.optimizer.new_layers), "optimizer.new_layers"
-    elif cfg.init.hf_dir and (meta := Path(cfg.init.hf_dir) / "sailor2_expansion.json").is_file():
-        mask, where = list(json.loads(meta.read_text())["is_new_layer"]), str(meta)
-    else:
-        raise ValueError("optimizer.trainable=new_layers needs optimizer.new_layers or an init.hf_dir written by "
-                         "`sailor2-jax expand` (with sailor2_expansion.json)")
-    if not any(mask):
-        raise ValueError(f"optimizer.trainable=new_layers: {where} marks no layer as new; nothing would train")
-    return mask
-
-
-def trainable_mask(cfg: TrainConfig, params: Params) -> Params:
-    """Per-leaf float masks (see the module docstring); all ones when everything trains."""
-    if cfg.optimizer.trainable == "all":
+def trainable_mask(cfg: OptimizerConfig, params: Params) -> Params:
+    """Per-leaf float masks (see the module docstring); all ones when everything trains. `trainable: new_layers`
+    reads `cfg.new_layers` (resolved from the expansion record by train/init.py)."""
+    if cfg.trainable == "all":
         return jax.tree.map(lambda p: np.ones((), np.float32), params)
-    is_new_L = np.asarray(new_layer_mask(cfg), np.float32)
+    if cfg.new_layers is None:
+        raise ValueError("optimizer.trainable=new_layers needs optimizer.new_layers (the expansion's is_new_layer)")
+    is_new_L = np.asarray(cfg.new_layers, np.float32)
 
     def leaf(path, p):
         if str(getattr(path[0], "key", path[0])) != "layers":

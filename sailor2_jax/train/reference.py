@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from sailor2_jax.sharding import batch_sharding, global_batch, logical_to_spec
-from sailor2_jax.train.data import CheckpointableIterator
+from sailor2_jax.train.batches import CheckpointableIterator
 from sailor2_jax.train.objectives import Batch, sequence_logps
 
 Params = dict[str, Any]

@@ -27,25 +27,9 @@ from sailor2_jax.sharding import batch_sharding, shard, state_shardings
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.objectives import Batch, Objective
 from sailor2_jax.train.optim import optimizer, trainable_mask
+from sailor2_jax.train.state import TrainState, init_state
 
 Params = dict[str, Any]
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class TrainState:
-    step: jax.Array            # int32 []: batches consumed
-    params: Params             # fp32 master weights (pure dict of the NNX model state)
-    opt_state: optax.OptState
-    rng: jax.Array             # uint32 [2]: raw key data, for stochastic objectives and checkpoint symmetry
-    bad_steps: jax.Array       # int32 []: consecutive non-finite steps (the loop stops at max_bad_steps)
-    skipped_steps: jax.Array   # int32 []: all non-finite steps skipped so far
-
-
-def init_state(params: Params, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(jax.random.key(seed)), bad_steps=zero, skipped_steps=zero)
 
 
 def _micro_batches(batch: Batch, m: int) -> Batch:
@@ -159,8 +143,10 @@ class StepSetup:
 
 
 def setup_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> StepSetup:
+    """The step of `cfg` (its optimiser's schedule spans `optimizer.schedule.total_steps`, else `steps`; the loop
+    fixes it at a run's first start, train/init.py `resolve`)."""
     graphdef, abstract = nnx.split(abstract_model(model_cfg, cfg.compute))
     shapes = nnx.to_pure_dict(abstract)
-    mask = trainable_mask(cfg, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)
+    mask = trainable_mask(cfg.optimizer, shapes)
+    tx, lr = optimizer(cfg.optimizer, cfg.optimizer.schedule.total_steps or cfg.steps, mask)
     return StepSetup(graphdef, shapes, mask, tx, lr, train_state_shardings(abstract, tx, mesh))

@@ -14,7 +14,7 @@ import grain
 import numpy as np
 import yaml
 
-from sailor2_jax.data.config import DataConfig
+from sailor2_jax.data.config import Batching, DataConfig
 from sailor2_jax.data.loader import TaskDocuments
 
 EOS = 151643
@@ -34,9 +34,12 @@ def documents(spec: dict[str, tuple[int, list[int]]]) -> dict[str, TaskDocuments
     return out
 
 
-def stage_config(tasks: dict[str, str], rates: dict[str, float], *, name: str = "stage1", seq_len: int = 64,
-                 batch_size: int = 4, shard: tuple[int, int] = (0, 1), replay: dict | None = None,
-                 seed: int = 0) -> dict:
+def batching(seq_len: int = 64, batch_size: int = 4, seed: int = 0) -> Batching:
+    return Batching(seq_len=seq_len, batch_size=batch_size, seed=seed)
+
+
+def stage_config(tasks: dict[str, str], rates: dict[str, float], *, name: str = "stage1",
+                 shard: tuple[int, int] = (0, 1), replay: dict | None = None) -> dict:
     """A DataConfig dict over tasks {name: language} (their files are never read: documents are injected)."""
     mixture = {"name": name, "rates": rates}
     if replay:
@@ -45,8 +48,7 @@ def stage_config(tasks: dict[str, str], rates: dict[str, float], *, name: str = 
         "tasks": [{"name": t, "language": lang, "source": {"type": "jsonl", "files": [f"{t}.jsonl"]}}
                   for t, lang in tasks.items()],
         "mixture": mixture,
-        "loader": {"seq_len": seq_len, "batch_size": batch_size, "seed": seed, "source": "seqio",
-                   "shard_index": shard[0], "shard_count": shard[1]},
+        "loader": {"source": "seqio", "shard_index": shard[0], "shard_count": shard[1]},
     }
 
 

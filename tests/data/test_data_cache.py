@@ -106,15 +106,17 @@ def test_cache_command_then_loading_then_inspect(tmp_path, capsys):
         assert collections.Counter(cached) == collections.Counter(expected)
 
     # grain reads the cache; everything in the batches is tokens of the cached documents
+    from sailor2_jax.data.config import Batching
     from sailor2_jax.data.loader import make_pretrain_iterator
 
     over = [f"cache_dir={cache_dir}", "loader.source=cache", "loader.shard_index=0", "loader.shard_count=1"]
-    batch = next(make_pretrain_iterator("demo_stage1", overrides=over))
+    batch = next(make_pretrain_iterator("demo_stage1", Batching(batch_size=8, seq_len=128), overrides=over))
     vocab_of_cache = {t for lang in ("vi", "id", "th", "en", "zh", "my", "ms", "tl", "km")
                       for doc in expected_documents(lang) for t in doc}
     assert set(np.unique(batch["tokens"])) <= vocab_of_cache and batch["tokens"].shape == (8, 128)
 
-    assert main(["inspect-data", "--config", "demo_stage1", "--batches", "60", *over[:2]]) == 0
+    assert main(["inspect-data", "--config", "demo_stage1", "--batches", "60", "--batch-size", "8", "--seq-len", "128",
+                 *over[:2]]) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("target", "realised", "tokens_per_batch", "padding_fraction"):
         assert key in report

@@ -8,7 +8,7 @@ import json
 import grain
 import numpy as np
 import pytest
-from data_helpers import EOS, config, documents, make_docs, stage_config, write_config
+from data_helpers import EOS, batching, config, documents, make_docs, stage_config, write_config
 
 from sailor2_jax.data.config import LANGUAGE_INDEX
 from sailor2_jax.data.loader import PretrainIterator, host_stream, realised_shares
@@ -28,19 +28,19 @@ def take(it, n):
 
 
 def three_tasks(seq_len=64, batch_size=4, **kw):
+    """Three tasks' config, documents and batching."""
     spec = {"a_vi": (1, [int(n) for n in np.random.default_rng(0).integers(3, 40, 300)]),
             "b_th": (2, [int(n) for n in np.random.default_rng(1).integers(50, 200, 300)]),
             "c_km": (3, [int(n) for n in np.random.default_rng(2).integers(10, 20, 300)])}
-    cfg = config(stage_config({"a_vi": "vi", "b_th": "th", "c_km": "km"}, {"a_vi": 6, "b_th": 3, "c_km": 1},
-                              seq_len=seq_len, batch_size=batch_size, **kw))
-    return cfg, documents(spec)
+    cfg = config(stage_config({"a_vi": "vi", "b_th": "th", "c_km": "km"}, {"a_vi": 6, "b_th": 3, "c_km": 1}, **kw))
+    return cfg, documents(spec), batching(seq_len, batch_size)
 
 
 def test_packing_loses_and_duplicates_nothing():
     lengths = [int(n) for n in np.random.default_rng(5).integers(1, 90, 57)]
     docs = make_docs(1, lengths)
-    cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=50, batch_size=3))
-    it = PretrainIterator(cfg, documents=documents({"a_vi": (1, lengths)}))
+    cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}))
+    it = PretrainIterator(cfg, batching(50, 3), documents=documents({"a_vi": (1, lengths)}))
     need = sum(len(d) - 1 for d in docs)  # one epoch of packed positions
     stream = {"tokens": [], "targets": []}
     while len(stream["tokens"]) < need:
@@ -55,8 +55,8 @@ def test_packing_loses_and_duplicates_nothing():
 
 
 def test_segments_never_cross_and_positions_restart():
-    cfg, docs = three_tasks()
-    it = PretrainIterator(cfg, documents=docs)
+    cfg, docs, b = three_tasks()
+    it = PretrainIterator(cfg, b, documents=docs)
     lang_of = {1: LANGUAGE_INDEX["vi"], 2: LANGUAGE_INDEX["th"], 3: LANGUAGE_INDEX["km"]}
     for row in rows(take(it, 20)):
         seg, tok, tgt, pos = row["segment_ids"], row["tokens"], row["targets"], row["positions"]
@@ -78,9 +78,9 @@ def test_segments_never_cross_and_positions_restart():
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_realised_token_shares_match_targets(temperature):
-    cfg, docs = three_tasks(seq_len=256, batch_size=4)
+    cfg, docs, b = three_tasks(seq_len=256, batch_size=4)
     cfg = cfg.replace(mixture=cfg.mixture.replace(temperature=temperature))
-    it = PretrainIterator(cfg, documents=docs)
+    it = PretrainIterator(cfg, b, documents=docs)
     # independent expectation: p_i^(1/T), renormalised
     p = np.asarray([6, 3, 1], float) / 10
     q = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
@@ -92,40 +92,40 @@ def test_realised_token_shares_match_targets(temperature):
 
 
 def test_same_seed_same_batches_other_seed_differs():
-    cfg, docs = three_tasks()
-    a = take(PretrainIterator(cfg, documents=docs), 5)
-    b = take(PretrainIterator(cfg, documents=docs), 5)
-    c = take(PretrainIterator(cfg.replace(loader=cfg.loader.replace(seed=7)), documents=docs), 5)
-    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
-    assert not all(np.array_equal(x["tokens"], y["tokens"]) for x, y in zip(a, c))
+    cfg, docs, b = three_tasks()
+    first = take(PretrainIterator(cfg, b, documents=docs), 5)
+    again = take(PretrainIterator(cfg, b, documents=docs), 5)
+    other = take(PretrainIterator(cfg, b.replace(seed=7), documents=docs), 5)
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(first, again) for k in x)
+    assert not all(np.array_equal(x["tokens"], y["tokens"]) for x, y in zip(first, other))
 
 
 def test_restored_state_reproduces_following_batches(tmp_path):
-    cfg, docs = three_tasks()
-    it = PretrainIterator(cfg, documents=docs)
+    cfg, docs, b = three_tasks()
+    it = PretrainIterator(cfg, b, documents=docs)
     take(it, 7)
     state = json.loads(json.dumps(it.get_state()))  # what goes into the checkpoint is plain JSON
     expected = take(it, 6)
-    fresh = PretrainIterator(cfg, documents=docs)
+    fresh = PretrainIterator(cfg, b, documents=docs)
     fresh.set_state(state)
     assert all(np.array_equal(x[k], y[k]) for x, y in zip(expected, take(fresh, 6)) for k in x)
     # the same through grain's orbax checkpoint handler (what the training engine's manager calls)
     from etils import epath
 
     handler = grain.checkpoint.CheckpointHandler()
-    it2 = PretrainIterator(cfg, documents=docs)
+    it2 = PretrainIterator(cfg, b, documents=docs)
     take(it2, 7)
     handler.save(epath.Path(tmp_path), args=grain.checkpoint.CheckpointSave(it2))
     restored = handler.restore(epath.Path(tmp_path), args=grain.checkpoint.CheckpointRestore(
-        PretrainIterator(cfg, documents=docs)))
+        PretrainIterator(cfg, b, documents=docs)))
     assert all(np.array_equal(x[k], y[k]) for x, y in zip(expected, take(restored, 6)) for k in x)
 
 
 def test_state_of_another_stage_is_refused():
-    cfg, docs = three_tasks()
+    cfg, docs, b = three_tasks()
     other = cfg.replace(mixture=cfg.mixture.replace(name="other"))
     with pytest.raises(ValueError, match="switch_stage"):
-        PretrainIterator(other, documents=docs).set_state(PretrainIterator(cfg, documents=docs).get_state())
+        PretrainIterator(other, b, documents=docs).set_state(PretrainIterator(cfg, b, documents=docs).get_state())
 
 
 def _doc_sequence(batches, task_index):
@@ -145,14 +145,14 @@ def test_stage_switch_keeps_every_stream_where_it_was(tmp_path):
     stage2 = stage_config({"c_km": "km"}, {"c_km": 1}, name="s2", replay={"config": str(path1), "tokens": 1})
     spec = {"a_vi": (1, [20] * 400), "b_th": (2, [30] * 400), "c_km": (3, [25] * 400)}
     docs = documents(spec)
-    it1 = PretrainIterator(config(stage1), documents=docs)
+    it1 = PretrainIterator(config(stage1), batching(), documents=docs)
     first = take(it1, 9)
-    it2 = PretrainIterator(config(stage2), documents=docs)  # switch_stage() = this + continue_from
+    it2 = PretrainIterator(config(stage2), batching(), documents=docs)  # switch_stage() = this + continue_from
     it2.continue_from(it1)
     positions = it2.stream_positions()[0]  # the one data shard of one host
     assert positions["c_km"] == 0
     # independent reference: stage 1 alone, run longer, gives each replayed task's document order
-    reference = take(PretrainIterator(config(stage1), documents=docs), 40)
+    reference = take(PretrainIterator(config(stage1), batching(), documents=docs), 40)
     after = take(it2, 12)
     for k, task in ((1, "a_vi"), (2, "b_th")):
         ref, done, cont = _doc_sequence(reference, k), _doc_sequence(first, k), _doc_sequence(after, k)
@@ -177,9 +177,9 @@ def test_host_batches_hold_disjoint_documents(hosts):
     batches = (n_docs // hosts * positions_per_doc) // (seq_len * batch_size // hosts)
     seen = []
     for h in range(hosts):
-        cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=seq_len, batch_size=batch_size,
-                                  shard=(h, hosts)))
-        it = PretrainIterator(cfg, documents=documents({"a_vi": (1, [positions_per_doc] * n_docs)}))
+        cfg = config(stage_config({"a_vi": "vi"}, {"a_vi": 1}, shard=(h, hosts)))
+        it = PretrainIterator(cfg, batching(seq_len, batch_size),
+                              documents=documents({"a_vi": (1, [positions_per_doc] * n_docs)}))
         assert it.local_batch_size == batch_size // hosts
         toks = np.concatenate([b["tokens"].ravel() for b in take(it, batches)])
         seen.append({decode_token(int(t))[1] for t in toks})
@@ -194,9 +194,9 @@ def test_global_batches_on_the_mesh():
     from sailor2_jax.sharding import make_mesh
 
     mesh = make_mesh(MeshConfig(data=2, fsdp=4))
-    cfg, docs = three_tasks(batch_size=8)
-    batch = next(PretrainIterator(cfg, mesh=mesh, documents=docs))
-    host = next(PretrainIterator(cfg, documents=docs))
+    cfg, docs, b = three_tasks(batch_size=8)
+    batch = next(PretrainIterator(cfg, b, mesh=mesh, documents=docs))
+    host = next(PretrainIterator(cfg, b, documents=docs))
     assert set(batch) == {"tokens", "targets", "loss_mask", "segment_ids", "positions", "languages"}
     for k, v in batch.items():
         assert isinstance(v, jax.Array) and v.shape == (8, 64)
@@ -204,12 +204,12 @@ def test_global_batches_on_the_mesh():
         np.testing.assert_array_equal(np.asarray(v), host[k])
 
 
-def _hosts(cfg_dict, docs, hosts, state=None, data_shards=None):
+def _hosts(cfg_dict, docs, hosts, state=None, data_shards=None, b=batching(32, 8)):
     its = []
     for h in range(hosts):
         d = json.loads(json.dumps(cfg_dict))
         d["loader"] |= {"shard_index": h, "shard_count": hosts, "data_shards": data_shards}
-        it = PretrainIterator(config(d), documents=docs)
+        it = PretrainIterator(config(d), b, documents=docs)
         if state is not None:
             it.set_state(json.loads(json.dumps(state)))  # as a checkpoint's JSON holds it
         its.append(it)
@@ -225,7 +225,7 @@ def test_data_shards_resume_on_another_host_count():
     """One run with 4 data shards: 1 host for 3 batches, then 2 hosts, then 4, then 1 again (each time from the
     merged states of the previous hosts, as a checkpoint restore does): the global batches are bitwise those of
     one uninterrupted host."""
-    cfg_dict = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 2, "b_th": 1}, seq_len=32, batch_size=8)
+    cfg_dict = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 2, "b_th": 1})
     docs = documents({"a_vi": (1, [int(n) for n in np.random.default_rng(0).integers(3, 40, 200)]),
                       "b_th": (2, [int(n) for n in np.random.default_rng(1).integers(20, 90, 200)])})
     single = _hosts(cfg_dict, docs, 1, data_shards=4)[0]
@@ -246,7 +246,7 @@ def test_data_shards_resume_on_another_host_count():
 
 
 def test_default_data_shards_is_the_first_host_count_and_errors_name_it():
-    cfg_dict = stage_config({"a_vi": "vi"}, {"a_vi": 1}, seq_len=32, batch_size=8)
+    cfg_dict = stage_config({"a_vi": "vi"}, {"a_vi": 1})
     docs = documents({"a_vi": (1, [int(n) for n in np.random.default_rng(0).integers(3, 40, 100)])})
     two = _hosts(cfg_dict, docs, 2)
     assert [it.data_shards for it in two] == [2, 2] and two[0].get_state()["data_shards"] == 2
@@ -257,20 +257,19 @@ def test_default_data_shards_is_the_first_host_count_and_errors_name_it():
         _hosts(cfg_dict, docs, 1, merged, data_shards=4)
     with pytest.raises(ValueError, match="lacks data shards \\['1'\\]"):
         _hosts(cfg_dict, docs, 1, two[0].get_state())  # one process's state alone cannot restore both shards
-    with pytest.raises(ValueError, match="3 data shards .* divide loader.batch_size 8"):
+    with pytest.raises(ValueError, match="3 data shards .* divide the batch size 8"):
         _hosts(cfg_dict, docs, 1, data_shards=3)
 
 
 def test_stage_switch_keeps_the_data_shards_and_each_shards_streams(tmp_path):
-    stage1 = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 1, "b_th": 1}, name="s1", batch_size=4)
+    stage1 = stage_config({"a_vi": "vi", "b_th": "th"}, {"a_vi": 1, "b_th": 1}, name="s1")
     stage1["loader"]["data_shards"] = 2
     path1 = write_config(tmp_path / "s1.yaml", stage1)
-    stage2 = stage_config({"c_km": "km"}, {"c_km": 1}, name="s2", batch_size=4,
-                          replay={"config": str(path1), "tokens": 1})
+    stage2 = stage_config({"c_km": "km"}, {"c_km": 1}, name="s2", replay={"config": str(path1), "tokens": 1})
     docs = documents({"a_vi": (1, [20] * 300), "b_th": (2, [30] * 300), "c_km": (3, [25] * 300)})
-    it1 = PretrainIterator(config(stage1), documents=docs)
+    it1 = PretrainIterator(config(stage1), batching(), documents=docs)
     take(it1, 7)
-    it2 = PretrainIterator(config(stage2), documents=docs)  # data_shards not set: the previous stage's
+    it2 = PretrainIterator(config(stage2), batching(), documents=docs)  # data_shards not set: the previous stage's
     it2.continue_from(it1)
     assert it2.data_shards == 2
     old, new = it1.stream_positions(), it2.stream_positions()
@@ -285,10 +284,9 @@ def test_data_shards_start_out_of_step_so_their_share_errors_cancel():
     (per-shard phases) put every task in the first batch and keep its shares near the targets."""
     spec = {t: (k, [int(n) for n in np.random.default_rng(k).integers(20, 60, 400)])
             for k, t in enumerate(("a_vi", "b_th", "c_km"), 1)}
-    d = stage_config({"a_vi": "vi", "b_th": "th", "c_km": "km"}, {"a_vi": 6, "b_th": 3, "c_km": 1}, seq_len=64,
-                     batch_size=16)
+    d = stage_config({"a_vi": "vi", "b_th": "th", "c_km": "km"}, {"a_vi": 6, "b_th": 3, "c_km": 1})
     d["loader"]["data_shards"] = 16
-    it = PretrainIterator(config(d), documents=documents(spec))
+    it = PretrainIterator(config(d), batching(64, 16), documents=documents(spec))
     shares, _, _ = realised_shares([next(it)])
     assert set(shares) == {"vi", "th", "km"}, shares
     assert max(abs(shares[lang] - t) for lang, t in it.target_shares.items()) < 0.1, shares

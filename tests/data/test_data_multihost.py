@@ -67,7 +67,7 @@ def test_two_processes_read_what_two_simulated_hosts_read(tmp_path):
                 first = it
             else:  # the same documents (seqio's output); only the share read from them differs
                 cfg = first.cfg.replace(loader=first.cfg.loader.replace(shard_index=1, shard_count=2))
-                it = PretrainIterator(cfg, documents=first.documents)
+                it = PretrainIterator(cfg, first.batching, documents=first.documents)
             assert it.local_batch_size == BATCH_SIZE // 2
             batches = [next(it) for _ in range(BEFORE)]
             states.append(_canonical(it.get_state()))
@@ -102,7 +102,7 @@ def test_two_processes_read_what_two_simulated_hosts_read(tmp_path):
     # one process goes on from the two real processes' states, merged (a restore on another host count)
     real = [json.loads((tmp_path / f"process_{p}" / "states.json").read_text())["after"] for p in range(2)]
     cfg = first.cfg.replace(loader=first.cfg.loader.replace(shard_index=0, shard_count=1))
-    alone = PretrainIterator(cfg, documents=first.documents)
+    alone = PretrainIterator(cfg, first.batching, documents=first.documents)
     alone.set_state(PretrainIterator.merge_states(real))
     for i in range(2):
         local = [next(it) for it in its]  # the simulated hosts go on too
@@ -154,7 +154,7 @@ def _worker(out_dir: str) -> None:
     after = _canonical(it.get_state())
 
     # a fresh pipeline (seqio's output reused: running the tasks again would cost seconds and test nothing here)
-    fresh = PretrainIterator(it.cfg, mesh, documents=it.documents)
+    fresh = PretrainIterator(it.cfg, it.batching, mesh, documents=it.documents)
     fresh.set_state(before)
     resumed = [gathered(next(fresh))[0] for _ in range(AFTER)]
 

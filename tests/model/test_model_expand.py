@@ -87,6 +87,20 @@ def test_in_memory_expansion_matches_the_directory_path(save_hf, mesh8, tmp_path
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=str(k))
 
 
+def test_expansion_carries_the_base_generation_config_and_eos_list(save_hf, tmp_path):
+    """A chat base stops on two ids: config.json and generation_config.json of the expansion keep the list."""
+    from transformers import GenerationConfig
+
+    base = hf_model(tied=True, layers=2)
+    base.config.eos_token_id = [1, 2]
+    base.generation_config = GenerationConfig(eos_token_id=[1, 2], pad_token_id=1, temperature=0.7, do_sample=True)
+    out = tmp_path / "expanded"
+    expand_hf_dir(save_hf(base), out, 4)
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == [1, 2]
+    generation = GenerationConfig.from_pretrained(out)
+    assert generation.eos_token_id == [1, 2] and generation.temperature == 0.7 and generation.do_sample
+
+
 def test_expand_command_line(save_hf, tmp_path):
     src = save_hf(hf_model(tied=True, layers=2))
     out = tmp_path / "cli"
@@ -96,6 +110,12 @@ def test_expand_command_line(save_hf, tmp_path):
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["new_layers"] == [1, 3] and report["untied"] is True
     assert Path(out, "config.json").is_file()
+    chosen = subprocess.run([sys.executable, "-m", "sailor2_jax.cli", "expand", "--base", src, "--layers", "4",
+                             "--out", str(tmp_path / "eps"), "--rms-norm-eps", "1e-5",
+                             "--max-position-embeddings", "128"], capture_output=True, text=True, timeout=300)
+    assert chosen.returncode == 0, chosen.stderr
+    hf = json.loads((tmp_path / "eps" / "config.json").read_text())
+    assert (hf["rms_norm_eps"], hf["max_position_embeddings"]) == (1e-5, 128)
     again = subprocess.run([sys.executable, "-m", "sailor2_jax.cli", "expand", "--base", src, "--layers", "5",
                             "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "does not divide" in again.stderr

@@ -62,7 +62,8 @@ def test_export_from_each_kind_of_checkpoint_loads_in_transformers(tmp_path, kin
 # --- init.optimizer_state: stage 2 continues stage 1's AdamW on its own schedule ------------------------------------
 
 STAGE2 = ["steps=1", "checkpoint.every=1", "optimizer.schedule.peak_lr=3e-3", "optimizer.schedule.final_lr=3e-4",
-          "optimizer.schedule.decay_steps=3"]  # pure decay: lr(0) = 3e-3, lr(2) (stage 1's count, if kept) < 3e-3
+          "optimizer.schedule.decay_steps=3", "optimizer.schedule.total_steps=3"]
+STAGE2_LR = 3e-3 * 0.1 ** (1 / 3)  # pure exponential decay: step 1's rate (stage 1's count, if kept, gives less)
 
 
 def _saved_state(run, cfg):
@@ -79,24 +80,25 @@ def _saved_state(run, cfg):
 
 def test_stage2_continues_the_stage1_optimiser(tmp_path):
     from sailor2_jax.sharding import global_batch
-    from sailor2_jax.train.data import make_iterator
+    from sailor2_jax.train.init import data_iterator
     from sailor2_jax.train.objectives import Objective
 
     stage1 = load(TrainConfig, None, BASE + ["compute.dtype=float32"])
     train(stage1, tmp_path / "s1")
     s2 = BASE + ["compute.dtype=float32", f"init.checkpoint={tmp_path / 's1'}"] + STAGE2
     cont = load(TrainConfig, None, s2 + ["init.optimizer_state=true"])
-    assert train(cont, tmp_path / "cont").metrics["lr"] == np.float32(3e-3)
+    lr = train(cont, tmp_path / "cont").metrics["lr"]  # the rate step 1 used, as a float32
+    assert lr == pytest.approx(STAGE2_LR, rel=1e-6)
     fresh = load(TrainConfig, None, s2)
     train(fresh, tmp_path / "fresh")
 
     # by hand: stage 1's whole saved state (moments, Adam count 2), one update at stage 2's first rate (3e-3)
     s1_state, _ = _saved_state(tmp_path / "s1", stage1)
     by_hand = load(TrainConfig, None, BASE + ["compute.dtype=float32", "optimizer.schedule.kind=constant",
-                                              "optimizer.schedule.peak_lr=3e-3"])
+                                              f"optimizer.schedule.peak_lr={lr!r}"])
     _, (mesh, setup) = _saved_state(tmp_path / "s1", by_hand)
     step = setup.compile(Objective(by_hand.objective), mesh, 1, with_reference=False)
-    batch = next(make_iterator(cont, 256, previous_run=str(tmp_path / "s1")))  # stage 2's first batch
+    batch = next(data_iterator(cont, 256, previous_run=str(tmp_path / "s1")))  # stage 2's first batch
     with jax.set_mesh(mesh):
         want, _ = step(s1_state, global_batch(batch, mesh), None)
     want = _host(want)

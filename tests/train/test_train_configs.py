@@ -43,9 +43,9 @@ def test_config_errors_name_the_field(overrides, message):
 
 
 def test_a_new_layers_mask_without_new_layers_is_refused():
-    from sailor2_jax.train.optim import new_layer_mask
+    from sailor2_jax.train.init import new_layers
 
     cfg = load(TrainConfig, CONFIGS / "demo_sft.yaml",
                ["optimizer.trainable=new_layers", "optimizer.new_layers=[false, false, false, false]"])
     with pytest.raises(ValueError, match="optimizer.new_layers marks no layer as new"):
-        new_layer_mask(cfg)
+        new_layers(cfg)

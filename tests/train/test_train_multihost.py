@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ARGS = ["--steps", "4", "data.source=synthetic", "model.vocab_size=256", "model.num_layers=2", "data.batch_size=8", "data.seq_len=32",
-        "checkpoint.every=2", "log.eval_every=0", "log.progress=false", "log.tensorboard=false"]
+# fp32 compute: one process and two are different programs (another partitioning, gloo's reductions), compared with a
+# tolerance that holds on any machine; in bf16 they would differ at bf16 rounding
+ARGS = ["--steps", "4", "data.source=synthetic", "model.vocab_size=256", "model.num_layers=2", "data.batch_size=8",
+        "data.seq_len=32", "compute.dtype=float32", "optimizer.schedule.total_steps=20", "checkpoint.every=2", "log.eval_every=0", "log.progress=false",
+        "log.tensorboard=false"]
 SHARD_SIZE = "100KB"  # the tiny model's ~360 KB of weights as several shards plus an index
 TIMEOUT_S = 300  # a hung collective fails the test instead of hanging CI
 
@@ -40,6 +43,44 @@ def test_two_processes_reproduce_one_process(tmp_path):
     assert sorted(p.name for p in data_dir.glob("process_*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
 
     _check_two_process_export(tmp_path / "two", tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+    """JAX's preemption service: a SIGTERM that reaches only process 1 makes both processes save the same step
+    (both processes' data-iterator states in one checkpoint), exit 0, and the job resumes from it."""
+    import signal
+    import subprocess
+    import time
+
+    from jobs import ROOT, job_envs, run_processes, train_cmd
+
+    args = ["--steps", "400", *ARGS[2:], "checkpoint.every=1000"]
+    envs = job_envs(2, 4)
+    procs = [subprocess.Popen(train_cmd(tmp_path, args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for env in envs]
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if (tmp_path / "metrics.jsonl").exists() and (tmp_path / "metrics.jsonl").read_text().count("\n") >= 3:
+                break
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and 3 <= saved[0] < 400, saved
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / str(saved[0]) / "data").glob("process_*")) == \
+        ["process_0-of-2.json", "process_1-of-2.json"]
+    assert f"preempted (SIGTERM) at step {saved[0]}" in outs[0][0]
+    # the job resumes from that step on both processes
+    resume = [*ARGS[2:], "--steps", str(saved[0] + 2)]
+    errs = run_processes([train_cmd(tmp_path, resume)] * 2, job_envs(2, 4), TIMEOUT_S)
+    assert len(_losses(tmp_path)) == saved[0] + 2, errs[0][-2000:]
 
 
 # --- export ------------------------------------------------------------------------------------------------------

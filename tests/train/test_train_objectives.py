@@ -15,7 +15,7 @@ from sailor2_jax.config import ComputeConfig, MeshConfig, load, load_model_confi
 from sailor2_jax.model.init import create_model
 from sailor2_jax.sharding import make_mesh
 from sailor2_jax.train.config import ObjectiveConfig, TrainConfig
-from sailor2_jax.train.data import SyntheticPreference
+from sailor2_jax.train.batches import SyntheticPreference
 from sailor2_jax.train.loop import train
 from sailor2_jax.train.objectives import Objective, preference_losses, sequence_logps, token_logprobs
 

@@ -67,8 +67,8 @@ from sailor2_jax.train import checkpoint as ckpt
 import jax.numpy as jnp, numpy as np
 from sailor2_jax.config import load
 from sailor2_jax.train.config import TrainConfig
-from sailor2_jax.train.data import SyntheticLM
-from sailor2_jax.train.step import TrainState
+from sailor2_jax.train.batches import SyntheticLM
+from sailor2_jax.train.state import TrainState
 cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256"])
 it = SyntheticLM(8, 32, 256, seed=0, process_index=0, process_count=1)
 mgr = ckpt.manager(sys.argv[1], every=1, keep=5)
@@ -88,8 +88,8 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path):
     import numpy as np
 
     from sailor2_jax.train import checkpoint as ckpt
-    from sailor2_jax.train.data import SyntheticLM
-    from sailor2_jax.train.step import TrainState
+    from sailor2_jax.train.batches import SyntheticLM
+    from sailor2_jax.train.state import TrainState
 
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_SAVE, str(tmp_path)], cwd=ROOT, env=cpu_env(8),
                           capture_output=True, text=True, timeout=120, check=False)

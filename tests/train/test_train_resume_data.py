@@ -19,7 +19,7 @@ def _rows(path):
 
 def test_resume_from_a_checkpoint_replays_the_same_batches(tmp_path):
     config = ROOT_CONFIG
-    cfg = load(TrainConfig, config, ["steps=4", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
+    cfg = load(TrainConfig, config, ["steps=4", "optimizer.schedule.total_steps=20", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
                                      "data.batch_size=8", "log.eval_every=0", "log.progress=false",
                                      "log.tensorboard=false", "model.num_layers=2"])
     first = train(cfg, tmp_path)
@@ -40,7 +40,7 @@ def test_resume_with_another_process_count_merges_the_saved_iterator_states(tmp_
     """A run with 2 data shards; its step-2 checkpoint rewritten as if 2 processes had saved it (one shard each):
     one process resumes from the merged states and logs the same losses as the uninterrupted run."""
     config = ROOT_CONFIG
-    cfg = load(TrainConfig, config, ["steps=4", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
+    cfg = load(TrainConfig, config, ["steps=4", "optimizer.schedule.total_steps=20", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
                                      "data.batch_size=8", "log.eval_every=0", "log.progress=false",
                                      "log.tensorboard=false", "model.num_layers=2",
                                      "data.mixture_overrides=[loader.data_shards=2]"])

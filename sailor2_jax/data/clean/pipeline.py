@@ -87,8 +87,15 @@ def run_clean(inputs: list[str], out_dir: str | Path, config: CleanConfig) -> di
     for name, pipeline, tasks in stages(inputs, str(out), config):
         previous = _executor(config, name, pipeline, tasks, str(out / "logs" / name), previous)
         executors.append(previous)
-    # datatrove runs `depends` first: launching the last stage runs the whole chain
-    executors[-1].run()
+    try:  # datatrove runs `depends` first: launching the last stage runs the whole chain
+        executors[-1].run()
+    except BaseException:  # interrupted or failed: no half-written output that looks like a result (logs stay)
+        for sub in ("kept", "rejected", "work", "summary.json", "summary.png"):
+            if (out / sub).is_dir():
+                shutil.rmtree(out / sub, ignore_errors=True)
+            else:
+                (out / sub).unlink(missing_ok=True)
+        raise
     if config.executor.kind == "slurm":  # sbatch returns at once; the summary is for a finished run
         return {"submitted": True, "logs": str(out / "logs")}
     summary = json.loads((out / "summary.json").read_text())

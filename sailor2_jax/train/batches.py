@@ -1,7 +1,8 @@
-"""Batch sources for the loop, and the synthetic demo/test source.
+"""The batch-source protocol of the loop, and the synthetic demo/test source.
 
 The loop takes any iterator of host (numpy) batches that also has `get_state() -> dict` (JSON-serialisable) and
-`set_state(dict)` — grain's `DatasetIterator` has both — and saves that state in every checkpoint.
+`set_state(dict)` — grain's `DatasetIterator` has both — and saves that state in every checkpoint. This module sits
+below the checkpoint module: it imports nothing of the training engine.
 
 `SyntheticLM` / `SyntheticPreference` are a deterministic test and demo source, not real data: packed rows of short
 "documents" that count upwards from a random start with a random stride (mod the vocabulary), so a tiny model
@@ -19,7 +20,6 @@ import jax
 import numpy as np
 
 from sailor2_jax.data.config import LANGUAGES
-from sailor2_jax.train.config import TrainConfig
 
 
 class CheckpointableIterator(Protocol):
@@ -133,45 +133,3 @@ class SyntheticPreference(_Synthetic):
             out[f"{side}_segment_ids"] = real_BT.astype(np.int32)
             out[f"{side}_positions"] = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
         return out
-
-
-def make_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previous_run: str | None = None
-                  ) -> CheckpointableIterator:
-    """This process's batches for cfg.data (host numpy; the loop assembles global arrays).
-
-    `for_eval` gives an independent stream of the same source. `previous_run` (a checkpoint of the previous stage,
-    e.g. stage 1 for stage 2) makes a mixture continue every task stream the two stages share where that run left
-    it, so replayed stage-1 data is not seen twice.
-    """
-    if cfg.data.source == "synthetic":
-        return synthetic_iterator(cfg, vocab, seed_offset=1_000_003 if for_eval else 0)
-    from sailor2_jax.data.loader import make_pretrain_iterator
-
-    data_cfg = _mixture_config(cfg)
-    if for_eval:
-        data_cfg = data_cfg.replace(loader=data_cfg.loader.replace(seed=data_cfg.loader.seed + 1_000_003))
-    it = make_pretrain_iterator(data_cfg)
-    if previous_run is not None and not for_eval:
-        from sailor2_jax.train.checkpoint import read_config, restore_iterator
-
-        prev_cfg = TrainConfig.model_validate(read_config(previous_run)["train"])
-        if prev_cfg.data.source == "mixture":
-            previous = make_pretrain_iterator(_mixture_config(prev_cfg))
-            restore_iterator(previous_run, previous)
-            it.continue_from(previous)
-    return it
-
-
-def _mixture_config(cfg: TrainConfig):
-    from sailor2_jax.data.config import load_data_config
-
-    return load_data_config(cfg.data.mixture, [*cfg.data.mixture_overrides, f"loader.seq_len={cfg.data.seq_len}",
-                                               f"loader.batch_size={cfg.data.batch_size}"])
-
-
-def synthetic_iterator(cfg: TrainConfig, vocab: int, *, seed_offset: int = 0) -> CheckpointableIterator:
-    """The demo/test source for cfg.objective (seed_offset gives an independent stream, e.g. for eval)."""
-    args = (cfg.data.batch_size, cfg.data.seq_len, vocab, cfg.data.seed + seed_offset)
-    if cfg.objective.is_preference:
-        return SyntheticPreference(*args)
-    return SyntheticLM(*args, prompt_frac=0.5 if cfg.objective.kind == "sft" else 0.0)
