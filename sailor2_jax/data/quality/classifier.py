@@ -146,12 +146,21 @@ def train(positive: list[str], negative: list[str], language: str, out_path: str
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         data = Path(tmp) / "train.txt"
         data.write_text("".join(f"{label} {features(t, lang)}\n" for label, t in train_rows), encoding="utf-8")
-        model = fasttext.train_supervised(input=str(data), dim=s.dim, epoch=s.epoch, lr=s.lr,
-                                          wordNgrams=s.word_ngrams, minCount=s.min_count, bucket=s.bucket,
-                                          thread=s.threads, seed=s.seed, loss="softmax", verbose=0)
+        lr = s.lr
+        for attempt in range(4):  # fastText stops with "Encountered NaN" when the step diverges: halve it
+            try:
+                model = fasttext.train_supervised(input=str(data), dim=s.dim, epoch=s.epoch, lr=lr,
+                                                  wordNgrams=s.word_ngrams, minCount=s.min_count, bucket=s.bucket,
+                                                  thread=s.threads, seed=s.seed, loss="softmax", verbose=0)
+                break
+            except RuntimeError as e:
+                if "NaN" not in str(e) or attempt == 3:
+                    raise
+                lr /= 2
         staged = Path(tmp) / out.name
         model.save_model(str(staged))
-        info = {"language": lang, "labels": {"positive": POSITIVE, "negative": NEGATIVE}, "settings": asdict(s),
+        info = {"language": lang, "labels": {"positive": POSITIVE, "negative": NEGATIVE},
+                "settings": {**asdict(s), "lr_used": lr},
                 "examples": {"positive": len(examples[POSITIVE]), "negative": len(examples[NEGATIVE]),
                              "train": len(train_rows), "held_out": len(test_rows),
                              "skipped_positive": pos_skipped, "skipped_negative": neg_skipped}}
