@@ -102,8 +102,7 @@ class SubstringIndex(CleanStep):
             parts.append(rec)
             first = last
         records = np.concatenate(parts) if parts else np.empty(0, dtype=ANCHOR)
-        _, keep = np.unique(np.stack([records["hash"], records["snippet"]], axis=1), axis=0, return_index=True)
-        return records[np.sort(keep)]
+        return records[suffix.distinct_pairs(records["hash"], records["snippet"])]
 
 
 class SubstringExchange(CleanStep):
