@@ -66,8 +66,8 @@ def ours_one_shard(docs: list[bytes]) -> dict:
     base = _current_rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     ranges = suffix.repeated_ranges(buf, starts, ends, MIN_BYTES)
-    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "base_mb": base, "marked": int((ranges[:, 1] - ranges[:, 0]).sum()),
-            "ranges": ranges.tolist()}
+    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "base_mb": base,
+            "marked": int((ranges[:, 1] - ranges[:, 0]).sum()), "ranges": ranges.tolist()}
 
 
 def ours_sharded(docs: list[bytes], shards: int) -> dict:
@@ -104,7 +104,8 @@ def ours_sharded(docs: list[bytes], shards: int) -> dict:
         marked += int((ranges[:, 1] - ranges[:, 0]).sum())
         ranges_all += (ranges + offset).tolist()
         offset += len(buf)
-    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "index_seconds": t_index, "exchange_seconds": t_exchange,
+    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "index_seconds": t_index,
+            "exchange_seconds": t_exchange,
             "base_mb": base, "marked": marked, "anchors": int(sum(map(len, rows))), "imported_mb": imported / 1e6,
             "ranges": ranges_all}
 
