@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=64)
     ap.add_argument("--beam", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--max-output-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads per engine (0: each engine's default)")
     ap.add_argument("--out", default="runs/bench-translate")
     args = ap.parse_args()
     out = Path(args.out)
@@ -73,7 +74,7 @@ def main() -> None:
     sentences = [pool[i % len(pool)] for i in range(args.sentences)]
     results = []
     for beam in args.beam:
-        common = dict(beam_size=beam, batch_size=32, max_output_tokens=args.max_output_tokens)
+        common = dict(beam_size=beam, batch_size=32, max_output_tokens=args.max_output_tokens, threads=args.threads)
         engines = {"ctranslate2 int8": lambda: CTranslate2Engine(ct2, device="cpu", compute_type="int8", **common),
                    "ctranslate2 float32": lambda: CTranslate2Engine(ct2, device="cpu", compute_type="float32",
                                                                     **common),
@@ -88,7 +89,7 @@ def main() -> None:
                   f"{r['tokens_per_s']:8.1f} tokens/s", flush=True)
             del engine
     (out / "results.json").write_text(json.dumps({"shape": args.shape, "sentences": args.sentences,
-                                                  "results": results}, indent=1))
+                                                  "threads": args.threads, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ _MAX32 = np.iinfo(np.uint32).max
 def build_buffer(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(buffer, starts, ends): the pieces each followed by 0xFF, and where each piece lies."""
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+    starts = np.cumsum(lengths + 1) - (lengths + 1)
     buf = np.frombuffer(bytearray(b"".join(p + b"\xff" for p in pieces)), dtype=np.uint8)
     return buf, starts, starts + lengths
 
