@@ -136,8 +136,12 @@ def _to_send(rows: np.ndarray, shard: np.ndarray) -> np.ndarray:
     new_triple[1:] = ((rows["hash"][1:] != rows["hash"][:-1]) | (rows["snippet"][1:] != rows["snippet"][:-1])
                       | (shard[1:] != shard[:-1]))
     rows, shard = rows[new_triple], shard[new_triple]
-    # holders: distinct (hash, shard); a hash is shared when it has two or more
-    holders = np.unique(np.stack([rows["hash"], shard], axis=1), axis=0)
+    # holders: distinct (hash, shard), sorted; a hash is shared when it has two or more
+    o = np.lexsort((shard, rows["hash"]))
+    hh, ss = rows["hash"][o], shard[o]
+    new_holder = np.ones(len(hh), dtype=bool)
+    new_holder[1:] = (hh[1:] != hh[:-1]) | (ss[1:] != ss[:-1])
+    holders = np.stack([hh[new_holder], ss[new_holder]], axis=1)
     hashes, n_holders = np.unique(holders[:, 0], return_counts=True)
     shared = hashes[n_holders >= 2]
     holders = holders[np.isin(holders[:, 0], shared)]
