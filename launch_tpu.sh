@@ -3,7 +3,7 @@
 # checkout, install, run the same command on every worker, and collect each worker's log under logs/.
 #
 #   ./launch_tpu.sh --name sailor2-v5p --zone us-east5-a --accelerator v5p-64 --runtime v2-alpha-tpuv5 \
-#       --config configs/train/sailor2-1b_stage1.yaml --output-dir gs://BUCKET/runs/s1 [-- key=value ...]
+#       --config sailor2-1b_stage1 --output-dir gs://BUCKET/runs/s1 [-- key=value ...]
 #
 # Flags: --name, --zone, --accelerator (e.g. v5p-64, v6e-256), --runtime (TPU software version), --project,
 # --config, --output-dir (use a gs:// bucket on pods: every worker writes the same checkpoints), --spot,

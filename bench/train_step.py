@@ -47,7 +47,7 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     import numpy as np
     from flax import nnx
 
-    from sailor2_jax.config import MeshConfig, load_model_config
+    from sailor2_jax.config import ComputeConfig, MeshConfig, load_model_config
     from sailor2_jax.model.init import create_model
     from sailor2_jax.sharding import global_batch, make_mesh
     from sailor2_jax.train.checkpoint import abstract_target
@@ -55,9 +55,8 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     from sailor2_jax.train.objectives import Objective
     from sailor2_jax.train.step import init_state, setup_step
 
-    overrides = [f"remat={remat}", f"attention={attention}"] + ([f"num_layers={layers}"] if layers else [])
-    model_cfg = load_model_config(model_name, overrides)
-    cfg = TrainConfig(model=model_cfg, mesh=MeshConfig(),
+    model_cfg = load_model_config(model_name, [f"num_layers={layers}"] if layers else [])
+    cfg = TrainConfig(model=model_cfg, compute=ComputeConfig(remat=remat, attention=attention), mesh=MeshConfig(),
                       data={"batch_size": batch, "seq_len": seq, "micro_batches": micro},
                       optimizer=optimizer_cfg or {}, steps=1000)
     mesh = make_mesh(cfg.mesh)
@@ -68,7 +67,7 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
         state = abstract_target(setup.shardings, setup.abstract_state())
         batch_arrays = {k: jax.ShapeDtypeStruct((batch, seq), np.int32) for k in keys}
     else:
-        params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, seed=0)))
+        params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, seed=0, compute=cfg.compute)))
         state = jax.jit(lambda p: init_state(p, setup.tx, 0), out_shardings=setup.shardings)(params)
         rng = np.random.default_rng(1)
         tokens = rng.integers(0, model_cfg.vocab_size, (batch, seq + 1)).astype(np.int32)

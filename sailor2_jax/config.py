@@ -7,6 +7,7 @@ way configs enter the program, so a typo in a YAML key or an override fails at s
 from __future__ import annotations
 
 import copy
+import glob
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -37,7 +38,8 @@ _HF_FIELDS = {  # ModelConfig field -> HF config.json key
 
 
 class ModelConfig(Config):
-    """A Qwen2.5 decoder. Field names follow our dimension legend; `from_hf`/`to_hf` map to HF `config.json`."""
+    """A Qwen2.5 decoder's architecture: what a checkpoint fixes (HF `config.json` holds the same; `from_hf`/`to_hf`
+    map the two). How a run executes it — dtypes, remat, attention kernel — is `ComputeConfig`, the run's choice."""
 
     vocab_size: int = pydantic.Field(gt=0, description="V: embedding rows, padded beyond the tokenizer's vocabulary")
     hidden_size: int = pydantic.Field(gt=0, description="D")
@@ -52,11 +54,6 @@ class ModelConfig(Config):
     max_position_embeddings: int = 32768
     bos_token_id: int | None = 151643
     eos_token_id: int | None = 151643
-    param_dtype: DType = "float32"
-    compute_dtype: DType = "bfloat16"
-    scan_layers: bool = True
-    remat: RematPolicy = "dots_saveable"
-    attention: AttentionImpl = "xla"
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> "ModelConfig":
@@ -104,15 +101,27 @@ class ModelConfig(Config):
         except pydantic.ValidationError as e:
             raise ValueError(f"invalid Qwen2 config.json: {e}") from None
 
-    def to_hf(self, torch_dtype: str | None = None) -> dict[str, Any]:
+    def to_hf(self, torch_dtype: str) -> dict[str, Any]:
         hf: dict[str, Any] = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
                               "attention_dropout": 0.0, "initializer_range": 0.02, "use_cache": True,
                               "use_sliding_window": False, "sliding_window": None, "max_window_layers":
                               self.num_layers, "rope_scaling": None, "head_dim": self.head_dim,
-                              "torch_dtype": torch_dtype or self.param_dtype}
+                              "torch_dtype": torch_dtype}
         for ours, theirs in _HF_FIELDS.items():
             hf[theirs] = getattr(self, ours)
         return hf
+
+
+class ComputeConfig(Config):
+    """How a run executes a model: never part of the architecture or saved with the weights, so the same checkpoint
+    trains with fp32 master weights and `dots_saveable` remat, decodes with bf16 weights, and is checked in fp32."""
+
+    param_dtype: DType = pydantic.Field("float32", description="the parameters as held (training: fp32 masters)")
+    dtype: DType = pydantic.Field("bfloat16", description="activations and matmul inputs (weights cast per layer)")
+    scan_layers: bool = pydantic.Field(True, description="lax.scan over the stacked layers (false: a Python loop)")
+    remat: RematPolicy = "dots_saveable"
+    attention: AttentionImpl = pydantic.Field(
+        "auto", description="auto: Splash on TPU, cuDNN on NVIDIA GPUs, XLA elsewhere")
 
 
 class MeshConfig(Config):
@@ -179,12 +188,35 @@ def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | tu
 
 
 def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
-    """A model config by name (`sailor2-1b`, resolved in `configs/model/`) or by YAML path."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = CONFIG_DIR / "model" / f"{name_or_path}.yaml"
-    return load(ModelConfig, path, overrides)
+    """A model config by name (`sailor2-1b`, one of the packaged `configs/model/`) or by YAML path."""
+    return load(ModelConfig, find_config("model", name_or_path), overrides)
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # configs/ and data/ live beside the package
-CONFIG_DIR = PROJECT_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "configs"  # shipped inside the package, so an installed wheel has them too
+ASSETS_DIR = PACKAGE_DIR / "assets"   # the embedded demo data (assets/README.md: provenance, licence)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given where it exists (or is absolute), else relative to the package directory: the shipped
+    configs name the embedded data as `assets/udhr/en.jsonl`, and `configs/train/x.yaml` finds a packaged config
+    from any working directory, checkout or installed wheel alike."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists() or glob.glob(str(path)):
+        return path
+    return PACKAGE_DIR / path
+
+
+def find_config(kind: str, name_or_path: str | Path) -> Path:
+    """A config file: a path (see `resolve_path`), or a bare name (`demo_pretrain`) of a packaged
+    `configs/<kind>/<name>.yaml`. A name that matches nothing is an error listing the packaged ones."""
+    given = Path(name_or_path)
+    if given.suffix in (".yaml", ".yml"):
+        path = resolve_path(given)
+    else:
+        path = CONFIG_DIR / kind / f"{given}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+        raise FileNotFoundError(f"{kind} config not found: {name_or_path} (a YAML path, or one of: "
+                                f"{', '.join(known)})")
+    return path

@@ -22,11 +22,12 @@ import jax
 import numpy as np
 from rich.console import Console
 
-from sailor2_jax.config import PROJECT_ROOT, MeshConfig, load_model_config
+from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
 from sailor2_jax.sharding import make_mesh
 
 DEMO_LANGUAGES = ("en", "zh", "vi", "id", "th", "ms", "my", "km", "lo", "jv")
 console = Console()
+FP32 = ComputeConfig(dtype="float32", attention="xla")  # parity checks against transformers run in fp32
 
 
 def _step(title: str):
@@ -42,7 +43,7 @@ def make_base_checkpoint(out: Path, seed: int = 0) -> Path:
     from sailor2_jax.data.vocab import save_hf_tokenizer
 
     cfg = load_model_config("tiny")
-    hf_cfg = Qwen2Config(**{k: v for k, v in cfg.to_hf().items() if k not in ("architectures", "model_type")})
+    hf_cfg = Qwen2Config(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "model_type")})
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(hf_cfg).eval()
     with torch.no_grad():  # trained models have non-trivial biases and norms: so should the demo's
@@ -61,7 +62,7 @@ def demo_texts(per_language_tokens: int = 128) -> tuple[list[str], np.ndarray, n
     tok = load_tokenizer()
     langs, rows, segs = [], [], []
     for lang in DEMO_LANGUAGES:
-        first_line = (PROJECT_ROOT / "data" / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
+        first_line = (ASSETS_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
         text = json.loads(first_line)["text"]
         ids = tok.encode(text).ids[:per_language_tokens]
         pad = per_language_tokens - len(ids)
@@ -107,6 +108,7 @@ def logits(model, tokens: np.ndarray) -> np.ndarray:
 def model_stage(out: Path, summary: dict) -> None:
     from sailor2_jax.model.expand import expand_hf_dir
     from sailor2_jax.model.hf import export_hf, import_hf
+    from sailor2_jax.model.init import with_compute
 
     t = _step("1. base checkpoint: random tiny Qwen2.5 architecture + the real Qwen2.5 tokenizer")
     base = make_base_checkpoint(out / "base")
@@ -119,7 +121,7 @@ def model_stage(out: Path, summary: dict) -> None:
 
     _step("3. import onto the device mesh and run UDHR text in several languages")
     mesh = make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1))
-    model = import_hf(out / "expanded", mesh, compute_dtype="float32")
+    model = import_hf(out / "expanded", mesh, FP32)
     langs, tokens, segs = demo_texts()
     with jax.set_mesh(mesh):
         ours = logits(model, tokens)
@@ -130,10 +132,9 @@ def model_stage(out: Path, summary: dict) -> None:
                   f"expanded model vs base model in transformers: max |Δlogit| = {identity:.2e}")
     # the TPU attention kernel (Splash, run here by Pallas's interpreter) on one row per device
     rows = mesh.size * (len(tokens) // mesh.size)
-    xla_cfg, model.cfg = model.cfg, model.cfg.replace(attention="splash")
     with jax.set_mesh(mesh):
-        splash = float(np.abs(logits(model, tokens[:rows]) - ours[:rows])[real[:rows]].max())
-    model.cfg = xla_cfg
+        splash_model = with_compute(model, FP32.replace(attention="splash"))
+        splash = float(np.abs(logits(splash_model, tokens[:rows]) - ours[:rows])[real[:rows]].max())
     console.print(f"Splash attention kernel vs XLA attention on {rows} rows: max |Δlogit| = {splash:.2e}")
 
     _step("4. export to Hugging Face safetensors and reload with transformers")
@@ -156,11 +157,11 @@ def model_stage(out: Path, summary: dict) -> None:
 
 
 def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrain"):
-    from sailor2_jax.config import CONFIG_DIR, load
+    from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.loop import train
 
-    cfg = load(TrainConfig, CONFIG_DIR / "train" / f"{base}.yaml", ["log.progress=false", *overrides])
+    cfg = load(TrainConfig, find_config("train", base), ["log.progress=false", *overrides])
     result = train(cfg, out / name)
     losses = [json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
     console.print(f"{name}: steps {result.resumed_from or 0} → {result.step}, loss {losses[0]:.3f} → "
@@ -195,9 +196,8 @@ def train_stage(out: Path, summary: dict) -> None:
     _, dpo = _train("dpo", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4", "checkpoint.every=4",
                                  "objective.reference=precompute"], base="demo_dpo")
     _step("9. export the DPO checkpoint to Hugging Face and check it in transformers")
-    model, step = load_checkpoint_model(out / "dpo")
+    model, step = load_checkpoint_model(out / "dpo", compute=FP32)  # compared in fp32, as transformers runs here
     exported = export_hf(model, out / "hf_final", tokenizer=out / "base", overwrite=True)
-    model.cfg = model.cfg.replace(compute_dtype="float32")  # compare in fp32, as transformers runs here
     _, tokens, segs = demo_texts()
     ours = logits(model, tokens)
     diff = float(np.abs(ours - torch_logits(exported, tokens))[segs.astype(bool)].max())

@@ -20,9 +20,9 @@ def cpu_env(devices: int, **extra: str) -> dict[str, str]:
             **extra}
 
 
-def train_cmd(out: Path, args: list[str], config: str = "configs/train/demo_pretrain.yaml") -> list[str]:
+def train_cmd(out: Path, args: list[str], config: str = "demo_pretrain") -> list[str]:
     """`sailor2-jax train` as a subprocess command line."""
-    return [sys.executable, "-m", "sailor2_jax.cli", "train", "--config", str(ROOT / config), "--output-dir", str(out),
+    return [sys.executable, "-m", "sailor2_jax.cli", "train", "--config", config, "--output-dir", str(out),
             *args]
 
 

@@ -11,7 +11,7 @@ HELP = "tokenise a stage's seqio tasks with Apache Beam into ArrayRecord shards 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="a data config (path, or a name in configs/data/)")
+    parser.add_argument("--config", required=True, help="a data config: YAML path or packaged name (stage1, stage2, demo_stage1, demo_stage2)")
     parser.add_argument("--overwrite", action="store_true", help="re-cache tasks that are already cached")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. cache_dir=/tmp/c")
     parser.add_argument("--pipeline-option", action="append", default=[], metavar="OPT",

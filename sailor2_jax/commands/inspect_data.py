@@ -10,7 +10,7 @@ HELP = "build N batches of a stage's data and print target vs realised language 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="a data config (path, or a name in configs/data/)")
+    parser.add_argument("--config", required=True, help="a data config: YAML path or packaged name (stage1, stage2, demo_stage1, demo_stage2)")
     parser.add_argument("--batches", type=int, default=100, help="batches to build (default 100)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. loader.seq_len=512")
 

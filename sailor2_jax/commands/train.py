@@ -13,7 +13,7 @@ HELP = ("train a model from a config (pre-training, SFT or DPO); rerunning the s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a train config YAML (see configs/train/)")
+    p.add_argument("--config", required=True, help="a train config: YAML path or packaged name (e.g. demo_pretrain, sailor2-1b_stage1)")
     p.add_argument("--output-dir", help="checkpoints, metrics.jsonl and TensorBoard logs (default: runs/<config>)")
     p.add_argument("--steps", type=int, help="total steps (overrides `steps` in the config)")
     multihost.add_arguments(p)
@@ -23,12 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     multihost.initialize_from(args)  # before anything touches a JAX backend: a multi-host job is joined first
 
-    from sailor2_jax.config import load
+    from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.loop import train
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
-    cfg = load(TrainConfig, args.config, overrides)
+    cfg = load(TrainConfig, find_config("train", args.config), overrides)
     output_dir = args.output_dir or str(Path("runs") / Path(args.config).stem)  # a bucket URL works too
     result = train(cfg, output_dir)
     where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""

@@ -29,7 +29,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from sailor2_jax.data.config import DataConfig, resolve_path
+from sailor2_jax.data.config import DataConfig
 
 RECORD_DTYPE = np.dtype("<i4")
 STATS_FILE = "stats.json"
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def task_dir(cache_dir: str | Path, task: str) -> Path:
-    return resolve_path(cache_dir) / task
+    return Path(cache_dir) / task
 
 
 def read_stats(cache_dir: str | Path, task: str) -> dict[str, Any] | None:
@@ -53,7 +53,7 @@ def read_stats(cache_dir: str | Path, task: str) -> dict[str, Any] | None:
 def shard_files(cache_dir: str | Path, task: str) -> list[str]:
     stats = read_stats(cache_dir, task)
     if stats is None:
-        raise FileNotFoundError(f"task {task!r} is not cached in {resolve_path(cache_dir)}; "
+        raise FileNotFoundError(f"task {task!r} is not cached in {Path(cache_dir).absolute()}; "
                                 "run `sailor2-jax cache --config CFG` first")
     return [str(task_dir(cache_dir, task) / name) for name in stats["shards"]]
 

@@ -4,20 +4,21 @@ One YAML file describes one pre-training stage (`configs/data/demo_stage1.yaml`,
 mixture, where the cache lives and how batches are built. A stage-2 file names the stage-1 file it replays from, so
 the stage-1 tasks are defined once.
 
-Relative paths (data files, `rates_file`, `replay.config`, `cache_dir`) are resolved against the directory the
-command runs in first and then against the project root, so the shipped configs work from anywhere in a checkout.
+Relative paths of inputs (data files, `rates_file`, `replay.config`) are resolved against the directory the command
+runs in first and then against the package directory (`sailor2_jax.config.resolve_path`), so the shipped configs and
+their embedded data work from anywhere, in a checkout or an installed wheel. `cache_dir` is an output: relative to
+the working directory.
 """
 
 from __future__ import annotations
 
-import glob
 import re
 from pathlib import Path
 from typing import Literal
 
 import pydantic
 
-from sailor2_jax.config import CONFIG_DIR, PROJECT_ROOT, Config, load
+from sailor2_jax.config import Config, find_config, load, resolve_path
 
 # The 15 Sailor2 languages in the fixed order that batches index into (`languages` holds positions in this tuple).
 LANGUAGES: tuple[str, ...] = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war",
@@ -27,14 +28,6 @@ LANGUAGE_INDEX: dict[str, int] = {lang: i for i, lang in enumerate(LANGUAGES)}
 Language = Literal["en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo"]
 OnBadInput = Literal["error", "skip"]
 _TASK_NAME = re.compile(r"^[a-z0-9_]+$")
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A config path as given if it exists here (or is absolute), else relative to the project root."""
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists() or glob.glob(str(path)):
-        return path
-    return PROJECT_ROOT / path
 
 
 class FileSource(Config):
@@ -163,7 +156,4 @@ class DataConfig(Config):
 
 def load_data_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DataConfig:
     """A stage's data config by path or by name in `configs/data/` (`demo_stage1`)."""
-    p = Path(path)
-    if not p.suffix and not p.exists():
-        p = CONFIG_DIR / "data" / f"{path}.yaml"
-    return load(DataConfig, resolve_path(p), overrides)
+    return load(DataConfig, find_config("data", path), overrides)

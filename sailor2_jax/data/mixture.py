@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from sailor2_jax.data.config import LANGUAGES, DataConfig, TaskConfig, load_data_config, resolve_path
+from sailor2_jax.config import resolve_path
+from sailor2_jax.data.config import LANGUAGES, DataConfig, TaskConfig, load_data_config
 
 
 def read_rates_file(path: str | Path) -> dict[str, float]:

@@ -16,7 +16,8 @@ import json
 import threading
 from collections.abc import Iterator
 
-from sailor2_jax.data.config import FileSource, OnBadInput, resolve_path
+from sailor2_jax.config import resolve_path
+from sailor2_jax.data.config import FileSource, OnBadInput
 
 REASONS = ("unreadable_file", "invalid_utf8", "malformed_line", "missing_field", "empty")
 

@@ -77,7 +77,7 @@ def expand_model(model: Qwen2, new_layers: int, mesh: Mesh, *, vocab_size: int |
     cfg = model.cfg
     src, is_new = expansion_plan(cfg.num_layers, new_layers)
     new_cfg = expanded_config(cfg, new_layers, vocab_size, untie)
-    graphdef, abstract_state = nnx.split(abstract_model(new_cfg))
+    graphdef, abstract_state = nnx.split(abstract_model(new_cfg, model.compute))
     old = nnx.state(model, nnx.Param)
 
     def build(old):

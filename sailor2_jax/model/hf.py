@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from sailor2_jax.config import ModelConfig
+from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.init import abstract_model
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.model.safetensors_io import (SafetensorsDir, TensorSpec, atomic_dir, parse_size,
@@ -103,7 +103,7 @@ def check_keys(src: SafetensorsDir, cfg: ModelConfig) -> None:
                          f" (config.json says {cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings})")
 
 
-def read_hf_config(hf_dir: str | Path, **overrides) -> ModelConfig:
+def read_hf_config(hf_dir: str | Path) -> ModelConfig:
     cfg_file = Path(hf_dir) / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{hf_dir}: config.json not found")
@@ -111,7 +111,7 @@ def read_hf_config(hf_dir: str | Path, **overrides) -> ModelConfig:
         hf = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file}: not valid JSON: {e}") from None
-    return ModelConfig.from_hf(hf, **overrides)
+    return ModelConfig.from_hf(hf)
 
 
 # --- HF -> ours --------------------------------------------------------------------------------------------------
@@ -150,14 +150,15 @@ def _array_from_shards(shape: tuple[int, ...], sharding, read) -> jax.Array:
     return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
-def import_hf(hf_dir: str | Path, mesh: Mesh, **overrides) -> Qwen2:
-    """Load a HF Qwen2 checkpoint into a (sharded) model; config fields can be overridden (e.g. dtypes)."""
+def import_hf(hf_dir: str | Path, mesh: Mesh, compute: ComputeConfig = ComputeConfig()) -> Qwen2:
+    """Load a HF Qwen2 checkpoint into a model sharded over `mesh`, executed as `compute` says (its parameters are
+    converted to `compute.param_dtype` as they are read)."""
     hf_dir = Path(hf_dir)
-    cfg = read_hf_config(hf_dir, **overrides)
-    graphdef, abstract_state = nnx.split(abstract_model(cfg))
+    cfg = read_hf_config(hf_dir)
+    graphdef, abstract_state = nnx.split(abstract_model(cfg, compute))
     shardings = {_path(p): v.get_value() for p, v in nnx.to_flat_state(state_shardings(abstract_state, mesh))}
     rows = {r.ours: r for r in rows_for(cfg)}
-    dtype = np.dtype(jax.numpy.dtype(cfg.param_dtype))
+    dtype = np.dtype(jax.numpy.dtype(compute.param_dtype))
     with SafetensorsDir(hf_dir) as src:
         check_keys(src, cfg)
 
@@ -209,7 +210,7 @@ def _hf_row_blocks(a: jax.Array, row: Row, np_dtype: np.dtype):
 def export_specs(model: Qwen2, dtype: str | None = None) -> list[TensorSpec]:
     """One TensorSpec per HF tensor, in table order; values are gathered block by block only when written."""
     cfg = model.cfg
-    np_dtype = np.dtype(jax.numpy.dtype(dtype or cfg.param_dtype))
+    np_dtype = np.dtype(jax.numpy.dtype(dtype or model.compute.param_dtype))
     params = {_path(p): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     specs = []
     for row in rows_for(cfg):
@@ -298,7 +299,7 @@ def export_hf(model: Qwen2, out_dir: str | Path, *, tokenizer: str | Path | None
               max_shard_size: str | int = "2GB", dtype: str | None = None, overwrite: bool = False,
               extra_files: dict[str, str] | None = None) -> Path:
     """Write `model` as a HF directory that `transformers.AutoModelForCausalLM.from_pretrained` loads."""
-    dtype = dtype or model.cfg.param_dtype
+    dtype = dtype or model.compute.param_dtype
     return write_specs(out_dir, model.cfg, export_specs(model, dtype), dtype=dtype, tokenizer=tokenizer,
                        max_shard_size=max_shard_size, overwrite=overwrite, extra_files=extra_files)
 

@@ -6,14 +6,14 @@ import jax
 from flax import nnx
 from jax.sharding import Mesh
 
-from sailor2_jax.config import ModelConfig
+from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import state_shardings
 
 
-def abstract_model(cfg: ModelConfig) -> Qwen2:
+def abstract_model(cfg: ModelConfig, compute: ComputeConfig = ComputeConfig()) -> Qwen2:
     """The model with ShapeDtypeStructs instead of arrays: shapes and counts of any config without memory."""
-    return nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: Qwen2(cfg, compute, rngs=nnx.Rngs(0)))
 
 
 def param_count(cfg: ModelConfig) -> int:
@@ -21,14 +21,24 @@ def param_count(cfg: ModelConfig) -> int:
     return sum(x.size for x in jax.tree.leaves(state))
 
 
-def create_model(cfg: ModelConfig, mesh: Mesh, seed: int = 0) -> Qwen2:
+def create_model(cfg: ModelConfig, mesh: Mesh, seed: int = 0, compute: ComputeConfig = ComputeConfig()) -> Qwen2:
     """A randomly initialised model whose parameters are created directly as sharded arrays on `mesh`."""
-    graphdef, abstract_state = nnx.split(abstract_model(cfg))
+    graphdef, abstract_state = nnx.split(abstract_model(cfg, compute))
     shardings = state_shardings(abstract_state, mesh)
 
-    @jax.jit
     def init():
-        return nnx.state(Qwen2(cfg, rngs=nnx.Rngs(seed)))
+        return nnx.state(Qwen2(cfg, compute, rngs=nnx.Rngs(seed)))
 
     init = jax.jit(init, out_shardings=shardings)  # the shardings tree mirrors the state tree
     return nnx.merge(graphdef, init())
+
+
+def with_compute(model: Qwen2, compute: ComputeConfig) -> Qwen2:
+    """The same weights executed under another policy (another attention kernel, remat, compute dtype); parameters
+    are converted (a copy) only when `compute.param_dtype` differs from theirs. Works inside jit and under a mesh."""
+    graphdef, state = nnx.split(model)
+    if compute.param_dtype != model.compute.param_dtype:
+        state = jax.tree.map(lambda x: x.astype(compute.param_dtype), state)
+    new = nnx.merge(graphdef, state)
+    new.compute = compute  # a static attribute: the architecture and every parameter stay as they are
+    return new

@@ -7,6 +7,8 @@ Architecture choices, top to bottom:
 - a final RMSNorm, then logits in fp32.
 Layer weights are stacked on a leading L axis and the layer function is scanned (`jax.lax.scan`) with a named remat
 policy; `scan_layers=False` runs the same layer function in a Python loop (for debugging; tested equal).
+The module holds the architecture (`cfg`, fixed by a checkpoint) and the run's execution policy (`compute`: dtypes,
+remat, attention kernel); `model.init.with_compute` gives the same weights under another policy.
 Parameters carry logical axis names (`sharding.RULES` maps them onto the mesh); activations are constrained by name.
 Dimension legend: B batch, T sequence, D model, N query heads, K kv heads, H head dim, F MLP, V vocabulary, L layers.
 """
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 from flax import nnx
 
-from sailor2_jax.config import ModelConfig
+from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.attention import attention
 from sailor2_jax.sharding import shard
 
@@ -55,10 +57,10 @@ def _ones(key, shape, dtype):
 class DecoderLayers(nnx.Module):
     """All L decoder layers' weights, stacked on a leading layer axis."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, param_dtype: str, *, rngs: nnx.Rngs):
         L, D, N, K, H, F = (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                             cfg.intermediate_size)
-        p = partial(_param, rngs, dtype=jnp.dtype(cfg.param_dtype))
+        p = partial(_param, rngs, dtype=jnp.dtype(param_dtype))
         self.attn_norm = p(_ones, (L, D), ("layers", "norm"))
         self.q = p(_normal, (L, D, N, H), ("layers", "embed", "q_heads", "head_dim"))
         self.q_bias = p(_zeros, (L, N, H), ("layers", "q_heads", "head_dim"))
@@ -98,7 +100,7 @@ def apply_rope(x_BTNH: jax.Array, sin_BTh: jax.Array, cos_BTh: jax.Array) -> jax
 
 
 def decoder_layer(cfg: ModelConfig, x_BTD: jax.Array, w: dict[str, jax.Array], *, sin, cos, segment_ids_BT,
-                  positions_BT, packed: bool) -> jax.Array:
+                  positions_BT, packed: bool, attention_impl: str) -> jax.Array:
     """One pre-norm decoder layer; `w` holds this layer's weights (already in compute dtype)."""
     h_BTD = rms_norm(x_BTD, w["attn_norm"], cfg.rms_norm_eps)
     q_BTNH = jnp.einsum("btd,dnh->btnh", h_BTD, w["q"]) + w["q_bias"]
@@ -108,7 +110,7 @@ def decoder_layer(cfg: ModelConfig, x_BTD: jax.Array, w: dict[str, jax.Array], *
     k_BTKH = shard(apply_rope(k_BTKH, sin, cos), ("batch", "seq", "act_kv_heads", None))
     v_BTKH = shard(v_BTKH, ("batch", "seq", "act_kv_heads", None))
     o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, q_segment_ids=segment_ids_BT, kv_segment_ids=segment_ids_BT,
-                       q_positions=positions_BT, kv_positions=positions_BT, impl=cfg.attention, packed=packed)
+                       q_positions=positions_BT, kv_positions=positions_BT, impl=attention_impl, packed=packed)
     o_BTNH = checkpoint_name(o_BTNH, "attention_out")
     x_BTD = shard(x_BTD + jnp.einsum("btnh,nhd->btd", o_BTNH, w["o"]), ("batch", "seq", "act_embed"))
 
@@ -120,11 +122,11 @@ def decoder_layer(cfg: ModelConfig, x_BTD: jax.Array, w: dict[str, jax.Array], *
 
 
 class Qwen2(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        dtype = jnp.dtype(cfg.param_dtype)
+    def __init__(self, cfg: ModelConfig, compute: ComputeConfig, *, rngs: nnx.Rngs):
+        self.cfg, self.compute = cfg, compute
+        dtype = jnp.dtype(compute.param_dtype)
         self.embed = _param(rngs, _normal, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), dtype)
-        self.layers = DecoderLayers(cfg, rngs=rngs)
+        self.layers = DecoderLayers(cfg, compute.param_dtype, rngs=rngs)
         self.final_norm = _param(rngs, _ones, (cfg.hidden_size,), ("norm",), dtype)
         self.lm_head = (None if cfg.tie_embeddings else
                         _param(rngs, _normal, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), dtype))
@@ -139,15 +141,15 @@ class Qwen2(nnx.Module):
         """Final-normed hidden states [B, T, D] in compute dtype (the objective turns them into log-probs)."""
         # Gather from a table whole along D (the FSDP all-gather), so the lookup's output can take the batch
         # sharding directly instead of being resharded from D-split to batch-split.
-        table_VD = shard(self.embed[...], ("vocab", None)).astype(self.cfg.compute_dtype)
+        table_VD = shard(self.embed[...], ("vocab", None)).astype(self.compute.dtype)
         x_BTD = table_VD[tokens_BT]
         return self.decode(x_BTD, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
 
     def decode(self, x_BTD: jax.Array, *, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None) -> jax.Array:
         """The decoder stack and final norm on input embeddings [B, T, D]."""
-        cfg = self.cfg
-        cdt = jnp.dtype(cfg.compute_dtype)
+        cfg, compute = self.cfg, self.compute
+        cdt = jnp.dtype(compute.dtype)
         B, T = x_BTD.shape[:2]
         # Without segment ids every row is one document from position 0: a plain causal kernel is exact.
         packed = segment_ids_BT is not None
@@ -161,12 +163,12 @@ class Qwen2(nnx.Module):
         def body(x, w):
             w = jax.tree.map(lambda a: a.astype(cdt), w)  # per layer: never a second full copy of the weights
             return decoder_layer(cfg, x, w, sin=sin, cos=cos, segment_ids_BT=segment_ids_BT,
-                                 positions_BT=positions_BT, packed=packed), None
+                                 positions_BT=positions_BT, packed=packed, attention_impl=compute.attention), None
 
-        if cfg.remat != "none":
-            body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        if compute.remat != "none":
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[compute.remat], prevent_cse=not compute.scan_layers)
         weights = self.layers.stacked()
-        if cfg.scan_layers:
+        if compute.scan_layers:
             x_BTD, _ = jax.lax.scan(body, x_BTD, weights)
         else:
             for i in range(cfg.num_layers):

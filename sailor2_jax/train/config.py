@@ -1,8 +1,10 @@
 """Typed training configs: one `TrainConfig` drives pre-training, SFT and DPO; the objective picks the loss.
 
-`model` is either a name/path (`tiny`, `sailor2-1b`, `configs/model/x.yaml`) or a mapping `{base: NAME, field: value}`
-so dotted overrides such as `model.vocab_size=256` work; it may be omitted when `init.hf_dir` supplies the model
-(its `config.json`, with `init.model_overrides` such as `remat` or `attention` applied).
+`model` (the architecture) is either a name/path (`tiny`, `sailor2-1b`, `configs/model/x.yaml`) or a mapping
+`{base: NAME, field: value}` so dotted overrides such as `model.vocab_size=256` work; it is omitted when
+`init.hf_dir` (its `config.json`) or `init.checkpoint` (its saved architecture) supplies the model. `compute` is how
+this run executes it (dtypes, remat, attention kernel), whatever the checkpoint was trained with.
+Configs do no I/O: `train/init.py` reads directories and checkpoints.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from sailor2_jax.config import Config, MeshConfig, ModelConfig, load_model_config
+from sailor2_jax.config import ComputeConfig, Config, MeshConfig, ModelConfig, load_model_config
 
 PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
 
@@ -78,8 +80,6 @@ class InitConfig(Config):
         False, description="also continue init.checkpoint's AdamW state (moments and Adam's step count) with this "
         "run's learning-rate schedule from its step 0: a new stage of the same optimiser, e.g. the stage-2 anneal of "
         "WSD. Refused when the saved optimiser differs (trainable mask, clipping, state layout). Default: fresh")
-    model_overrides: dict[str, Any] = pydantic.Field(default_factory=dict,
-                                                     description="ModelConfig fields applied on top of hf_dir")
     seed: int = 0
 
     @pydantic.model_validator(mode="after")
@@ -122,6 +122,7 @@ class LogConfig(Config):
 
 class TrainConfig(Config):
     model: ModelConfig | None = None
+    compute: ComputeConfig = ComputeConfig()
     mesh: MeshConfig = MeshConfig()
     init: InitConfig = InitConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
@@ -148,7 +149,7 @@ class TrainConfig(Config):
             raise ValueError("model: required unless init.hf_dir or init.checkpoint provides the model")
         if self.model is not None and self.init.hf_dir:
             raise ValueError("model: init.hf_dir's config.json defines the model; drop `model` (override `model=null`)"
-                             " and put field changes in init.model_overrides")
+                             "; execution choices (dtypes, remat, attention) go in `compute`")
         if self.data.batch_size % self.data.micro_batches:
             raise ValueError(f"data.batch_size ({self.data.batch_size}) must be a multiple of data.micro_batches "
                              f"({self.data.micro_batches})")
@@ -159,16 +160,3 @@ class TrainConfig(Config):
             raise ValueError(f"objective.reference={self.objective.reference} makes no sense for simpo "
                              "(reference-free)")
         return self
-
-    def resolved_model(self) -> ModelConfig:
-        """The model config, reading init.hf_dir's config.json or init.checkpoint's saved config when needed."""
-        if self.model is not None:
-            return self.model
-        if self.init.hf_dir:
-            from sailor2_jax.model.hf import read_hf_config
-
-            return read_hf_config(self.init.hf_dir, **self.init.model_overrides)
-        from sailor2_jax.train.checkpoint import read_config  # the checkpoint module imports this one
-
-        saved = read_config(self.init.checkpoint)
-        return ModelConfig.model_validate({**saved["model"], **self.init.model_overrides})

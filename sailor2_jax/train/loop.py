@@ -27,6 +27,7 @@ from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import global_batch, make_mesh
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.config import TrainConfig
+from sailor2_jax.train.init import architecture, initial_params
 from sailor2_jax.train.data import CheckpointableIterator, make_iterator
 from sailor2_jax.train.metrics import MetricsWriter, flatten, flops_per_token, peak_flops
 from sailor2_jax.train.objectives import Objective
@@ -45,21 +46,6 @@ class TrainResult:
     resumed_from: int | None       # the checkpoint step the run resumed from, if any
     output_dir: str                # local path or bucket URL
     metrics_dir: Path              # where metrics.jsonl and TensorBoard logs went
-
-
-def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, shardings: Params, shapes: Params,
-                   init_model: Qwen2 | None = None) -> Params:
-    """The first parameters: a given model, an HF directory, a previous run's checkpoint, or a random init."""
-    if init_model is not None:
-        params = nnx.to_pure_dict(nnx.state(init_model, nnx.Param))
-    elif cfg.init.hf_dir:
-        from sailor2_jax.model.hf import import_hf
-        params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, **cfg.init.model_overrides)))
-    elif cfg.init.checkpoint:
-        params = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(shardings, shapes))
-    else:
-        params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed)))
-    return jax.device_put(params, shardings)
 
 
 def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: CheckpointableIterator | None = None,
@@ -85,7 +71,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         raise ValueError("init.optimizer_state continues init.checkpoint's optimiser; it cannot go with init_model")
     if cfg.optimizer.trainable == "new_layers":  # record the resolved mask in the checkpoints' config
         cfg = cfg.replace(optimizer=cfg.optimizer.replace(new_layers=new_layer_mask(cfg)))
-    model_cfg = init_model.cfg if init_model is not None else cfg.resolved_model()
+    model_cfg = init_model.cfg if init_model is not None else architecture(cfg)
     setup = setup_step(cfg, model_cfg, mesh)
     shapes, shardings, p_shardings = setup.shapes, setup.shardings, setup.shardings.params
     objective = Objective(cfg.objective)
@@ -122,7 +108,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         initial = (state.params if resumed_from is None else
                    initial_params(cfg, model_cfg, mesh, p_shardings, shapes, init_model))
         if objective.reference == "model":  # a frozen copy in compute dtype (a real copy: the step donates state)
-            cdt = jnp.dtype(model_cfg.compute_dtype)
+            cdt = jnp.dtype(cfg.compute.dtype)
             ref_params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, dtype=cdt, copy=True), p),
                                  out_shardings=p_shardings)(initial)
         else:  # computed now for every batch this run reads; nothing of the reference stays in device memory

@@ -159,7 +159,7 @@ class StepSetup:
 
 
 def setup_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> StepSetup:
-    graphdef, abstract = nnx.split(abstract_model(model_cfg))
+    graphdef, abstract = nnx.split(abstract_model(model_cfg, cfg.compute))
     shapes = nnx.to_pure_dict(abstract)
     mask = trainable_mask(cfg, shapes)
     tx, lr = optimizer(cfg.optimizer, cfg.steps, mask)

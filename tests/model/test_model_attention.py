@@ -12,9 +12,9 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from sailor2_jax.config import load_model_config
+from sailor2_jax.config import ComputeConfig, load_model_config
 from sailor2_jax.model.attention import attention, cudnn_attention, splash_attention
-from sailor2_jax.model.init import create_model
+from sailor2_jax.model.init import create_model, with_compute
 
 
 def _packed_batch(B=2, T=128, N=4, K=2, H=64, dtype=jnp.float32):
@@ -105,8 +105,9 @@ def test_splash_rejects_a_length_its_blocks_cannot_tile():
 def test_splash_in_the_sharded_model_equals_xla(mesh8, remat):
     """Under a (2, 2, 2) mesh the kernel runs per shard (rows over data+fsdp, heads over tensor): the packed
     model's loss and every gradient equal the XLA reference model's with the same weights."""
-    cfg = load_model_config("tiny", ["vocab_size=320", "compute_dtype=float32", f"remat={remat}"])
-    model = create_model(cfg, mesh8, seed=0)
+    cfg = load_model_config("tiny", ["vocab_size=320"])
+    compute = ComputeConfig(dtype="float32", remat=remat)
+    model = create_model(cfg, mesh8, seed=0, compute=compute)
     _, _, _, seg, pos = _packed_batch(B=8, T=128)
     seg, pos = jnp.tile(seg, (4, 1)), jnp.tile(pos, (4, 1))
     toks = jnp.asarray(np.random.default_rng(0).integers(0, 320, seg.shape), jnp.int32)
@@ -116,8 +117,7 @@ def test_splash_in_the_sharded_model_equals_xla(mesh8, remat):
 
     def loss_and_grads(impl):
         def loss(state):
-            m = nnx.merge(graphdef, state)
-            m.cfg = cfg.replace(attention=impl)
+            m = with_compute(nnx.merge(graphdef, state), compute.replace(attention=impl))
             logits = m(toks, positions_BT=pos, segment_ids_BT=seg)
             return jnp.sum(jnp.where((seg > 0)[..., None], logits, 0.0) ** 2) / 1e4
         with jax.set_mesh(mesh8):

@@ -13,8 +13,11 @@ from model_helpers import hf_logits, hf_model, run_model, tokens
 from flax import nnx
 from transformers import Qwen2ForCausalLM
 
+from sailor2_jax.config import ComputeConfig
 from sailor2_jax.model.expand import expand_hf_dir, expand_model, expansion_plan
 from sailor2_jax.model.hf import import_hf
+
+FP32 = ComputeConfig(dtype="float32")
 
 
 def test_expansion_positions_of_the_sailor2_models():
@@ -68,7 +71,7 @@ def test_vocabulary_resize_keeps_the_kept_rows(save_hf, tmp_path):
 def test_in_memory_expansion_matches_the_directory_path(save_hf, mesh8, tmp_path):
     base = hf_model(tied=True, layers=4)
     src = save_hf(base)
-    model = import_hf(src, mesh8, compute_dtype="float32")
+    model = import_hf(src, mesh8, FP32)
     expanded, is_new = expand_model(model, 8, mesh8, untie=True)
     assert is_new == [False, True] * 4
     assert expanded.cfg.num_layers == 8 and not expanded.cfg.tie_embeddings
@@ -76,7 +79,7 @@ def test_in_memory_expansion_matches_the_directory_path(save_hf, mesh8, tmp_path
     x = tokens()
     np.testing.assert_allclose(run_model(expanded, mesh8, x), hf_logits(base, x), rtol=1e-4, atol=1e-4)
     expand_hf_dir(src, tmp_path / "dir", 8, untie=True)
-    from_dir = import_hf(tmp_path / "dir", mesh8, compute_dtype="float32")
+    from_dir = import_hf(tmp_path / "dir", mesh8, FP32)
     a = {p: v[...] for p, v in nnx.to_flat_state(nnx.state(expanded, nnx.Param))}
     b = {p: v[...] for p, v in nnx.to_flat_state(nnx.state(from_dir, nnx.Param))}
     assert a.keys() == b.keys()

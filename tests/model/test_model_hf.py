@@ -12,7 +12,10 @@ from model_helpers import hf_logits, hf_model, run_model, tokens
 from safetensors import safe_open
 from transformers import Qwen2ForCausalLM
 
+from sailor2_jax.config import ComputeConfig
 from sailor2_jax.model.hf import export_hf, import_hf, push_to_hub
+
+FP32 = ComputeConfig(dtype="float32")
 
 
 def _tensors(path: str | Path) -> dict[str, np.ndarray]:
@@ -27,7 +30,7 @@ def _tensors(path: str | Path) -> dict[str, np.ndarray]:
 def test_import_matches_transformers_and_export_round_trips(tied, layers, save_hf, mesh8, tmp_path):
     ref = hf_model(tied=tied, layers=layers)
     src = save_hf(ref)
-    model = import_hf(src, mesh8, compute_dtype="float32")
+    model = import_hf(src, mesh8, FP32)
     assert model.cfg.num_layers == layers and model.cfg.tie_embeddings == tied
     x = tokens()
     expected = hf_logits(ref, x)
@@ -50,7 +53,7 @@ def test_import_matches_transformers_and_export_round_trips(tied, layers, save_h
 def test_bf16_checkpoint_imports_with_dtype_conversion(save_hf, mesh8, tmp_path):
     import torch
     ref = hf_model(tied=False).to(torch.bfloat16)
-    model = import_hf(save_hf(ref), mesh8, compute_dtype="float32")
+    model = import_hf(save_hf(ref), mesh8, FP32)
     assert model.layers.q[...].dtype == np.float32  # fp32 master weights from a bf16 file
     x = tokens()
     expected = hf_logits(ref.float(), x)

@@ -9,29 +9,23 @@ import pytest
 from model_helpers import run_model, tokens
 from flax import nnx
 
-from sailor2_jax.config import load_model_config
+from sailor2_jax.config import ComputeConfig, load_model_config
 from sailor2_jax.model.attention import attention
-from sailor2_jax.model.init import create_model
+from sailor2_jax.model.init import create_model, with_compute
 
 VOCAB = 320
 
 
-def tiny(**overrides):
-    items = [f"{k}={v}" for k, v in {"vocab_size": VOCAB, "compute_dtype": "float32", **overrides}.items()]
-    return load_model_config("tiny", items)
+CFG = load_model_config("tiny", [f"vocab_size={VOCAB}"])
 
 
-def with_cfg(model, cfg):
-    """The same weights under another config (scan/remat/attention flags change no parameter)."""
-    graphdef, state = nnx.split(model)
-    m = nnx.merge(graphdef, state)
-    m.cfg = cfg
-    return m
+def fp32(**policy) -> ComputeConfig:
+    return ComputeConfig(dtype="float32", attention="xla", **policy)
 
 
 def test_causality_via_gradients(mesh1):
     """d logits[t] / d input[s] is zero exactly for s > t and non-zero for s <= t."""
-    model = create_model(tiny(), mesh1, seed=1)
+    model = create_model(CFG, mesh1, seed=1, compute=fp32())
     inputs_BTD = model.embed[...][jnp.asarray(tokens(1, 12))]
     for position in (0, 5, 11):
         grad = jax.grad(lambda e: model.logits(model.decode(e))[0, position].sum())(inputs_BTD)
@@ -40,8 +34,8 @@ def test_causality_via_gradients(mesh1):
         assert np.all(norms[: position + 1] > 0), f"output {position} ignores earlier tokens"
 
 
-def _loss_and_grad(model, cfg, x):
-    graphdef, state = nnx.split(with_cfg(model, cfg))
+def _loss_and_grad(model, compute, x):
+    graphdef, state = nnx.split(with_compute(model, compute))
 
     @jax.jit
     def f(state):
@@ -53,33 +47,32 @@ def _loss_and_grad(model, cfg, x):
 @pytest.fixture(scope="module")
 def remat_reference(mesh1):
     """Loss and gradients of the plainest path: a Python loop over layers, no rematerialisation."""
-    model = create_model(tiny(remat="none", scan_layers=False), mesh1, seed=2)
+    model = create_model(CFG, mesh1, seed=2, compute=fp32(remat="none", scan_layers=False))
     x = jnp.asarray(tokens(2, 10))
-    return model, x, _loss_and_grad(model, tiny(remat="none", scan_layers=False), x)
+    return model, x, _loss_and_grad(model, fp32(remat="none", scan_layers=False), x)
 
 
 @pytest.mark.parametrize("remat,scan", [("none", True), ("full", True), ("full", False), ("dots_saveable", True),
                                         ("dots_with_no_batch_dims_saveable", True), ("save_attention_out", True)])
 def test_scan_and_remat_do_not_change_values_or_gradients(remat, scan, remat_reference):
     model, x, (ref_loss, ref_grad) = remat_reference
-    loss, grad = _loss_and_grad(model, tiny(remat=remat, scan_layers=scan), x)
+    loss, grad = _loss_and_grad(model, fp32(remat=remat, scan_layers=scan), x)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_sharded_forward_equals_single_device(mesh1, mesh8):
-    cfg = tiny()
     x = tokens(8, 16)
-    single = run_model(create_model(cfg, mesh1, seed=3), mesh1, x)
-    sharded_model = create_model(cfg, mesh8, seed=3)
+    single = run_model(create_model(CFG, mesh1, seed=3, compute=fp32()), mesh1, x)
+    sharded_model = create_model(CFG, mesh8, seed=3, compute=fp32())
     assert len(sharded_model.layers.gate[...].sharding.device_set) == 8
     sharded = run_model(sharded_model, mesh8, x)
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
 
 
 def test_packed_batch_equals_documents_one_at_a_time(mesh1):
-    model = create_model(tiny(), mesh1, seed=4)
+    model = create_model(CFG, mesh1, seed=4, compute=fp32())
     rng = np.random.RandomState(5)
     docs = [rng.randint(0, VOCAB, n) for n in (5, 7, 3)]
     T = 18  # 15 tokens + 3 padding

@@ -10,9 +10,10 @@ from flax import nnx
 from transformers import Qwen2ForCausalLM
 
 from sailor2_jax.cli import main as cli_main
-from sailor2_jax.config import MeshConfig, load
+from sailor2_jax.config import ComputeConfig, MeshConfig, load
 from sailor2_jax.sharding import make_mesh
 from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.train.init import architecture
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.export import load_checkpoint_model
 from sailor2_jax.train.loop import train
@@ -45,10 +46,10 @@ def test_restore_onto_a_different_mesh_shape(tmp_path):
 
 @pytest.mark.parametrize("kind", ["pretrain", "sft", "dpo"])
 def test_export_from_each_kind_of_checkpoint_loads_in_transformers(tmp_path, kind):
-    cfg = load(TrainConfig, None, BASE + [f"objective.kind={kind}", "model.compute_dtype=float32"])
+    cfg = load(TrainConfig, None, BASE + [f"objective.kind={kind}", "compute.dtype=float32"])
     train(cfg, tmp_path / "run")
     assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
-    ours, _ = load_checkpoint_model(tmp_path / "run" / "checkpoints")
+    ours, _ = load_checkpoint_model(tmp_path / "run" / "checkpoints", compute=ComputeConfig(dtype="float32"))
     hf = Qwen2ForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     tokens = np.random.default_rng(0).integers(0, 256, (2, 16))
     with torch.no_grad():
@@ -69,7 +70,7 @@ def _saved_state(run, cfg):
     from sailor2_jax.train.step import setup_step
 
     mesh = make_mesh(cfg.mesh)
-    setup = setup_step(cfg, cfg.resolved_model(), mesh)
+    setup = setup_step(cfg, architecture(cfg), mesh)
     mgr = ckpt.manager(run / "checkpoints", 1, 5)
     state = ckpt.restore(mgr, mgr.latest_step(), ckpt.abstract_target(setup.shardings, setup.abstract_state()), None)
     mgr.close()
@@ -81,9 +82,9 @@ def test_stage2_continues_the_stage1_optimiser(tmp_path):
     from sailor2_jax.train.data import make_iterator
     from sailor2_jax.train.objectives import Objective
 
-    stage1 = load(TrainConfig, None, BASE + ["model.compute_dtype=float32"])
+    stage1 = load(TrainConfig, None, BASE + ["compute.dtype=float32"])
     train(stage1, tmp_path / "s1")
-    s2 = BASE + ["model.compute_dtype=float32", f"init.checkpoint={tmp_path / 's1'}"] + STAGE2
+    s2 = BASE + ["compute.dtype=float32", f"init.checkpoint={tmp_path / 's1'}"] + STAGE2
     cont = load(TrainConfig, None, s2 + ["init.optimizer_state=true"])
     assert train(cont, tmp_path / "cont").metrics["lr"] == np.float32(3e-3)
     fresh = load(TrainConfig, None, s2)
@@ -91,7 +92,7 @@ def test_stage2_continues_the_stage1_optimiser(tmp_path):
 
     # by hand: stage 1's whole saved state (moments, Adam count 2), one update at stage 2's first rate (3e-3)
     s1_state, _ = _saved_state(tmp_path / "s1", stage1)
-    by_hand = load(TrainConfig, None, BASE + ["model.compute_dtype=float32", "optimizer.schedule.kind=constant",
+    by_hand = load(TrainConfig, None, BASE + ["compute.dtype=float32", "optimizer.schedule.kind=constant",
                                               "optimizer.schedule.peak_lr=3e-3"])
     _, (mesh, setup) = _saved_state(tmp_path / "s1", by_hand)
     step = setup.compile(Objective(by_hand.objective), mesh, 1, with_reference=False)

@@ -1,13 +1,11 @@
 """Every shipped train config loads and says what it should; config mistakes fail at load time, naming the field."""
 
-from pathlib import Path
-
 import pytest
 
-from sailor2_jax.config import load
+from sailor2_jax.config import CONFIG_DIR, load
 from sailor2_jax.train.config import TrainConfig
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+CONFIGS = CONFIG_DIR / "train"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

@@ -11,6 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from sailor2_jax.cli import main as cli_main
 from sailor2_jax.config import load
 from sailor2_jax.model.expand import expand_hf_dir
+from sailor2_jax.train.init import architecture
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.loop import train
 
@@ -29,7 +30,7 @@ def test_expanded_init_trains_only_new_layers_and_exports(tmp_path):
                                    "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=1e-2",
                                    "data.batch_size=8", "data.seq_len=32", "steps=3", "log.progress=false",
                                    "log.tensorboard=false", "checkpoint.every=3"])
-    assert cfg.model is None and cfg.resolved_model().num_layers == 4
+    assert cfg.model is None and architecture(cfg).num_layers == 4
     result = train(cfg, tmp_path / "run")
     assert result.step == 3 and result.stopped == "done"
     assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 from flax import nnx
 
-from sailor2_jax.config import MeshConfig, load, load_model_config
+from sailor2_jax.config import ComputeConfig, MeshConfig, load, load_model_config
 from sailor2_jax.model.init import create_model
 from sailor2_jax.sharding import make_mesh
 from sailor2_jax.train.config import ObjectiveConfig, TrainConfig
@@ -22,8 +22,8 @@ from sailor2_jax.train.objectives import Objective, preference_losses, sequence_
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = load_model_config("tiny", ["vocab_size=256", "compute_dtype=float32", "num_layers=2"])
-    return create_model(cfg, make_mesh(MeshConfig(), jax.devices()[:1]), seed=3)
+    cfg = load_model_config("tiny", ["vocab_size=256", "num_layers=2"])
+    return create_model(cfg, make_mesh(MeshConfig(), jax.devices()[:1]), seed=3, compute=ComputeConfig(dtype="float32"))
 
 
 def test_token_logprobs_match_torch_log_softmax(model):
@@ -111,7 +111,9 @@ def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
 
 
 def _dpo(tmp_path, name, reference, steps, eval_every=0):
-    cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2",
+    # fp32 compute: the frozen-model and precomputed runs are two different programs, compared with a tolerance
+    # that holds on any machine (in bf16 they differ at bf16 rounding)
+    cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
                                    "objective.kind=dpo", f"objective.reference={reference}", f"steps={steps}",
                                    "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
                                    "optimizer.schedule.peak_lr=1e-2", "log.every=1", "log.progress=false",
@@ -128,10 +130,11 @@ def test_precomputed_reference_trains_like_the_frozen_model_and_resumes_exactly(
     frozen = _dpo(tmp_path, "frozen", "model", 4, eval_every=2)
     pre = _dpo(tmp_path, "pre", "precompute", 4, eval_every=2)
     for key in ("loss", "chosen_reward", "reward_margin", "grad_norm"):
-        np.testing.assert_allclose([m[key] for m in pre], [m[key] for m in frozen], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose([m[key] for m in pre], [m[key] for m in frozen], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose([m["eval_loss"] for m in pre if "eval_loss" in m],
-                               [m["eval_loss"] for m in frozen if "eval_loss" in m], rtol=1e-5)
-    assert pre[0]["chosen_reward"] == 0.0 and pre[0]["rejected_reward"] == 0.0  # policy == reference at step 1
+                               [m["eval_loss"] for m in frozen if "eval_loss" in m], rtol=1e-4)
+    # policy == reference at step 1 (two programs: equal up to fp32 rounding of summed log-probs)
+    assert abs(pre[0]["chosen_reward"]) < 1e-5 and abs(pre[0]["rejected_reward"]) < 1e-5
     _dpo(tmp_path, "resumed", "precompute", 2, eval_every=2)
     resumed = _dpo(tmp_path, "resumed", "precompute", 4, eval_every=2)
     assert [m["step"] for m in resumed] == [1, 2, 3, 4]

@@ -3,13 +3,14 @@ iterator's state travels in the checkpoint, so the resumed run sees the same bat
 
 import json
 import shutil
-from pathlib import Path
 
 from sailor2_jax.config import load
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.loop import train
 
-ROOT_CONFIG = "configs/train/demo_pretrain.yaml"
+from sailor2_jax.config import find_config
+
+ROOT_CONFIG = find_config("train", "demo_pretrain")
 
 
 def _rows(path):
@@ -17,7 +18,7 @@ def _rows(path):
 
 
 def test_resume_from_a_checkpoint_replays_the_same_batches(tmp_path):
-    config = Path(__file__).resolve().parents[2] / ROOT_CONFIG
+    config = ROOT_CONFIG
     cfg = load(TrainConfig, config, ["steps=4", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
                                      "data.batch_size=8", "log.eval_every=0", "log.progress=false",
                                      "log.tensorboard=false", "model.num_layers=2"])
@@ -38,7 +39,7 @@ def test_resume_from_a_checkpoint_replays_the_same_batches(tmp_path):
 def test_resume_with_another_process_count_merges_the_saved_iterator_states(tmp_path):
     """A run with 2 data shards; its step-2 checkpoint rewritten as if 2 processes had saved it (one shard each):
     one process resumes from the merged states and logs the same losses as the uninterrupted run."""
-    config = Path(__file__).resolve().parents[2] / ROOT_CONFIG
+    config = ROOT_CONFIG
     cfg = load(TrainConfig, config, ["steps=4", "checkpoint.every=2", "checkpoint.keep=5", "data.seq_len=64",
                                      "data.batch_size=8", "log.eval_every=0", "log.progress=false",
                                      "log.tensorboard=false", "model.num_layers=2",

@@ -20,7 +20,7 @@ from sailor2_jax.train.objectives import Objective
 from sailor2_jax.train.optim import decay_mask, schedule
 from sailor2_jax.train.step import init_state, setup_step, train_state_shardings
 
-BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.compute_dtype=float32",
+BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
         "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
         "optimizer.schedule.peak_lr=1e-2", "steps=10"]
 
@@ -28,11 +28,11 @@ BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.
 def _setup(overrides, make_tx=None):
     cfg = load(TrainConfig, None, BASE + overrides)
     mesh = make_mesh(cfg.mesh)
-    model = create_model(cfg.model, mesh, seed=0)
+    model = create_model(cfg.model, mesh, seed=0, compute=cfg.compute)
     setup = setup_step(cfg, cfg.model, mesh)
     if make_tx is not None:  # a reference optimiser in place of ours
         tx = make_tx(cfg, setup.mask, setup.lr_schedule)
-        abstract = nnx.state(abstract_model(cfg.model))
+        abstract = nnx.state(abstract_model(cfg.model, cfg.compute))
         setup = dataclasses.replace(setup, tx=tx, shardings=train_state_shardings(abstract, tx, mesh))
     step = setup.compile(Objective(cfg.objective), mesh, cfg.data.micro_batches, with_reference=False)
     state = jax.jit(lambda p: init_state(p, setup.tx, 0), out_shardings=setup.shardings)(

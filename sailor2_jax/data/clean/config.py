@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from sailor2_jax.config import read_yaml
+from sailor2_jax.config import find_config, read_yaml
 from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams, canonical_language
 
 
@@ -140,7 +140,7 @@ def _first_error(e: ValidationError) -> str:
 
 def load_config(path: str | Path | None, **overrides) -> CleanConfig:
     """Read a YAML config (or the defaults when `path` is None) and apply keyword overrides (CLI flags)."""
-    data = read_yaml(path) if path is not None else {}
+    data = read_yaml(find_config("clean", path)) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return CleanConfig(**data)
