@@ -117,12 +117,53 @@ class QualityModel:
         return out
 
 
+def _fit(data: str, out: str, options: dict, queue) -> None:
+    """fastText training in a process of its own (see `_fit_isolated`); a diverging run is retried with half the
+    learning rate. Puts the rate used, or the error, on `queue`."""
+    import fasttext
+
+    try:
+        for attempt in range(4):
+            try:
+                fasttext.train_supervised(input=data, **options).save_model(out)
+                queue.put(options["lr"])
+                return
+            except RuntimeError as e:  # "Encountered NaN": the step diverged
+                if "NaN" not in str(e) or attempt == 3:
+                    raise
+                options = {**options, "lr": options["lr"] / 2}
+    except Exception as e:  # noqa: BLE001 — handed to the parent, which raises it
+        queue.put(e)
+
+
+def _fit_isolated(data: Path, out: Path, options: dict) -> float:
+    """Train in a fresh (spawned) process: fastText-numpy2's training is not reproducible, and diverges to NaN, in
+    a process that has loaded a quantized model (such as lid.176.ftz, which the cleaning pipeline loads): measured
+    here, 3 of 5 identical runs failed after loading it and none before. Returns the learning rate used."""
+    import multiprocessing as mp
+    from queue import Empty
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_fit, args=(str(data), str(out), options, queue))
+    proc.start()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"fastText training died (exit code {proc.exitcode})") from None
+    proc.join()
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def train(positive: list[str], negative: list[str], language: str, out_path: str | os.PathLike,
           settings: TrainSettings | None = None, text_key: str = "text") -> dict:
     """Train on the records of the `positive` and `negative` inputs (files or directories), write the model and its
     JSON beside it (atomically), and return the held-out metrics."""
-    import fasttext
-
     s = settings or TrainSettings()
     lang = canonical_language(language)
     if lang not in SAILCRAFT:
@@ -146,19 +187,10 @@ def train(positive: list[str], negative: list[str], language: str, out_path: str
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         data = Path(tmp) / "train.txt"
         data.write_text("".join(f"{label} {features(t, lang)}\n" for label, t in train_rows), encoding="utf-8")
-        lr = s.lr
-        for attempt in range(4):  # fastText stops with "Encountered NaN" when the step diverges: halve it
-            try:
-                model = fasttext.train_supervised(input=str(data), dim=s.dim, epoch=s.epoch, lr=lr,
-                                                  wordNgrams=s.word_ngrams, minCount=s.min_count, bucket=s.bucket,
-                                                  thread=s.threads, seed=s.seed, loss="softmax", verbose=0)
-                break
-            except RuntimeError as e:
-                if "NaN" not in str(e) or attempt == 3:
-                    raise
-                lr /= 2
         staged = Path(tmp) / out.name
-        model.save_model(str(staged))
+        lr = _fit_isolated(data, staged, dict(dim=s.dim, epoch=s.epoch, lr=s.lr, wordNgrams=s.word_ngrams,
+                                              minCount=s.min_count, bucket=s.bucket, thread=s.threads, seed=s.seed,
+                                              loss="softmax", verbose=0))
         info = {"language": lang, "labels": {"positive": POSITIVE, "negative": NEGATIVE},
                 "settings": {**asdict(s), "lr_used": lr},
                 "examples": {"positive": len(examples[POSITIVE]), "negative": len(examples[NEGATIVE]),
