@@ -116,13 +116,13 @@ class Translate(PipelineStep):
         self.counter.removed(target, reason)
         self.stat_update(f"rejected_{reason}")
 
-    def _prepare(self, engine: Engine, docs: list[Document], target: str) -> list[_Job]:
-        """Check every record's fields and segment them; rejected records are written and left out."""
+    def _prepare(self, engine: Engine, docs: list[Document]) -> tuple[list[_Job], list[tuple]]:
+        """Check every record's fields and segment them (once for all targets): the jobs, and the rejections as
+        (document, reason, detail)."""
         cfg = self.config
-        jobs = []
+        jobs, problems = [], []
         for doc in docs:
             record = doc.metadata["record"]
-            self.counter.entered(target, sum(len(str(record.get(f, "")).encode()) for f in cfg.fields))
             job, problem = _Job(doc), None
             for field in cfg.fields:
                 texts = _texts(record.get(field))
@@ -137,18 +137,23 @@ class Translate(PipelineStep):
                 job.fields[field] = [split_document(t, cfg.source, engine.count_tokens, cfg.max_segment_tokens)
                                      for t in texts]
             if problem:
-                self._reject(doc, target, *problem)
+                problems.append((doc, *problem))
             else:
                 jobs.append(job)
-        return jobs
+        return jobs, problems
 
     def _translate(self, engine: Engine, docs: list[Document]) -> None:
         if not docs:
             return
         cfg = self.config
+        jobs, problems = self._prepare(engine, docs)
+        flat = [s for j in jobs for s in _segments(j)]
         for target in cfg.targets:
-            jobs = self._prepare(engine, docs, target)
-            flat = [s for j in jobs for s in _segments(j)]
+            for doc in docs:
+                record = doc.metadata["record"]
+                self.counter.entered(target, sum(len(str(record.get(f, "")).encode()) for f in cfg.fields))
+            for doc, reason, detail in problems:
+                self._reject(doc, target, reason, detail)
             start = time.perf_counter()
             try:
                 outputs = iter(engine.translate(flat, cfg.source, target) if flat else [])
