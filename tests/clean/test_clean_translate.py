@@ -139,6 +139,21 @@ def test_engine_failure_is_a_counted_rejection(model, tmp_path, monkeypatch):
     assert bad["id"] == "bad" and "out of memory" in bad["_rejection"]["detail"]
 
 
+@pytest.mark.parametrize("kind", ["slurm", "ray"])
+def test_translation_runs_on_the_cluster_executors(model, tmp_path, kind):
+    """The same stages on Slurm or Ray, a GPU per task (the executors are built, nothing is launched)."""
+    from sailor2_jax.data.clean.pipeline import executor
+    from sailor2_jax.data.translate.pipeline import stages
+
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": EN[0]}])
+    cfg = _config(model, engine="transformers", executor={"kind": kind, "tasks": 4, kind: {"gpus_per_task": 1}})
+    plan = stages([str(tmp_path / "in.jsonl")], tmp_path / "out", cfg, "transformers", str(model))
+    built = [executor(cfg.executor, name, pipeline, tasks, str(tmp_path / "logs" / name), None)
+             for name, pipeline, tasks in plan]
+    assert [(type(e).__name__, e.world_size, e.gpus_per_task) for e in built] == [
+        (f"{kind.capitalize()}PipelineExecutor", 4, 1), (f"{kind.capitalize()}PipelineExecutor", 1, 1)]
+
+
 def test_cli(model, tmp_path, capsys):
     write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": EN[0]}])
     rc = main(["translate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output",

@@ -260,6 +260,15 @@ def resolve_engine(config: TranslateConfig, out: Path) -> tuple[str, str]:
     return kind, str(model)
 
 
+def stages(inputs: list[str], out: Path, config: TranslateConfig, engine: str,
+           model: str) -> list[tuple[str, list[PipelineStep], int]]:
+    """(name, pipeline, tasks) of the two stages."""
+    folder = get_datafolder(str(out))
+    reader = RecordReader(inputs, "translate", config.progress)
+    return [("translate", [reader, Translate(config, engine, model, folder)], config.executor.tasks),
+            ("summarise", [TranslationSummary(folder, config)], 1)]
+
+
 def run_translate(inputs: list[str], out_dir: str | Path, config: TranslateConfig) -> dict:
     """Translate `inputs` into `out_dir`; returns the summary (for Slurm: where the jobs log)."""
     out = Path(out_dir)
@@ -267,12 +276,8 @@ def run_translate(inputs: list[str], out_dir: str | Path, config: TranslateConfi
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     kind, model = resolve_engine(config, out)
-    folder = get_datafolder(str(out))
-    tasks = config.executor.tasks
-    plan = [("translate", [RecordReader(inputs, "translate", config.progress), Translate(config, kind, model, folder)],
-             tasks), ("summarise", [TranslationSummary(folder, config)], 1)]
     start = time.perf_counter()
-    run_stages(config.executor, plan, out, "translate")
+    run_stages(config.executor, stages(inputs, out, config, kind, model), out, "translate")
     if config.executor.kind == "slurm":
         return {"submitted": True, "logs": str(out / "logs")}
     summary = json.loads((out / "summary.json").read_text())
