@@ -12,6 +12,8 @@ other jobs on a shared machine barely disturb, and wall-clock docs/s is shown to
   MinHash, frequent lines, writing kept/ and rejected/;
 - datatrove stock MinHash: its four stages (signatures, buckets, clusters, filter) with the default MinhashConfig
   (5-grams, 14 buckets × 8 hashes, xxhash-64, spaCy English word tokenizer), documents fed from memory.
+- ours, whole pipeline with substring dedup: the same with the exact-substring stages (suffix array per shard), in
+  one task and in two (anchors exchanged between the shards);
 A last row runs our whole pipeline on a 15-language corpus of the same size.
 Needs `spacy` and `xxhash` for the datatrove row (pip install spacy xxhash); without them that row is skipped.
 """
@@ -83,11 +85,16 @@ def bench_our_minhash(records: list[dict], dups: set[str]) -> dict:
     return {**t.rates(len(records)), **score(removed, dups)}
 
 
-def bench_our_pipeline(records: list[dict], dups: set[str], out: Path) -> dict:
-    src = out / "input.jsonl"
-    src.parent.mkdir(parents=True, exist_ok=True)
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    config = CleanConfig(executor={"tasks": 1, "workers": 1}, progress=False, compression="none")
+def bench_our_pipeline(records: list[dict], dups: set[str], out: Path, tasks: int = 1,
+                       substring: bool = False) -> dict:
+    src = out / "input"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for k in range(tasks):  # one file per task
+        part = records[len(records) * k // tasks:len(records) * (k + 1) // tasks]
+        (src / f"{k}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
+    config = CleanConfig(executor={"tasks": tasks, "workers": 1}, progress=False, compression="none",
+                         substring_dedup={"enabled": substring})
     with Timer() as t:
         summary = run_clean([str(src)], out, config)
     removed = set()
@@ -157,6 +164,9 @@ def main() -> None:
     runs = {
         "ours_minhash": lambda: bench_our_minhash(records, dups),
         "ours_pipeline": lambda: bench_our_pipeline(records, dups, out / "ours"),
+        "ours_pipeline_substring": lambda: bench_our_pipeline(records, dups, out / "ours-sub", substring=True),
+        "ours_pipeline_substring_2_shards": lambda: bench_our_pipeline(records, dups, out / "ours-sub2", tasks=2,
+                                                                       substring=True),
         "datatrove_minhash": lambda: bench_datatrove(records, dups, out),
         "ours_pipeline_15_languages": lambda: bench_our_pipeline(multi, multi_dups, out / "ours-15"),
     }
@@ -168,15 +178,17 @@ def main() -> None:
                 results[key] = r
     print(f"\n{len(records)} English documents, {mean_kb:.2f} KB on average, {len(dups)} planted duplicates; "
           f"one process; per core = per CPU-second of that process; best of {args.repeats}")
-    print(f"{'':34}{'docs/s/core':>12}{'wall docs/s':>12}{'recall':>8}{'false +':>9}")
+    print(f"{'':36}{'docs/s/core':>12}{'wall docs/s':>12}{'recall':>8}{'false +':>9}")
     for key, label in (("ours_minhash", "ours: MinHash alone"), ("ours_pipeline", "ours: whole pipeline"),
+                       ("ours_pipeline_substring", "ours: + substring dedup"),
+                       ("ours_pipeline_substring_2_shards", "ours: + substring dedup, 2 shards"),
                        ("datatrove_minhash", "datatrove stock MinHash pipeline"),
                        ("ours_pipeline_15_languages", "ours: whole pipeline, 15 languages")):
         r = results[key]
         if isinstance(r, str):
-            print(f"{label:34}{r}")
+            print(f"{label:36}{r}")
         else:
-            print(f"{label:34}{r['docs_per_s']:>12.0f}{r['docs_per_s_wall']:>12.0f}{r['recall']:>8.3f}"
+            print(f"{label:36}{r['docs_per_s']:>12.0f}{r['docs_per_s_wall']:>12.0f}{r['recall']:>8.3f}"
                   f"{r['false_positives']:>9}")
     if isinstance(results["datatrove_minhash"], dict):
         base = results["datatrove_minhash"]["docs_per_s"]

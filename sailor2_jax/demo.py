@@ -1,6 +1,7 @@
 """`make demo`: the whole Sailor2 path on the embedded data with a tiny model, every stage real.
 
-Stages: (0) cleaning a planted-trouble corpus in all 15 languages on datatrove, every document accounted for →
+Stages: (0) cleaning a planted-trouble corpus in all 15 languages on datatrove (substring dedup included), every
+document accounted for, then translation, quality classifiers and the top 15 % per language →
 (1) a random tiny Qwen2.5-architecture base checkpoint with the real Qwen2.5 tokenizer → (2) LlamaPro expansion (tied →
 untied, as for Sailor2-1B) → (3) import onto a device mesh and a forward pass on UDHR text in ten of the 15 languages,
 checked against `transformers` (and the Splash TPU attention kernel against XLA attention) → (4) export and reload
@@ -83,12 +84,16 @@ def torch_logits(hf_dir: Path, tokens: np.ndarray) -> np.ndarray:
 def clean_stage(out: Path, summary: dict) -> None:
     from sailor2_jax.data.clean import run_demo as run_clean_demo
 
-    _step("0. data cleaning on datatrove: URL/exact/near dedup, heuristics, language ID, frequent lines")
+    _step("0. data cleaning on datatrove: URL/exact/near/substring dedup, heuristics, language ID, frequent lines")
     result = run_clean_demo(out / "clean")
     if not result["documents"]["balanced"]:
         raise RuntimeError(f"cleaning lost documents: {result['documents']}")
     summary["clean"] = {**result["documents"], "planted": result["planted"],
                         "summary": str(out / "clean" / "summary.json"), "chart": str(out / "clean" / "summary.png")}
+    from sailor2_jax.data.quality.demo import run_stage2_demo
+
+    _step("0b. stage-2 data: translation (tiny NLLB-style model, CTranslate2), fastText quality, top 15 % kept")
+    summary["stage2_data"] = run_stage2_demo(out / "stage2_data", out / "clean" / "kept")
 
 
 def logits(model, tokens: np.ndarray) -> np.ndarray:

@@ -67,17 +67,26 @@ class TaskConfig(Config):
 
 
 class ReplayConfig(Config):
-    """Stage-1 replay inside a later stage: the mixture of `config`, scaled to `tokens` in all."""
+    """Stage-1 replay inside a later stage: the mixture of `config`, either as a `share` of the stage's tokens
+    (the recipe's 20 %) or as `tokens` in the units of the stage's own rates (the table's 10B beside 48.3B)."""
 
     config: str
-    tokens: float = pydantic.Field(gt=0)
+    tokens: float | None = pydantic.Field(None, gt=0)
+    share: float | None = pydantic.Field(None, gt=0, lt=1)
+
+    @pydantic.model_validator(mode="after")
+    def _one_of(self) -> "ReplayConfig":
+        if (self.tokens is None) == (self.share is None):
+            raise ValueError("replay needs exactly one of `tokens` and `share`")
+        return self
 
 
 class MixtureConfig(Config):
     """Token rates per task or per language (a language's rate is split evenly over its tasks).
 
     `rates_file` (YAML or JSON mapping of the same keys, as the RegMix search writes it) replaces `rates`.
-    `temperature` T reshapes the shares p_i to p_i^(1/T), renormalised (T=1 keeps them, larger T flattens them).
+    `temperature` T reshapes the language shares p_l to p_l^(1/T), renormalised (T=1 keeps them, larger T flattens
+    them); each language's tasks keep their proportions within it, so splitting a language into tasks changes nothing.
     """
 
     name: str

@@ -52,11 +52,18 @@ def _own_rates(cfg: DataConfig) -> dict[str, float]:
     return {k: v for k, v in rates.items() if v > 0}
 
 
-def _apply_temperature(rates: dict[str, float], temperature: float) -> dict[str, float]:
-    total = sum(rates.values())
-    powered = {k: (v / total) ** (1.0 / temperature) for k, v in rates.items()}
+def _apply_temperature(rates: dict[str, float], tasks: dict[str, TaskConfig],
+                       temperature: float) -> dict[str, float]:
+    """Task shares with the temperature applied to the language shares (p_l ∝ p_l^(1/T)); the tasks of a language
+    split its share in the proportions of their rates."""
+    by_lang: dict[str, float] = defaultdict(float)
+    for name, rate in rates.items():
+        by_lang[tasks[name].language] += rate
+    total = sum(by_lang.values())
+    powered = {lang: (r / total) ** (1.0 / temperature) for lang, r in by_lang.items()}
     norm = sum(powered.values())
-    return {k: v / norm for k, v in powered.items()}
+    return {name: powered[tasks[name].language] / norm * rate / by_lang[tasks[name].language]
+            for name, rate in rates.items()}
 
 
 def resolve(cfg: DataConfig) -> tuple[dict[str, TaskConfig], dict[str, float]]:
@@ -64,7 +71,7 @@ def resolve(cfg: DataConfig) -> tuple[dict[str, TaskConfig], dict[str, float]]:
     tasks = {t.name: t for t in cfg.tasks}
     own = _own_rates(cfg)
     own_total = sum(own.values())
-    shares = _apply_temperature(own, cfg.mixture.temperature) if own else {}
+    shares = _apply_temperature(own, tasks, cfg.mixture.temperature) if own else {}
     if cfg.mixture.replay is None:
         return tasks, shares
     replay_cfg = load_data_config(cfg.mixture.replay.config)
@@ -73,7 +80,13 @@ def resolve(cfg: DataConfig) -> tuple[dict[str, TaskConfig], dict[str, float]]:
         if name in tasks and tasks[name] != task:
             raise ValueError(f"task {name!r} is defined differently here and in replayed {cfg.mixture.replay.config}")
         tasks[name] = task
-    replay_fraction = cfg.mixture.replay.tokens / (own_total + cfg.mixture.replay.tokens)
+    replay = cfg.mixture.replay
+    if not own:  # a stage of replay alone
+        replay_fraction = 1.0
+    elif replay.share is not None:
+        replay_fraction = replay.share
+    else:
+        replay_fraction = replay.tokens / (own_total + replay.tokens)
     combined: dict[str, float] = defaultdict(float)
     for name, share in shares.items():
         combined[name] += share * (1 - replay_fraction)

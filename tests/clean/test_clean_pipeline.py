@@ -12,6 +12,7 @@ from clean_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
 from sailor2_jax.data.clean import load_config, run_demo
+from sailor2_jax.data.clean.demo import NOTICE
 from sailor2_jax.data.clean.udhr import synthetic_document
 
 GOOD = synthetic_document("en", random.Random(0), 300)
@@ -139,6 +140,26 @@ def test_frequent_boilerplate_lines_removed(clean):
     assert fl["bytes_in"] - fl["bytes_out"] == 12 * len(("\n" + boiler).encode())
 
 
+def test_frequent_lines_count_once_per_document(clean):
+    """A line repeated inside one document is not frequent; a line in more than max_count documents is, and the
+    second heuristic pass judges the texts it shortened."""
+    rng = random.Random(6)
+    refrain = "We shall overcome some day in this land"
+    boiler = "Share this article on Facebook Twitter WhatsApp"
+    records = [{"id": "song", "text": synthetic_document("en", rng, 800) + ("\n" + refrain) * 6, "language": "en"}]
+    records += [{"id": f"d{i}", "text": synthetic_document("en", rng, 250) + "\n" + boiler, "language": "en"}
+                for i in range(6)]
+    # a page that is mostly the boilerplate: the filters pass it, and fail it once the boilerplate is gone
+    menu = [boiler, "Home News Sport Contact", "and it is one of the things that we all have to do"]
+    records.append({"id": "menu", "text": "\n".join(menu), "language": "en"})
+    summary, kept, rejected = clean(records, lid=False, frequent_lines={"max_count": 5, "bucket_docs": 1000})
+    by_id = {r["id"]: r["text"] for r in kept}
+    assert by_id["song"].count(refrain) == 6  # 6 times in 1 document: counted once
+    assert all(boiler not in by_id[f"d{i}"] for i in range(6))  # in 7 documents: removed from all
+    assert [(r["id"], r["_rejection"]["step"], r["_rejection"]["reason"]) for r in rejected] == [
+        ("menu", "heuristics_2", "too_few_words")]
+
+
 def test_frequent_lines_are_counted_per_bucket(clean):
     """The same 12 documents with buckets of 1 document (12 buckets): no bucket sees the line more than 5 times."""
     rng = random.Random(4)
@@ -217,21 +238,31 @@ def test_demo_runs_and_balances(tmp_path, capsys):
     assert totals["exact_dedup"]["removed"]["exact_duplicate"] == planted["exact_duplicates"]
     assert totals["url_dedup"]["removed"]["shorter_duplicate_url"] == planted["url_duplicates"]
     assert sum(totals["read"]["removed"].values()) == planted["bad_lines"]
+    # every copy of the notice is cut (with the bytes around it that all copies share), in both shards
+    cut = totals["substring_dedup"]["bytes_in"] - totals["substring_dedup"]["bytes_out"]
+    assert planted["repeated_notices"] * len(NOTICE) <= cut <= planted["repeated_notices"] * (len(NOTICE) + 4)
+    kept = read_records(tmp_path / "demo" / "kept")
+    assert kept and not any(NOTICE[:50] in r["text"] for r in kept)
     assert "accounting holds" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind, cls", [("slurm", "SlurmPipelineExecutor"), ("ray", "RayPipelineExecutor")])
-def test_executor_kind_comes_from_config(tmp_path, kind, cls):
-    """Slurm and Ray executors are built from the config with the same four chained stages (nothing is launched)."""
+@pytest.mark.parametrize("substring", [False, True])
+def test_executor_kind_comes_from_config(tmp_path, kind, cls, substring):
+    """Slurm and Ray executors are built from the config with the same chained stages (nothing is launched)."""
     from sailor2_jax.data.clean.config import CleanConfig
-    from sailor2_jax.data.clean.pipeline import _executor, stages
+    from sailor2_jax.data.clean.pipeline import executor, stages
 
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": GOOD}])
-    config = CleanConfig(executor={"kind": kind, "tasks": 4, "workers": 4})
+    config = CleanConfig(executor={"kind": kind, "tasks": 4, "workers": 4}, substring_dedup={"enabled": substring})
     chain = []
-    for name, pipeline, tasks in stages([str(tmp_path / "in")], str(tmp_path / "out"), config):
+    plan = stages([str(tmp_path / "in")], str(tmp_path / "out"), config)
+    for name, pipeline, tasks in plan:
         logs = str(tmp_path / "logs" / name)
-        chain.append(_executor(config, name, pipeline, tasks, logs, chain[-1] if chain else None))
-    assert [type(e).__name__ for e in chain] == [cls] * 4
-    assert [e.world_size for e in chain] == [4, 1, 4, 1]
+        chain.append(executor(config.executor, name, pipeline, tasks, logs, chain[-1] if chain else None))
+    names = ["analyse", "decide", *(["substring-index", "substring-exchange", "substring-find"] if substring else []),
+             "frequent-lines", "apply", "summarise"]
+    assert [name for name, _, _ in plan] == names
+    assert [type(e).__name__ for e in chain] == [cls] * len(names)
+    assert [e.world_size for e in chain] == [1 if n in ("decide", "frequent-lines", "summarise") else 4 for n in names]
     assert all(e.depends is prev for e, prev in zip(chain[1:], chain))

@@ -26,14 +26,19 @@ def test_real_stage1_config_has_the_recipe_table():
 def test_real_stage2_config_replays_stage1_and_adds_all_sea_languages():
     cfg = load_data_config("stage2")
     tasks, shares = mixture.resolve(cfg)
-    total = 10 + 2.5 + sum(STAGE2.values())  # 58.3B: the table's rows
+    own = 2.5 + sum(STAGE2.values())  # 48.26B: the table's rows without the replay
     replay = sum(s for n, s in shares.items() if n.startswith("web_"))
-    assert replay == pytest.approx(10 / total)
-    assert shares["instruct_en"] == pytest.approx(2.5 / total)
+    assert replay == pytest.approx(0.2)  # the blog's 20 % (the table's 10B would give 10 / 58.3 = 17.2 %)
+    assert shares["instruct_en"] == pytest.approx(0.8 * 2.5 / own)
     for lang, tokens in STAGE2.items():
-        assert shares[f"hq_{lang}"] == pytest.approx(tokens / total)
-    assert shares["web_vi"] == pytest.approx(10 / total * 102 / 450)
+        assert shares[f"hq_{lang}"] == pytest.approx(0.8 * tokens / own)
+    assert shares["web_vi"] == pytest.approx(0.2 * 102 / 450)
     assert len(mixture.language_shares(tasks, shares)) == 15
+    # the table's own 10B, given as tokens, is 17.2 %
+    by_tokens = cfg.model_copy(update={"mixture": cfg.mixture.model_copy(
+        update={"replay": cfg.mixture.replay.model_copy(update={"share": None, "tokens": 10.0})})})
+    _, shares = mixture.resolve(by_tokens)
+    assert sum(s for n, s in shares.items() if n.startswith("web_")) == pytest.approx(10 / (10 + own))
 
 
 def test_language_rate_split_over_its_tasks_and_task_keys():
@@ -47,6 +52,38 @@ def test_temperature_flattens():
     d["mixture"]["temperature"] = 2.0
     _, shares = mixture.resolve(config(d))
     assert shares["a"] == pytest.approx(0.9 ** 0.5 / (0.9 ** 0.5 + 0.1 ** 0.5))
+
+
+def test_temperature_applies_to_languages_not_tasks():
+    """Splitting a language into tasks must not change its share: T reshapes language shares, and the tasks split
+    their language's share in the proportions of their rates."""
+    one = stage_config({"v": "vi", "t": "th", "i": "id"}, {"v": 51, "t": 30, "i": 19})
+    split = stage_config({"v1": "vi", "v2": "vi", "v3": "vi", "t": "th", "i": "id"},
+                         {"v1": 17, "v2": 17, "v3": 17, "t": 30, "i": 19})
+    for t in (1.0, 2.0, 5.0):
+        one["mixture"]["temperature"] = split["mixture"]["temperature"] = t
+        tasks_a, a = mixture.resolve(config(one))
+        tasks_b, b = mixture.resolve(config(split))
+        langs_a, langs_b = mixture.language_shares(tasks_a, a), mixture.language_shares(tasks_b, b)
+        assert langs_b == pytest.approx(langs_a)
+        p = {"vi": 0.51, "th": 0.30, "id": 0.19}
+        z = sum(v ** (1 / t) for v in p.values())
+        assert langs_a == pytest.approx({k: v ** (1 / t) / z for k, v in p.items()})
+        assert b["v1"] == pytest.approx(b["v2"]) and b["v1"] == pytest.approx(b["v3"])
+
+
+def test_replay_as_share_or_tokens(tmp_path):
+    s1 = write_config(tmp_path / "s1.yaml", stage_config({"a": "vi"}, {"a": 1}))
+    d2 = stage_config({"b": "th", "c": "id"}, {"b": 3, "c": 1}, name="s2", replay={"config": str(s1), "share": 0.2})
+    _, shares = mixture.resolve(config(d2))
+    assert shares == pytest.approx({"a": 0.2, "b": 0.6, "c": 0.2})
+    d2["mixture"]["replay"] = {"config": str(s1), "tokens": 1}
+    _, shares = mixture.resolve(config(d2))
+    assert shares == pytest.approx({"a": 0.2, "b": 0.6, "c": 0.2})
+    for bad in ({"config": str(s1)}, {"config": str(s1), "share": 0.2, "tokens": 1}, {"config": str(s1), "share": 1}):
+        d2["mixture"]["replay"] = bad
+        with pytest.raises(ValueError, match="replay"):
+            config(d2)
 
 
 def test_rates_file_replaces_rates(tmp_path):

@@ -8,8 +8,10 @@ from collections import defaultdict
 
 from datatrove.io import DataFolder
 
-# The steps of the pipeline, in order; summary.json and the chart list them this way.
-STEPS = ("read", "normalise", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash", "frequent_lines", "kenlm")
+# The steps of the cleaning pipeline, in order; summary.json and the chart list them this way. Other pipelines
+# (translation, quality selection) count their own steps with the same counters.
+STEPS = ("read", "normalise", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash", "substring_dedup",
+         "frequent_lines", "heuristics_2", "kenlm")
 
 
 def _empty() -> dict:
@@ -20,8 +22,6 @@ class StepCounter:
     """Counts for one step in one task: `entered`, then either `left` or `removed` for each document."""
 
     def __init__(self, step: str):
-        if step not in STEPS:
-            raise ValueError(f"unknown step {step!r}; steps are {STEPS}")
         self.step = step
         self.by_lang: dict[str, dict] = defaultdict(_empty)
 
@@ -63,15 +63,15 @@ def _plain(c: dict) -> dict:
     return {**c, "removed": dict(c["removed"])}
 
 
-def merge_stats(folder: DataFolder) -> dict[str, dict[str, dict]]:
-    """Sum every task's counters (under `folder`/work/stats): {step: {language: counts}}, steps in pipeline order."""
+def merge_stats(folder: DataFolder, order: tuple[str, ...] = STEPS) -> dict[str, dict[str, dict]]:
+    """Sum every task's counters (under `folder`/work/stats): {step: {language: counts}}, steps in `order`."""
     merged: dict[str, dict[str, dict]] = {}
     for path in sorted(folder.list_files("work/stats")):
         step = path.split("/")[-1].rsplit("-", 1)[0]
         with folder.open(path) as f:
             for lang, c in json.load(f).items():
                 _add(merged.setdefault(step, {}).setdefault(lang, _empty()), c)
-    return {step: {lang: _plain(c) for lang, c in sorted(merged[step].items())} for step in STEPS if step in merged}
+    return {step: {lang: _plain(c) for lang, c in sorted(merged[step].items())} for step in order if step in merged}
 
 
 def step_totals(stats: dict[str, dict[str, dict]]) -> dict[str, dict]:

@@ -1,5 +1,5 @@
-"""Stage 3, one task per shard: apply stage 2's decisions, drop frequent lines, run the optional KenLM filter and
-write `kept/` and `rejected/`."""
+"""The last stage, one task per shard: apply the decisions, cut repeated substrings (when on), drop frequent lines,
+run the heuristics again on changed texts and the optional KenLM filter, and write `kept/` and `rejected/`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from tqdm import tqdm
 
-from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
+from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.perplexity import PerplexityModel
 from sailor2_jax.data.clean.records import JsonlOut, jsonl_file, kept_record, rejected_record
 from sailor2_jax.data.clean.step import CleanStep, CountedStep
@@ -38,7 +38,7 @@ class ApplyDecisions(CleanStep):
                 record = w["record"]
                 record[self.config.text_key] = w["text"]  # restored so that output records keep every field
                 meta = {"file": w["file"], "line": w["line"], "record": record, "lang": w["lang"], "reject": None,
-                        "bucket": int(decisions["bucket"][i])}
+                        "i": i}
                 step = DECIDE_STEPS[decisions["step"][i]]
                 if step != "kept":
                     code = decisions["reason"][i]
@@ -47,26 +47,18 @@ class ApplyDecisions(CleanStep):
                 yield Document(text=w["text"], id=w["id"], metadata=meta)
 
 
-class FrequentLineFilter(CountedStep):
-    """Removes the lines stage 2 found more than `max_count` times in the document's bucket."""
+class SecondHeuristics(CountedStep):
+    """The second heuristic pass (recipe.md §3.1): the filters again on texts that substring dedup or frequent-line
+    removal changed (an unchanged text would get the verdict it already passed)."""
 
-    name = "frequent-line removal"
-    type = "✂️ - FORMAT"
-    step = "frequent_lines"
-
-    def setup(self) -> None:
-        with self.out_dir.open("work/decisions/frequent_lines.npz", "rb") as f:
-            arrays = np.load(f)
-            self.frequent = {(int(b), int(h)) for b, h in zip(arrays["bucket"], arrays["hash"])}
+    name = "heuristics, second pass"
+    type = "🔻 - FILTER"
+    step = "heuristics_2"
 
     def process(self, doc: Document, lang: str) -> str | None:
-        if self.frequent:
-            bucket = doc.metadata["bucket"]
-            drop = [(bucket, int(h)) in self.frequent for h in hashing.line_hashes(doc.text)]
-            if any(drop):
-                doc.text = "\n".join(line for line, d in zip(doc.text.split("\n"), drop) if not d)
-                self.stat_update("lines_removed", value=sum(drop))
-        return None if doc.text else "all_lines_frequent"
+        if not doc.metadata.get("edited"):
+            return None
+        return check(doc.text, lang, self.config.params(lang))
 
 
 class PerplexityFilter(CountedStep):

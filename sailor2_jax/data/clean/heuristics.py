@@ -10,7 +10,7 @@ import numpy as np
 
 from sailor2_jax.data.clean import hashing
 from sailor2_jax.data.clean.languages import LanguageParams
-from sailor2_jax.data.clean.text import special_ratio, words
+from sailor2_jax.data.clean.text import augmented, special_ratio, words
 from sailor2_jax.data.clean.wordlists import flagged_for, stopwords_for
 
 
@@ -34,22 +34,27 @@ def word_repetition_ratio(ws: list[str], n: int) -> float:
     return float(counts[counts > 1].sum() / counts.sum())
 
 
-def stopword_ratio(ws: list[str], stopwords: frozenset[str]) -> float:
-    return sum(map(stopwords.__contains__, ws)) / len(ws) if ws else 0.0
-
-
-def flagged_ratio(text: str, ws: list[str], flagged: frozenset[str]) -> float:
-    """sailcraft: 1/#words for each flagged word found as a substring of the space-free lowercased text, plus the
-    fraction of words that are flagged; clipped at 1."""
+def stopword_ratio(ws: list[str], stopwords: frozenset[str], aug: list[str] = ()) -> float:
+    """sailcraft: stopwords among the words and their augmentation n-grams, per word, clipped at 1."""
     if not ws:
         return 0.0
-    squashed = "".join(text.lower().split())
-    found = [f for f in flagged if f in squashed]
-    if not found:  # the usual case: a flagged word is a substring too, so no word can be flagged either
+    hits = sum(map(stopwords.__contains__, ws)) + sum(map(stopwords.__contains__, aug))
+    return min(hits / len(ws), 1.0)
+
+
+def flagged_ratio(text: str, ws: list[str], flagged: frozenset[str], aug: list[str] = ()) -> float:
+    """sailcraft: 1/#words for each flagged word found as a substring of the lowercased text with its spaces (only
+    " ") removed, plus the fraction of words and augmentation n-grams that are flagged; clipped at 1."""
+    if not ws:
         return 0.0
-    ratio = len(found) / len(ws)
-    ratio += sum(map(flagged.__contains__, ws)) / len(ws)
-    return min(ratio, 1.0)
+    nospace = text.replace(" ", "").lower()
+    found = sum(f in nospace for f in flagged)
+    # a word is a substring of `nospace` (words hold no spaces), so without augmentation no word can be flagged
+    # when no flagged word was found: the usual case costs one substring scan per list entry
+    if not found and not aug:
+        return 0.0
+    hits = sum(map(flagged.__contains__, ws)) + sum(map(flagged.__contains__, aug))
+    return min((found + hits) / len(ws), 1.0)
 
 
 def check(text: str, lang: str, params: LanguageParams, ws: list[str] | None = None) -> str | None:
@@ -64,11 +69,12 @@ def check(text: str, lang: str, params: LanguageParams, ws: list[str] | None = N
         return "character_repetition"
     if word_repetition_ratio(ws, params.word_rep_n) > params.word_rep_max:
         return "word_repetition"
-    if special_ratio(text) > params.special_max:
+    if special_ratio(text, params.special_characters) > params.special_max:
         return "special_characters"
+    aug = augmented(ws, params)
     stopwords = stopwords_for(lang)
-    if params.stopwords_check and stopwords is not None and stopword_ratio(ws, stopwords) < params.stopwords_min:
+    if params.stopwords_check and stopwords is not None and stopword_ratio(ws, stopwords, aug) < params.stopwords_min:
         return "too_few_stopwords"
-    if flagged_ratio(text, ws, flagged_for(lang)) > params.flagged_max:
+    if flagged_ratio(text, ws, flagged_for(lang), aug) > params.flagged_max:
         return "flagged_words"
     return None

@@ -1,9 +1,12 @@
-"""The cleaning run: three datatrove stages on the executor the config names (local, Slurm or Ray).
+"""The cleaning run: datatrove stages on the executor the config names (local, Slurm or Ray).
 
 1. analyse (N tasks, one per input shard): read → normalise → facts (digests, heuristics, LID, MinHash, lines).
-2. decide (1 task): URL dedup → exact dedup → heuristics → LID → MinHash → frequent-line buckets, on all facts.
-3. apply (N tasks): decisions → frequent-line removal → KenLM (optional) → kept/ and rejected/.
-4. summarise (1 task): summary.json, summary.png, and the check that kept + rejected = read.
+2. decide (1 task): URL dedup → exact dedup → heuristics → LID → MinHash, on all facts.
+3. substring dedup, when on (substring.py): index (N) → exchange (N, with several shards) → suffix array (N).
+4. frequent lines (1 task): lines in more than `max_count` documents of their bucket (lines.py).
+5. apply (N tasks): decisions → substring cuts → frequent-line removal → heuristics again on changed texts → KenLM
+   (optional) → kept/ and rejected/.
+6. summarise (1 task): summary.json, summary.png, and the check that kept + rejected = read.
 
 With Slurm or Ray the output directory must be on a file system every node sees; each stage depends on the one
 before (`depends=`), as in datatrove's own MinHash example.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 from datatrove.executor.base import PipelineExecutor
@@ -21,32 +25,46 @@ from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean.analyse import Annotate, Normalise, WorkWriter
-from sailor2_jax.data.clean.apply import ApplyDecisions, FrequentLineFilter, OutputWriter, PerplexityFilter
-from sailor2_jax.data.clean.config import CleanConfig
+from sailor2_jax.data.clean.apply import ApplyDecisions, OutputWriter, PerplexityFilter, SecondHeuristics
+from sailor2_jax.data.clean.config import CleanConfig, ExecutorConfig
 from sailor2_jax.data.clean.decide import Decide
+from sailor2_jax.data.clean.lines import FrequentLineFilter, FrequentLines
 from sailor2_jax.data.clean.read import InputReader
+from sailor2_jax.data.clean.substring import SubstringCut, SubstringExchange, SubstringFind, SubstringIndex
 from sailor2_jax.data.clean.summary import Summarise, check_balance
 
 
 def stages(inputs: list[str], out_dir: str, config: CleanConfig) -> list[tuple[str, list[PipelineStep], int]]:
-    """(name, pipeline, tasks) for the four stages."""
+    """(name, pipeline, tasks) for the stages of this config."""
     out = get_datafolder(out_dir)
     tasks = config.executor.tasks
-    analyse = [InputReader(inputs, config, out), Normalise(config, out), Annotate(config), WorkWriter(config, out)]
-    decide = [Decide(config, out, tasks)]
-    apply = [ApplyDecisions(config, out)]
-    if config.frequent_lines.enabled:
+    substring, lines = config.substring_dedup.enabled, config.frequent_lines.enabled
+    plan = [("analyse", [InputReader(inputs, config, out), Normalise(config, out), Annotate(config),
+                         WorkWriter(config, out)], tasks),
+            ("decide", [Decide(config, out, tasks)], 1)]
+    if substring:
+        plan.append(("substring-index", [ApplyDecisions(config, out), SubstringIndex(config, out)], tasks))
+        if tasks > 1:
+            plan.append(("substring-exchange", [SubstringExchange(config, out)], tasks))
+        plan.append(("substring-find", [SubstringFind(config, out, tasks)], tasks))
+    if lines:
+        plan.append(("frequent-lines", [FrequentLines(config, out, tasks)], 1))
+    apply: list[PipelineStep] = [ApplyDecisions(config, out)]
+    if substring:
+        apply.append(SubstringCut(config, out))
+    if lines:
         apply.append(FrequentLineFilter(config, out))
+    if config.heuristics and config.heuristics_after_dedup and (substring or lines):
+        apply.append(SecondHeuristics(config, out))
     if config.kenlm.enabled:
         apply.append(PerplexityFilter(config, out))
     apply.append(OutputWriter(config, out))
-    return [("analyse", analyse, tasks), ("decide", decide, 1), ("apply", apply, tasks),
-            ("summarise", [Summarise(out)], 1)]
+    return [*plan, ("apply", apply, tasks), ("summarise", [Summarise(out)], 1)]
 
 
-def _executor(config: CleanConfig, name: str, pipeline: list[PipelineStep], tasks: int, logs: str,
-              depends: PipelineExecutor | None) -> PipelineExecutor:
-    ex = config.executor
+def executor(ex: ExecutorConfig, name: str, pipeline: list[PipelineStep], tasks: int, logs: str,
+             depends: PipelineExecutor | None) -> PipelineExecutor:
+    """A datatrove executor of the kind `ex` names, for one stage (`depends`: the stage before it)."""
     if ex.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
@@ -58,15 +76,32 @@ def _executor(config: CleanConfig, name: str, pipeline: list[PipelineStep], task
         s = ex.slurm
         return SlurmPipelineExecutor(pipeline, tasks=tasks, time=s.time, partition=s.partition,
                                      cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb,
-                                     venv_path=s.venv_path, sbatch_args=s.sbatch_args or None,
-                                     job_name=f"clean-{name}", logging_dir=logs, skip_completed=False,
-                                     depends=depends)
+                                     gpus_per_task=s.gpus_per_task, venv_path=s.venv_path,
+                                     sbatch_args=s.sbatch_args or None, job_name=name, logging_dir=logs,
+                                     skip_completed=False, depends=depends)
     from datatrove.executor import RayPipelineExecutor
 
     r = ex.ray
     return RayPipelineExecutor(pipeline, tasks=tasks, workers=min(ex.workers, tasks), logging_dir=logs,
                                cpus_per_task=r.cpus_per_task, mem_per_cpu_gb=r.mem_per_cpu_gb,
-                               skip_completed=False, depends=depends)
+                               gpus_per_task=r.gpus_per_task, skip_completed=False, depends=depends)
+
+
+def run_stages(ex: ExecutorConfig, plan: list[tuple[str, list[PipelineStep], int]], out: Path, prefix: str) -> None:
+    """Chain the stages with `depends=` and launch the last: datatrove runs each dependency first."""
+    if ex.kind == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=ex.ray.address)
+    previous = None
+    for name, pipeline, tasks in plan:
+        previous = executor(ex, f"{prefix}-{name}", pipeline, tasks, str(out / "logs" / name), previous)
+    with warnings.catch_warnings():
+        # the local executor forks a multiprocessing Manager, its queue server; JAX, when the caller imported it,
+        # warns that forking a multithreaded process may deadlock. The server runs no JAX and no threads of ours.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        previous.run()
 
 
 def run_clean(inputs: list[str], out_dir: str | Path, config: CleanConfig) -> dict:
@@ -76,19 +111,9 @@ def run_clean(inputs: list[str], out_dir: str | Path, config: CleanConfig) -> di
     for sub in ("kept", "rejected", "work", "logs"):  # a rerun must not count an earlier run's files
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    if config.executor.kind == "ray":
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=config.executor.ray.address)
     start = time.perf_counter()
-    previous = None
-    executors = []
-    for name, pipeline, tasks in stages(inputs, str(out), config):
-        previous = _executor(config, name, pipeline, tasks, str(out / "logs" / name), previous)
-        executors.append(previous)
-    try:  # datatrove runs `depends` first: launching the last stage runs the whole chain
-        executors[-1].run()
+    try:
+        run_stages(config.executor, stages(inputs, str(out), config), out, "clean")
     except BaseException:  # interrupted or failed: no half-written output that looks like a result (logs stay)
         for sub in ("kept", "rejected", "work", "summary.json", "summary.png"):
             if (out / sub).is_dir():

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder, open_file
+from datatrove.pipeline.base import PipelineStep
 from fsspec.core import url_to_fs
 from tqdm import tqdm
 
@@ -55,6 +56,69 @@ def _compression(path: str) -> str | None:
     return "gzip" if path.endswith(".gz") else "zstd" if path.endswith(".zst") else None
 
 
+def read_rows(path: str, text_key: str = "text") -> Iterator[tuple[int, bytes, dict | None, str | None]]:
+    """(line or row number, raw bytes, record or None, reason it is bad or None) for every line or row of a JSONL or
+    Parquet file; a file cut short or corrupt ends with one row for its unreadable rest."""
+    return _parquet_rows(path, text_key) if path.endswith(PARQUET_SUFFIXES) else _jsonl_rows(path)
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
+    line_no = 0
+    try:
+        with open_file(path, "rb", compression=_compression(path)) as f:
+            for line_no, raw in enumerate(f, start=1):
+                raw = raw.rstrip(b"\r\n")
+                if raw.strip():  # a blank line holds no document
+                    yield line_no, raw, *_parse(raw)
+    except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt archive: the rest is one rejection
+        yield line_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
+
+
+def _parquet_rows(path: str, text_key: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row_no = 0
+    try:
+        with open_file(path, "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                for record in batch.to_pylist():
+                    row_no += 1
+                    # JSON-safe copy for the outputs (bytes, dates → str); the type check uses the original
+                    raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
+                    text = record.get(text_key)
+                    odd = text is not None and not isinstance(text, str)
+                    yield row_no, raw, json.loads(raw), "non_string_text" if odd else None
+    except (OSError, pa.ArrowException) as e:
+        yield row_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
+
+
+class RecordReader(PipelineStep):
+    """Every line or row of this task's shard of `inputs` as a Document holding the record (`metadata["record"]`),
+    or, for a line that is not a JSON object, its rejection ("read", reason) with the raw line; `text` is empty.
+    The reader of the translation and quality pipelines, which look at other fields than `text`."""
+
+    name = "read JSONL/Parquet records (lossless)"
+    type = "📖 - READER"
+
+    def __init__(self, inputs: list[str], desc: str = "read", progress: bool = True):
+        super().__init__()
+        self.files = list_input_files(inputs)
+        self.desc, self.progress = desc, progress
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        files = shard(self.files, rank, world_size)
+        for path in tqdm(files, desc=f"{self.desc} (task {rank}, {len(files)} files)", unit="file",
+                         disable=not self.progress):
+            for line_no, raw, record, error in read_rows(path):
+                meta = {"file": path, "line": line_no, "record": record, "reject": None}
+                if record is None:
+                    meta["raw"] = _raw_text(raw)
+                    meta["reject"] = {"step": "read", "reason": error}
+                doc_id = str(record["id"]) if record and record.get("id") is not None else f"{path}:{line_no}"
+                yield Document(text="", id=doc_id, metadata=meta)
+
+
 class InputReader(CleanStep):
     """Yields one Document per input line/row, good or bad."""
 
@@ -71,8 +135,7 @@ class InputReader(CleanStep):
         files = shard(self.files, rank, world_size)
         bar = tqdm(desc=f"analyse (task {rank}, {len(files)} files)", unit="doc", disable=not self.config.progress)
         for path in files:
-            rows = self._parquet_rows(path) if path.endswith(PARQUET_SUFFIXES) else self._jsonl_rows(path)
-            for line_no, raw, record, error in rows:
+            for line_no, raw, record, error in read_rows(path, self.config.text_key):
                 bar.update()
                 doc = self._document(path, line_no, raw, record, error)
                 meta = doc.metadata
@@ -92,35 +155,6 @@ class InputReader(CleanStep):
                 yield doc
         bar.close()
         counter.save(self.out_dir, rank)
-
-    def _jsonl_rows(self, path: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
-        line_no = 0
-        try:
-            with open_file(path, "rb", compression=_compression(path)) as f:
-                for line_no, raw in enumerate(f, start=1):
-                    raw = raw.rstrip(b"\r\n")
-                    if raw.strip():  # a blank line holds no document
-                        yield line_no, raw, *_parse(raw)
-        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt archive: the rest is one rejection
-            yield line_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
-
-    def _parquet_rows(self, path: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        row_no = 0
-        try:
-            with open_file(path, "rb") as f:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
-                    for record in batch.to_pylist():
-                        row_no += 1
-                        # JSON-safe copy for the outputs (bytes, dates → str); the type check uses the original
-                        raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-                        text = record.get(self.config.text_key)
-                        odd = text is not None and not isinstance(text, str)
-                        yield row_no, raw, json.loads(raw), "non_string_text" if odd else None
-        except (OSError, pa.ArrowException) as e:
-            yield row_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
 
     def _document(self, path: str, line_no: int, raw: bytes, record: dict | None, error: str | None) -> Document:
         """A Document for one line or row; `error` is the reason it is already known to be bad, if any."""

@@ -28,13 +28,14 @@ class CountedStep(CleanStep, abc.ABC):
     step: str  # its name in accounting.STEPS
 
     def setup(self) -> None:
-        """Load what `process` needs, once per task."""
+        """Load what `process` needs, once per task (`self.rank` is the task's shard)."""
 
     @abc.abstractmethod
     def process(self, doc: Document, lang: str) -> str | None:
         """Edit `doc` in place; return the reason to remove it, or None to keep it."""
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self.rank = rank
         self.setup()
         counter = StepCounter(self.step)
         for doc in data:

@@ -12,6 +12,9 @@ from sailor2_jax.data.udhr import documents
 # How a synthetic sentence ends and how words are joined, for scripts that differ from "word word."
 _SENTENCE_END = {"zh": "。", "my": "။", "km": "។", "th": " ", "lo": " "}
 _NO_SPACE = {"zh", "my", "km", "th", "lo"}
+# Thai and Lao web text puts a space between short phrases (2–4 words here), which keeps sailcraft's long-word rule
+# (whitespace runs over 30 characters) from deleting it
+_PHRASES = {"th", "lo"}
 
 
 def udhr_lines(lang: str) -> tuple[str, ...]:
@@ -46,7 +49,9 @@ def synthetic_document(lang: str, rng: random.Random, n_words: int) -> str:
             ws = [rng.choice(vocab) for _ in range(rng.randint(8, 16))]
             if sep:
                 ws[0] = ws[0][:1].upper() + ws[0][1:]
-            sentences.append(sep.join(ws) + end)
+            if lang in _PHRASES:
+                ws = [w + " " if rng.random() < 1 / 3 else w for w in ws]
+            sentences.append(sep.join(ws).strip() + end)
             size += len(ws)
         lines.append(" ".join(s.strip() for s in sentences))
     return "\n".join(lines)

@@ -7,8 +7,9 @@ thresholds in languages.py with a margin. Flagged words are short, high-precisio
 (sailcraft's lists also carry "slot" and "wallet"). They are smaller than BigScience's lists, so the flagged-word
 filter catches less than sailcraft's; extend them with `stopwords_file`/`flagged_file` in the config.
 
-Languages without a stopword list here (id, vi, th, ms — where sailcraft disables the check — and lo, km, my)
-skip the stopword filter.
+Languages without a stopword list here (id, vi, th, ms — where sailcraft disables the check — and km, my) skip the
+stopword filter. Lao has one because sailcraft checks Lao stopwords (its "lo" list is a copy of its Thai list, which
+cannot match Lao script; ours is Lao).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ STOPWORDS: dict[str, frozenset[str]] = {
         awake kita padha kabeh saben sapa apa yen menawa amarga supaya kanthi tanpa karo ning neng nang ya mung
         bakal isih dening mring ingkang sarta punika boten saha wonten dening hak
     """.split()),
+    # lo: ICU words; particles, pronouns, prepositions, conjunctions and auxiliaries (both spellings of ຫຼ/ຫລ)
+    "lo": frozenset("""
+        ແລະ ຂອງ ໃນ ວ່າ ທີ່ ດ້ວຍ ມີ ຈະ ອັນ ເປັນ ຄວາມ ໃດ ນັ້ນ ນີ້ ໄດ້ ໃຫ້ ຊຶ່ງ ຊື່ງ ເຊິ່ງ ຕ້ອງ ຢູ່ ທຸກ
+        ການ ຕໍ່ ຢ່າງ ຖືກ ຫຼື ຫລື ກັບ ຈາກ ເພື່ອ ໂດຍ ແຕ່ ກໍ ກໍ່ ຍັງ ຖ້າ ຫາກ ເມື່ອ ແລ້ວ ອາດ ຄື ດັ່ງ
+        ເຖິງ ຕາມ ສຳລັບ ສໍາລັບ ລະຫວ່າງ ກ່ຽວກັບ ເຂົາ ລາວ ເຮົາ ພວກ ຂ້ອຍ ເຈົ້າ ທ່ານ ບໍ່ ແມ່ນ ຕົນ ອື່ນ
+        ທັງ ໄປ ມາ ເຫຼົ່າ ເຫລົ່າ ບາງ ຫຼາຍ ຫລາຍ ແຕ່ລະ ກ່ອນ ຫຼັງ ຫລັງ ຈົນ ຂຶ້ນ ລົງ ເພາະ ເນື່ອງຈາກ
+    """.split()),
     "su": frozenset("""
         nu jeung di ka ti anu teh téh oge ogé mah kana kanu dina tina ku pikeun atawa tapi lamun upama sabab
         supaya kalawan tanpa ieu éta eta kuring anjeun manéhna maneh urang maranéhna sakabéh sakabeh unggal
@@ -75,8 +83,8 @@ FLAGGED_WORDS: dict[str, frozenset[str]] = {
     "ceb": frozenset("sugal".split()),
     "war": frozenset("sugal".split()),
     "ilo": frozenset("sugal".split()),
-    # vi: multi-syllable words are written without their spaces: the substring test runs on space-free text
-    "vi": frozenset("cáđộ đánhbạc khiêudâm".split()),
+    # vi: two-syllable terms, matched as sailcraft matches them: by its word 2-grams (augment_ngram: 2)
+    "vi": frozenset(["cá độ", "đánh bạc", "khiêu dâm", "lô đề"]),
     "th": frozenset("พนัน บาคาร่า สล็อต ยูฟ่า เย็ด".split()),
     "lo": frozenset("ພະນັນ ຫວຍ".split()),
     "km": frozenset("ល្បែង ភ្នាល់ ស្លត់".split()),
