@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,10 @@ def _fmt(rho: float | None) -> str:
 def run_regmix(cfg: RegMixConfig, out: str | Path, *, data: ProxyData | None = None, progress: bool = True
                ) -> dict[str, Any]:
     """The whole search (see the module docstring); the search summary (search.json's content)."""
+    t0 = time.perf_counter()
     s = Search(cfg, Path(out), data=data, progress=progress)
     table = s.sample()
     results = s.train(table)
-    return s.fit_and_search(table, results)
+    summary = s.fit_and_search(table, results)
+    console.print(f"regmix: {len(results)} proxies, {time.perf_counter() - t0:.0f} s")
+    return summary
