@@ -68,7 +68,6 @@ class ProxyProgram:
                              "must be a multiple of the device count")
         self.train_cfg, self.model_cfg, self.mesh, self.size = train_cfg, model_cfg, mesh, size
         setup = setup_step(train_cfg, model_cfg, mesh)
-        self.setup = setup
         objective = Objective(train_cfg.objective)
         step = make_step(setup.graphdef, objective, setup.tx, setup.lr_schedule, setup.mask,
                          train_cfg.data.micro_batches)

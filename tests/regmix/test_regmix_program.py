@@ -28,39 +28,49 @@ def _setup(cfg, docs=None):
     return data, model_cfg, proxy_train_config(cfg.proxy, model_cfg)
 
 
-def _alone(data, model_cfg, train_cfg, weights):
-    """One proxy through the project's ordinary jitted step (setup_step.compile) on one device."""
+@pytest.fixture(scope="module")
+def four():
+    """Four proxies as one program, one per device (compiled once for the module)."""
+    cfg = config()
+    data, model_cfg, train_cfg = _setup(cfg)
+    mesh = make_mesh(MeshConfig(data=4, fsdp=1, tensor=1), jax.devices()[:4])
+    return cfg, data, ProxyProgram(train_cfg, model_cfg, mesh, 4)
+
+
+def _alone(data, model_cfg, train_cfg, mixtures):
+    """Each proxy through the project's ordinary jitted step (setup_step.compile) on one device: per-language
+    validation losses and last training loss."""
     mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     setup = setup_step(train_cfg, model_cfg, mesh)
     objective = Objective(train_cfg.objective)
     step = setup.compile(objective, mesh, train_cfg.data.micro_batches, with_reference=False)
     params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, train_cfg.init.seed, train_cfg.compute)))
-    state = jax.jit(lambda p: init_state(p, setup.tx, train_cfg.init.seed), out_shardings=setup.shardings)(params)
-    it = data.iterator(weights, "alone")
-    with jax.set_mesh(mesh):
-        for _ in range(train_cfg.steps):
-            state, metrics = step(state, global_batch(data.vocab.remap(next(it)), mesh), None)
-    model = nnx.merge(setup.graphdef, state.params)
-    nll = tokens = 0.0
-    for batch in data.validation:
-        _, sums = objective.loss(model, {k: jax.numpy.asarray(v) for k, v in batch.items()}, None)
-        nll, tokens = nll + np.asarray(sums["lang_nll"]), tokens + np.asarray(sums["lang_tokens"])
+    first = jax.jit(lambda p: init_state(p, setup.tx, train_cfg.init.seed), out_shardings=setup.shardings)
     idx = [LANGUAGE_INDEX[lang] for lang in LANGS]
-    return nll[idx] / tokens[idx], float(metrics["loss"])
+    out = []
+    for weights in mixtures:
+        state, it = first(params), data.iterator(weights, "alone")
+        with jax.set_mesh(mesh):
+            for _ in range(train_cfg.steps):
+                state, metrics = step(state, global_batch(data.vocab.remap(next(it)), mesh), None)
+        model = nnx.merge(setup.graphdef, state.params)
+        nll = tokens = 0.0
+        for batch in data.validation:
+            _, sums = objective.loss(model, {k: jax.numpy.asarray(v) for k, v in batch.items()}, None)
+            nll, tokens = nll + np.asarray(sums["lang_nll"]), tokens + np.asarray(sums["lang_tokens"])
+        out.append((nll[idx] / tokens[idx], float(metrics["loss"])))
+    return out
 
 
-def test_vmapped_proxies_equal_proxies_trained_alone(tmp_path):
-    cfg = config()
-    data, model_cfg, train_cfg = _setup(cfg)
-    mesh = make_mesh(MeshConfig(data=4, fsdp=1, tensor=1), jax.devices()[:4])  # one proxy per device
-    program = ProxyProgram(train_cfg, model_cfg, mesh, 4)
+def test_vmapped_proxies_equal_proxies_trained_alone(four, tmp_path):
+    cfg, data, program = four
     losses, train_loss = train_program(program, data, [0, 1, 2, 3], WEIGHTS, tmp_path / "ckpt", cfg.proxy,
                                        progress=False, metrics_file=tmp_path / "metrics.jsonl")
     assert losses.shape == (4, 3) and np.all(np.isfinite(losses))
     # the mixture shows: each language's held-out loss is lowest for the proxy that read most of it
     assert [int(np.argmin(losses[:, k])) for k in range(3)] == [0, 1, 3]
-    for k in (1, 3):  # fp32 compute; two compiled programs, so a tolerance
-        alone_losses, alone_train = _alone(data, model_cfg, train_cfg, WEIGHTS[k])
+    alone = _alone(data, program.model_cfg, program.train_cfg, WEIGHTS[[1, 3]])
+    for k, (alone_losses, alone_train) in zip((1, 3), alone):  # fp32 compute; two compiled programs: a tolerance
         np.testing.assert_allclose(losses[k], alone_losses, rtol=2e-5)
         np.testing.assert_allclose(train_loss[k], alone_train, rtol=2e-5)
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3  # steps 2, 4, 6
@@ -80,23 +90,20 @@ class _Failing:
         return doc
 
 
-def test_a_killed_program_resumes_exactly(tmp_path):
-    cfg = config()
-    data, model_cfg, train_cfg = _setup(cfg)
-    mesh = make_mesh(MeshConfig(data=2, fsdp=1, tensor=1), jax.devices()[:2])
-    program = ProxyProgram(train_cfg, model_cfg, mesh, 2)
-    ids, weights = [0, 1], WEIGHTS[:2]
-    full = train_program(program, data, ids, weights, tmp_path / "full", cfg.proxy, progress=False)
+def test_a_killed_program_resumes_exactly(four, tmp_path):
+    cfg, data, program = four
+    ids = [0, 1, 2, 3]
+    full = train_program(program, data, ids, WEIGHTS, tmp_path / "full", cfg.proxy, progress=False)
 
-    failing = _Failing(documents(LENGTHS), after=5)  # documents for two steps of both proxies, then a crash
+    failing = _Failing(documents(LENGTHS), after=10)  # documents for two steps of the four proxies, then a crash
     crashed, _, _ = _setup(cfg, failing.docs)
     failing.armed = True
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_program(program, crashed, ids, weights, tmp_path / "resumed", cfg.proxy, progress=False)
+        train_program(program, crashed, ids, WEIGHTS, tmp_path / "resumed", cfg.proxy, progress=False)
     saved = sorted(int(p.name) for p in (tmp_path / "resumed").iterdir() if p.name.isdigit())
     assert saved and saved[-1] in (2, 4)  # the crash came after a checkpoint and before the end
     failing.armed = False
-    resumed = train_program(program, crashed, ids, weights, tmp_path / "resumed", cfg.proxy, progress=False)
+    resumed = train_program(program, crashed, ids, WEIGHTS, tmp_path / "resumed", cfg.proxy, progress=False)
     assert np.array_equal(resumed[0], full[0]) and np.array_equal(resumed[1], full[1])  # same program: bitwise
 
 
