@@ -161,7 +161,7 @@ class Search:
         groups += [pending[i:i + proxy.per_program] for i in range(0, len(pending), proxy.per_program)]
         weights = np.asarray(table["mixtures"], np.float64)
         console.print(f"train: {sum(map(len, groups))} proxies ({model_cfg.num_layers} layers, d "
-                      f"{model_cfg.hidden_size}, {data.vocab.size} vocabulary rows) in {len(groups)} programs on "
+                      f"{model_cfg.hidden_size}, {data.vocab.size} vocabulary rows) in {len(groups)} program{'s' * (len(groups) > 1)} on "
                       f"{devices} devices, {proxy.steps} steps of {proxy.batch_size} x {proxy.seq_len} tokens each")
         for ids in groups:
             size = program_size(len(ids), devices)
