@@ -49,7 +49,6 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import jax
-    import numpy as np
     from flax import nnx
 
     from sailor2_jax.config import MeshConfig

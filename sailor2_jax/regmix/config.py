@@ -143,7 +143,7 @@ class RegMixConfig(Config):
         `sample.num_mixtures`) and refits (`fit`, `search`) in place, but never mixes proxies trained otherwise."""
         dump = self.model_dump(mode="json")
         dump["sample"].pop("num_mixtures")
-        for how in ("per_program", "checkpoint_every", "log_every", "logits_chunk"):  # how they run, not what they compute
+        for how in ("per_program", "checkpoint_every", "log_every", "logits_chunk"):  # how proxies run, not what
             dump["proxy"].pop(how)
         return {k: dump[k] for k in ("data", "data_overrides", "sample", "proxy", "validation")}
 

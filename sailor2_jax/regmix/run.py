@@ -160,9 +160,10 @@ class Search:
             shutil.rmtree(running)  # its results are in (killed before the clean-up)
         groups += [pending[i:i + proxy.per_program] for i in range(0, len(pending), proxy.per_program)]
         weights = np.asarray(table["mixtures"], np.float64)
+        programs_text = f"{len(groups)} program" + "s" * (len(groups) > 1)
         console.print(f"train: {sum(map(len, groups))} proxies ({model_cfg.num_layers} layers, d "
-                      f"{model_cfg.hidden_size}, {data.vocab.size} vocabulary rows) in {len(groups)} program{'s' * (len(groups) > 1)} on "
-                      f"{devices} devices, {proxy.steps} steps of {proxy.batch_size} x {proxy.seq_len} tokens each")
+                      f"{model_cfg.hidden_size}, {data.vocab.size} vocabulary rows) in {programs_text} on {devices} "
+                      f"devices, {proxy.steps} steps of {proxy.batch_size} x {proxy.seq_len} tokens each")
         for ids in groups:
             size = program_size(len(ids), devices)
             if saved is not None and ids == saved["mixtures"] and saved["size"] != size:
