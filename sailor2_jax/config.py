@@ -209,6 +209,17 @@ def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str
     return load(ModelConfig, find_config("model", name_or_path), overrides)
 
 
+def model_config_field(value: Any) -> Any:
+    """What a config's `model:` field may hold, resolved before validation: a name or path, or a mapping
+    `{base: NAME, field: value}` (so dotted overrides such as `model.vocab_size=256` work); anything else as is."""
+    if isinstance(value, (str, Path)):
+        return load_model_config(value)
+    if isinstance(value, dict) and "base" in value:
+        fields = {k: v for k, v in value.items() if k != "base"}
+        return load_model_config(value["base"]).replace(**fields)
+    return value
+
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "configs"  # shipped inside the package, so an installed wheel has them too
 ASSETS_DIR = PACKAGE_DIR / "assets"   # the embedded demo data (assets/README.md: provenance, licence)

@@ -5,7 +5,8 @@ document accounted for, then translation, quality classifiers and the top 15 % p
 (1) a random tiny Qwen2.5-architecture base checkpoint with the real Qwen2.5 tokenizer → (2) LlamaPro expansion (tied →
 untied, as for Sailor2-1B) → (3) import onto a device mesh and a forward pass on UDHR text in ten of the 15 languages,
 checked against `transformers` (and the Splash TPU attention kernel against XLA attention) → (4) export and reload
-in `transformers` → (5) stage-1 pre-training on the embedded mixture through the real tokenizer, seqio and grain →
+in `transformers` → (4b) a RegMix search of the stage-1 mixture (regmix/demo.py) → (5) stage-1 pre-training on
+the mixture it found through the real tokenizer, seqio and grain →
 (6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT and DPO steps of
 the same step family → (9) export of the final checkpoint, checked in `transformers`.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
@@ -23,6 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
+from sailor2_jax.regmix.demo import regmix_stage
 from sailor2_jax.sharding import make_mesh
 
 DEMO_LANGUAGES = ("en", "zh", "vi", "id", "th", "ms", "my", "km", "lo", "jv")
@@ -169,17 +171,17 @@ def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrai
     return result, losses
 
 
-def train_stage(out: Path, summary: dict) -> None:
+def train_stage(out: Path, summary: dict, rates_file: Path) -> None:
     from sailor2_jax.model.hf import export_hf
     from sailor2_jax.train.export import load_checkpoint_model
 
     expanded = out / "expanded"
     for run in ("stage1", "stage2", "sft", "dpo"):  # a rerun of the demo starts its training runs afresh
         shutil.rmtree(out / run, ignore_errors=True)
-    _step("5. continual pre-training, stage 1: the high-resource mixture (UDHR through tokenizer → seqio → grain)")
+    _step("5. continual pre-training, stage 1: the RegMix mixture (UDHR through tokenizer → seqio → grain)")
     # a 10-step schedule stopped after step 6 (as a preempted run would be), then resumed to its end
     stage1 = ["model=null", f"init.hf_dir={expanded}", "optimizer.schedule.total_steps=10", "checkpoint.every=3",
-              "log.eval_every=3"]
+              "log.eval_every=3", f"data.mixture_overrides=[mixture.rates_file={rates_file.absolute()}]"]
     _, first = _train("stage1", out, [*stage1, "steps=6"])
     _step("6. resume: the same run continues from its latest checkpoint (model, optimiser, RNG, data iterator)")
     resumed, losses = _train("stage1", out, [*stage1, "steps=10"])
@@ -218,7 +220,7 @@ def run_demo(out: str | Path) -> dict:
     t0 = time.perf_counter()
     clean_stage(out, summary)
     model_stage(out, summary)
-    train_stage(out, summary)
+    train_stage(out, summary, regmix_stage(out, summary))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.rule(f"[bold]demo finished in {summary['seconds']}s — {out / 'summary.json'}")

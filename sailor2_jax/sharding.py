@@ -43,6 +43,8 @@ RULES: dict[str, MeshAxes] = {
     "act_kv_heads": "tensor",
     "act_mlp": "tensor",
     "act_vocab": "tensor",
+    # RegMix: proxies stacked on a leading axis, each whole on one device (regmix/program.py)
+    "proxy": "data",
 }
 
 

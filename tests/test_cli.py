@@ -4,7 +4,7 @@ import pytest
 
 from sailor2_jax.cli import build_parser, main
 
-COMMANDS = {"cache", "clean", "demo", "expand", "export", "inspect-data", "quality", "train", "translate"}
+COMMANDS = {"cache", "clean", "demo", "expand", "export", "inspect-data", "quality", "regmix", "train", "translate"}
 
 
 def test_every_command_is_registered_with_help(capsys):

@@ -9,12 +9,11 @@ Configs do no I/O: `train/init.py` reads directories and checkpoints.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 
-from sailor2_jax.config import ComputeConfig, Config, MeshConfig, ModelConfig, load_model_config
+from sailor2_jax.config import ComputeConfig, Config, MeshConfig, ModelConfig, model_config_field
 from sailor2_jax.data.config import Batching
 
 PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
@@ -162,12 +161,7 @@ class TrainConfig(Config):
     @pydantic.field_validator("model", mode="before")
     @classmethod
     def _resolve_model(cls, v: Any) -> Any:
-        if isinstance(v, (str, Path)):
-            return load_model_config(v)
-        if isinstance(v, dict) and "base" in v:
-            fields = {k: val for k, val in v.items() if k != "base"}
-            return load_model_config(v["base"]).replace(**fields)
-        return v
+        return model_config_field(v)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> TrainConfig:
