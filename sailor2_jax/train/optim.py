@@ -33,9 +33,6 @@ def schedule(cfg: ScheduleConfig, total_steps: int) -> optax.Schedule:
     if cfg.kind == "wsd" and cfg.warmup_steps + cfg.decay_steps > total_steps:
         raise ValueError(f"optimizer.schedule: warmup_steps ({cfg.warmup_steps}) + decay_steps ({cfg.decay_steps}) "
                          f"exceed the schedule's {total_steps} steps (set optimizer.schedule.total_steps)")
-    if cfg.warmup_steps > total_steps:
-        raise ValueError(f"optimizer.schedule: warmup_steps ({cfg.warmup_steps}) exceed the schedule's {total_steps} "
-                         "steps (set optimizer.schedule.total_steps)")
     by_step = _by_step(cfg, total_steps)
     return lambda count: by_step(count + 1)
 
