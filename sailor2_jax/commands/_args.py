@@ -1,8 +1,11 @@
-"""Argument types shared by the commands: a bad value is refused by argparse in one line naming the flag."""
+"""What the commands share: argument types (a bad value is refused by argparse in one line naming the flag) and the
+flags and reporting of the commands that run as datatrove stages (clean, translate, quality select)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 
 def positive_int(text: str) -> int:
@@ -23,3 +26,30 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
     return value
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the commands that run as datatrove stages on the cleaning executors (local, Slurm, Ray)."""
+    parser.add_argument("--tasks", type=positive_int, metavar="N", help="executor.tasks: input shards")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="executor.workers (local executor)")
+
+
+def executor_overrides(args: argparse.Namespace) -> dict[str, int]:
+    return {k: v for k, v in (("tasks", args.tasks), ("workers", args.workers)) if v is not None}
+
+
+def run_stages(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:
+    """Run a staged command and report its summary; a broken accounting (kept + rejected != read) exits 1, a Slurm
+    submission says where its jobs log."""
+    from sailor2_jax.data.clean.summary import AccountingError
+
+    try:
+        summary = run()
+    except AccountingError as e:  # records went missing: the outputs are not to be trusted
+        print(f"sailor2-jax {command}: error: {e}", file=sys.stderr)
+        return 1
+    if summary.get("submitted"):
+        print(f"submitted to Slurm; logs under {summary['logs']}; summary.json appears when the last stage ends")
+        return 0
+    report(summary)
+    return 0

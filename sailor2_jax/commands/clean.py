@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from sailor2_jax.commands._args import positive_int
+from sailor2_jax.commands._args import add_executor_arguments, executor_overrides, run_stages
 
 NAME = "clean"
 HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
@@ -21,28 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="CFG", help="a clean config: YAML path or packaged name (default, demo, ray)")
     parser.add_argument("--language", metavar="LANG",
                         help="expected language of records without a `language` field (e.g. th, ms, fil)")
-    parser.add_argument("--tasks", type=positive_int, metavar="N", help="override executor.tasks")
-    parser.add_argument("--workers", type=positive_int, metavar="N", help="override executor.workers (local executor)")
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.data.clean import AccountingError, load_config, run_clean
+    from sailor2_jax.data.clean import load_config, run_clean
 
     config = load_config(args.config, language=args.language)
-    executor = {k: v for k, v in (("tasks", args.tasks), ("workers", args.workers)) if v is not None}
-    if executor:  # re-validate, so that a bad number is reported like a bad config value
+    if executor := executor_overrides(args):  # re-validate, so that a bad number is reported like a config value
         config = load_config(args.config, language=args.language,
                              executor={**config.executor.model_dump(), **executor})
-    try:
-        summary = run_clean(args.input, args.output, config)
-    except AccountingError as e:  # documents went missing: the outputs are not to be trusted
-        print(f"sailor2-jax clean: error: {e}", file=sys.stderr)
-        return 1
-    if summary.get("submitted"):
-        print(f"submitted to Slurm; logs under {summary['logs']}; summary.json appears when the last stage ends")
-        return 0
-    for step, t in summary["totals"].items():
-        removed = ", ".join(f"{k} {v}" for k, v in sorted(t["removed"].items())) or "-"
-        print(f"{step:<16}{t['docs_in']:>10} → {t['docs_out']:<10} {removed}")
-    print(summary["message"])
-    return 0
+
+    def report(summary: dict) -> None:
+        for step, t in summary["totals"].items():
+            removed = ", ".join(f"{k} {v}" for k, v in sorted(t["removed"].items())) or "-"
+            print(f"{step:<16}{t['docs_in']:>10} → {t['docs_out']:<10} {removed}")
+        print(summary["message"])
+    return run_stages(NAME, lambda: run_clean(args.input, args.output, config), report)
