@@ -43,6 +43,8 @@ RULES: dict[str, MeshAxes] = {
     "act_kv_heads": "tensor",
     "act_mlp": "tensor",
     "act_vocab": "tensor",
+    # decoding: the KV cache [layers, batch, cache_seq, act_kv_heads, head_dim] (model/qwen2.py KVCache)
+    "cache_seq": None,
 }
 
 
