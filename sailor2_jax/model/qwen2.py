@@ -209,8 +209,10 @@ class Qwen2(nnx.Module):
     def embed_tokens(self, tokens_BT: jax.Array) -> jax.Array:
         # Gather from a table whole along D (the FSDP all-gather), so the lookup's output can take the batch
         # sharding directly instead of being resharded from D-split to batch-split.
-        table_VD = shard(self.embed[...], ("vocab", None)).astype(self.compute.dtype)
-        return table_VD[tokens_BT]
+        # Cast after the lookup: only the rows used are converted (decoding bf16 weights in fp32 would otherwise
+        # convert the whole table at every step).
+        table_VD = shard(self.embed[...], ("vocab", None))
+        return table_VD[tokens_BT].astype(self.compute.dtype)
 
     def decode(self, x_BTD: jax.Array, *, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None) -> jax.Array:
