@@ -72,10 +72,15 @@ def batch_bucket(n: int, batch_size: int, data_parallel: int) -> int:
 
 
 class Generator:
-    """Generation from one model on one mesh; compiled programs are kept per bucket and sampling setting."""
+    """Generation from one model on one mesh; compiled programs are kept per bucket and sampling setting.
 
-    def __init__(self, model: Qwen2, mesh: Mesh):
-        self.cfg, self.mesh = model.cfg, mesh
+    `unstack` (default) runs the decode loop from per-layer copies of the layer weights, cut once per decode call
+    (`Qwen2.unstacked_layers`: the loop then reads each weight once per step instead of copying its slice out of
+    the stacked array first); it holds a second copy of the layer weights while a decode call runs. Turn it off
+    when that does not fit (the loop then scans the stacked weights, as training does)."""
+
+    def __init__(self, model: Qwen2, mesh: Mesh, *, unstack: bool = True):
+        self.cfg, self.mesh, self.unstack = model.cfg, mesh, unstack
         self.graphdef, self.params = nnx.split(model)
         self.param_shardings = jax.tree.map(lambda a: a.sharding, self.params)
         self.dtype = jnp.dtype(model.compute.dtype)
@@ -147,11 +152,12 @@ class Generator:
 
         def decode(params, state: DecodeState, stop_step):
             model = nnx.merge(graphdef, params)
+            layers = model.unstacked_layers() if self.unstack else None  # once per call, outside the loop
 
             def step(s: DecodeState) -> DecodeState:
                 tokens_B1, positions_B1 = s.last[:, None], s.positions[:, None]
                 x_B1D, cache = model.extend(tokens_B1, s.cache, positions_BT=positions_B1,
-                                            segment_ids_BT=jnp.ones_like(tokens_B1))
+                                            segment_ids_BT=jnp.ones_like(tokens_B1), layers=layers)
                 logits_BV = model.logits(x_B1D)[:, 0]
                 return record(s, next_tokens(logits_BV, s.seen, s.keys, s.step, sampling), cache)
 

@@ -226,16 +226,28 @@ class Qwen2(nnx.Module):
             positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
         return self._stack(x_BTD, positions_BT, segment_ids_BT, packed, None)[0]
 
-    def extend(self, tokens_BT: jax.Array, cache: KVCache, *, positions_BT: jax.Array,
-               segment_ids_BT: jax.Array) -> tuple[jax.Array, KVCache]:
+    def extend(self, tokens_BT: jax.Array, cache: KVCache, *, positions_BT: jax.Array, segment_ids_BT: jax.Array,
+               layers: list[dict[str, jax.Array]] | None = None) -> tuple[jax.Array, KVCache]:
         """Decoding: T new tokens per row (a prompt, or one sampled token) attend over the cache and everything in it;
         their keys/values are written at slots [cache.index, cache.index + T). Returns the final-normed hidden
-        states [B, T, D] and the cache advanced by T."""
+        states [B, T, D] and the cache advanced by T. `layers` (from `unstacked_layers`) runs the layers from
+        separate per-layer buffers in a Python loop instead of scanning the stacked weights."""
         cache = cache.place(segment_ids_BT, positions_BT)
-        return self._stack(self.embed_tokens(tokens_BT), positions_BT, segment_ids_BT, True, cache)
+        return self._stack(self.embed_tokens(tokens_BT), positions_BT, segment_ids_BT, True, cache, layers)
+
+    def unstacked_layers(self) -> list[dict[str, jax.Array]]:
+        """The layer weights as L per-layer dicts (a copy). A decode loop reads these in place at every step, where
+        each step's slice of the stacked weights would be copied out before its matmuls (XLA on CPU and GPU does not
+        fuse a dynamic slice into a matmul operand): 2× the weight traffic, measured 2× slower per layer on CPU.
+        Cut once per decode call, outside the loop, in compute dtype (so bf16 weights decoded in fp32 are converted
+        once, not at every step), at the price of that copy of the layer weights meanwhile."""
+        weights = self.layers.stacked()
+        cdt = jnp.dtype(self.compute.dtype)
+        return [{name: a[i].astype(cdt) for name, a in weights.items()} for i in range(self.cfg.num_layers)]
 
     def _stack(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, packed: bool,
-               cache: KVCache | None) -> tuple[jax.Array, KVCache | None]:
+               cache: KVCache | None, layers: list[dict[str, jax.Array]] | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
         cfg, compute = self.cfg, self.compute
         cdt = jnp.dtype(compute.dtype)
         x_BTD = shard(x_BTD.astype(cdt), ("batch", "seq", "act_embed"))
@@ -250,10 +262,13 @@ class Qwen2(nnx.Module):
 
         if compute.remat != "none" and cache is None:  # decoding takes no gradients
             body = jax.checkpoint(body, policy=REMAT_POLICIES[compute.remat], prevent_cse=not compute.scan_layers)
-        weights = self.layers.stacked()
-        if compute.scan_layers:
-            (x_BTD, cache), _ = jax.lax.scan(body, (x_BTD, cache), (weights, jnp.arange(cfg.num_layers)))
+        if layers is not None:
+            for i, w in enumerate(layers):
+                (x_BTD, cache), _ = body((x_BTD, cache), (w, i))
+        elif compute.scan_layers:
+            (x_BTD, cache), _ = jax.lax.scan(body, (x_BTD, cache), (self.layers.stacked(), jnp.arange(cfg.num_layers)))
         else:
+            weights = self.layers.stacked()
             for i in range(cfg.num_layers):
                 (x_BTD, cache), _ = body((x_BTD, cache), (jax.tree.map(lambda a: a[i], weights), i))
         if cache is not None:

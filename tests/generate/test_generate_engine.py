@@ -25,7 +25,7 @@ def _tokens(results):
     return [[c.token_ids for c in completions] for completions in results]
 
 
-def test_greedy_equals_transformers_on_ragged_batches_with_eos_stops(ref, gen1):
+def test_greedy_equals_transformers_on_ragged_batches_with_eos_stops(ref, gen1, model1, mesh1):
     ps = prompts((5, 11, 3, 8, 14))
     free = gen1.generate(ps, max_new_tokens=16, eos_ids=())  # only to pick stop ids that some rows do produce
     eos = (free[0][0].token_ids[6], free[1][0].token_ids[2])
@@ -36,6 +36,9 @@ def test_greedy_equals_transformers_on_ragged_batches_with_eos_stops(ref, gen1):
         reasons = [r[0].finish_reason for r in got]
         assert reasons == ["stop" if row[-1] in eos else "length" for row in expected]
     assert "stop" in reasons and "length" in reasons
+    # the decode loop scanning the stacked weights (unstack=False) decodes the same
+    scanned = Generator(model1, mesh1, unstack=False).generate(ps, max_new_tokens=16, eos_ids=eos)
+    assert [r[0].token_ids for r in scanned] == expected
 
 
 def test_repetition_penalty_equals_transformers(ref, gen1):
