@@ -40,7 +40,6 @@ def run_ours(model_name: str, batch: int, prompt: int, new: int, dtype: str, com
     import jax
 
     from sailor2_jax.config import ComputeConfig, MeshConfig, load_model_config
-    from sailor2_jax.data.vocab import QWEN_VOCAB_SIZE
     from sailor2_jax.generate.engine import Generator
     from sailor2_jax.generate.sampling import SamplingConfig
     from sailor2_jax.model.init import create_model
@@ -51,7 +50,7 @@ def run_ours(model_name: str, batch: int, prompt: int, new: int, dtype: str, com
     model = create_model(cfg, mesh, seed=0, compute=ComputeConfig(param_dtype=dtype, dtype=compute_dtype,
                                                                   remat="none"))
     gen = Generator(model, mesh)
-    prompts = _prompts(batch, prompt, QWEN_VOCAB_SIZE).tolist()
+    prompts = _prompts(batch, prompt, cfg.vocab_size).tolist()
     sampling = SamplingConfig(temperature=1.0, top_k=50)
 
     def call(n, seed=0):
@@ -71,7 +70,6 @@ def run_transformers(model_name: str, batch: int, prompt: int, new: int, dtype: 
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from sailor2_jax.config import load_model_config
-    from sailor2_jax.data.vocab import QWEN_VOCAB_SIZE
 
     cfg = load_model_config(model_name)
     hf_cfg = Qwen2Config(**{k: v for k, v in cfg.to_hf(dtype).items() if k not in ("architectures", "model_type")})
@@ -81,7 +79,7 @@ def run_transformers(model_name: str, batch: int, prompt: int, new: int, dtype: 
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2ForCausalLM(hf_cfg).to(getattr(torch, dtype)).eval()
-    ids = torch.tensor(_prompts(batch, prompt, QWEN_VOCAB_SIZE), device=device)
+    ids = torch.tensor(_prompts(batch, prompt, cfg.vocab_size), device=device)
     mask = torch.ones_like(ids)
 
     def call(n):

@@ -10,7 +10,8 @@ Two jitted programs per (batch bucket, length bucket, samples per prompt, sampli
 prompts once, repeats each row's cache `n` times (the n samples of a prompt share one prefill) and draws every
 row's first token; `decode` is a `lax.while_loop` of one-token steps in which each row stops on its own (an eos id
 or max_new_tokens) and the loop ends when all have, or at `stop_step` (streaming asks for a few steps at a time and
-calls it again; batch generation asks for all). The state is donated, so the cache is updated in place.
+calls it again; batch generation asks for all). The state is donated, so the cache is updated in place, and the
+loop reads per-layer copies of the layer weights (see `Generator`).
 
 Randomness: row r of prompt i draws with key fold_in(key(seed), i·n + r), folded again with the step, so a
 sample depends on (seed, prompt index, sample index) only, never on batch size, bucket or order.
@@ -29,12 +30,13 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sailor2_jax.data.vocab import EOS_ID, IM_END_ID
 from sailor2_jax.generate.sampling import SamplingConfig, next_tokens
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
 from sailor2_jax.sharding import logical_to_spec
 
-DEFAULT_EOS_IDS = (EOS_ID, IM_END_ID)  # Qwen2.5 chat models stop on either
+# Qwen2.5's <|endoftext|> and <|im_end|> (data/vocab.py EOS_ID, IM_END_ID; not imported from there: the engine
+# needs no tokenizer, TensorFlow or seqio, so it also runs on a bare accelerator image): chat models stop on either
+DEFAULT_EOS_IDS = (151_643, 151_645)
 MIN_LENGTH_BUCKET = 16
 
 
@@ -84,7 +86,9 @@ class Generator:
         self.graphdef, self.params = nnx.split(model)
         self.param_shardings = jax.tree.map(lambda a: a.sharding, self.params)
         self.dtype = jnp.dtype(model.compute.dtype)
-        self.data_parallel = int(np.prod([mesh.shape[a] for a in logical_to_spec(("batch",))[0]]))
+        axes = logical_to_spec(("batch",))[0]  # the mesh axes rows are split over (sharding.RULES)
+        axes = (axes,) if isinstance(axes, str) else (axes or ())
+        self.data_parallel = int(np.prod([mesh.shape[a] for a in axes]))
 
     # --- the two programs ---------------------------------------------------------------------------------------
     def _state_shardings(self, repetition_penalty: bool) -> DecodeState:

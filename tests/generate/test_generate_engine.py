@@ -131,3 +131,15 @@ def test_same_seed_same_samples_and_samples_of_a_prompt_share_its_prefill(gen1):
         rows = k[:, 4 * prompt:4 * prompt + 4]
         assert (rows == rows[:, :1]).all()
     assert not np.array_equal(k[:, 0], k[:, 4])
+
+
+def test_default_eos_ids_are_qwens_and_the_engine_needs_no_tokenizer_stack():
+    import subprocess
+    import sys
+
+    from sailor2_jax.data.vocab import EOS_ID, IM_END_ID
+    from sailor2_jax.generate.engine import DEFAULT_EOS_IDS
+    assert DEFAULT_EOS_IDS == (EOS_ID, IM_END_ID)
+    # an accelerator image without TensorFlow/seqio can import the engine (and run bench/decode.py)
+    code = "import sys, sailor2_jax.generate.engine; sys.exit('tensorflow' in sys.modules or 'seqio' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
