@@ -45,6 +45,8 @@ RULES: dict[str, MeshAxes] = {
     "act_vocab": "tensor",
     # RegMix: proxies stacked on a leading axis, each whole on one device (regmix/program.py)
     "proxy": "data",
+    # decoding: the KV cache [layers, batch, cache_seq, act_kv_heads, head_dim] (model/qwen2.py KVCache)
+    "cache_seq": None,
 }
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from sailor2_jax.cli import build_parser, main
 
-COMMANDS = {"cache", "clean", "demo", "expand", "export", "inspect-data", "quality", "regmix", "train", "translate"}
+COMMANDS = {"cache", "chat", "clean", "demo", "expand", "export", "generate", "inspect-data", "quality", "regmix",
+            "train", "translate"}
 
 
 def test_every_command_is_registered_with_help(capsys):

@@ -156,13 +156,24 @@ def get_vocabulary(path: str | None = None) -> QwenVocabulary:
     return QwenVocabulary(path)
 
 
+def qwen_chat_template() -> str:
+    """Qwen2.5-Instruct's official chat template (Jinja; provenance in assets/README.md). `post/chat.py` renders the
+    same text for system/user/assistant conversations."""
+    from sailor2_jax.config import ASSETS_DIR
+
+    return (ASSETS_DIR / "qwen2.5_chat_template.jinja").read_text(encoding="utf-8")
+
+
 def save_hf_tokenizer(out: str | Path) -> None:
     """The Qwen2.5 tokenizer as Hugging Face files (tokenizer.json + tokenizer_config.json), as Qwen2.5 base models
-    ship it: `<|endoftext|>` is EOS and padding, no BOS; `transformers.AutoTokenizer` loads the directory."""
+    ship it: `<|endoftext|>` is EOS and padding, no BOS, and Qwen2.5's chat template, so `transformers`'
+    `apply_chat_template` formats chats as the models were trained; `transformers.AutoTokenizer` loads the
+    directory."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     load_tokenizer().save(str(out / "tokenizer.json"))
     config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN,
               "unk_token": None, "model_max_length": 32768, "clean_up_tokenization_spaces": False,
-              "split_special_tokens": False, "add_prefix_space": False, "errors": "replace"}
+              "split_special_tokens": False, "add_prefix_space": False, "errors": "replace",
+              "chat_template": qwen_chat_template()}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))

@@ -36,7 +36,8 @@ from sailor2_jax.sharding import logical_to_spec, make_mesh
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.config import BatchSourceConfig, InitConfig, ObjectiveConfig, TrainConfig
 from sailor2_jax.train.objectives import Batch, Objective
-from sailor2_jax.train.step import TrainState, init_state, make_step, setup_step
+from sailor2_jax.train.state import TrainState, init_state
+from sailor2_jax.train.step import make_step, setup_step
 
 PROXY_MESH = MeshConfig(data=-1, fsdp=1, tensor=1)  # every device on the axis the proxies are sharded over
 

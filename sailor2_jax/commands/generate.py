@@ -1,0 +1,124 @@
+"""`sailor2-jax generate`: completions for a JSONL file of prompts or chats, from an HF directory or a training run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sailor2_jax.generate.load import add_model_arguments, add_sampling_arguments
+
+NAME = "generate"
+HELP = ("generate completions for each line of a JSONL file (`prompt`: raw text, or `messages`: a chat) with the "
+        "KV-cache decode engine; greedy unless a temperature is given")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--input", required=True, help="JSONL: one object per line with `prompt` or `messages`; other "
+                   "fields are copied to the output")
+    p.add_argument("--output", required=True, help="JSONL: each input object plus `completions`")
+    p.add_argument("--chat", action="store_true", help="format `prompt` lines as a user message with the chat "
+                   "template (lines with `messages` always are)")
+    p.add_argument("--system", help="system prompt for chats that have none (default: Sailor2's)")
+    p.add_argument("--num-samples", type=int, default=1, help="completions per prompt (they share one prefill)")
+    add_sampling_arguments(p, max_new_tokens=256)
+    p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
+
+
+def parse_line(raw: str, chat: bool) -> tuple[dict, list[dict] | str]:
+    """(the record, its messages or raw prompt), or a ValueError saying what is wrong with the line."""
+    from sailor2_jax.post.chat import check_messages
+
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if ("prompt" in record) == ("messages" in record):
+        raise ValueError("needs exactly one of `prompt` and `messages`")
+    if "messages" in record:
+        return record, check_messages(record["messages"], "messages")
+    prompt = record["prompt"]
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("`prompt` must be a non-empty string")
+    return record, [{"role": "user", "content": prompt}] if chat else prompt
+
+
+def write_jsonl_atomic(path: Path, records) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sailor2_jax.data.vocab import IM_END_ID
+    from sailor2_jax.generate import load as loading
+    from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT, encode
+
+    sampling = loading.sampling_from(args)
+    if args.num_samples < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
+        raise ValueError("--num-samples, --batch-size and --max-new-tokens must be at least 1")
+    source = Path(args.input)
+    if not source.is_file():
+        raise FileNotFoundError(f"input file not found: {source}")
+    loaded = loading.load(args)
+    tok = loaded.tokenizer
+    system = SAILOR2_SYSTEM_PROMPT if args.system is None else args.system
+
+    records, prompts, bad, any_chat = [], [], 0, False
+    with source.open(encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record, prompt = parse_line(raw, args.chat)
+                if isinstance(prompt, str):
+                    ids = tok.encode(prompt, add_special_tokens=False).ids
+                else:
+                    ids = encode(prompt, add_generation_prompt=True, default_system=system, tokenizer=tok).ids
+                    any_chat = True
+            except ValueError as e:
+                print(f"{source}:{number}: {e}; line skipped", file=sys.stderr)
+                bad += 1
+                continue
+            records.append(record)
+            prompts.append(list(ids))
+    # a chat turn ends with <|im_end|> whatever the model's generation_config says
+    eos_ids = tuple(dict.fromkeys(loaded.eos_ids + ((IM_END_ID,) if any_chat else ())))
+
+    print(f"{len(prompts)} prompts from {source} ({bad} malformed lines skipped); model {loaded.source}; "
+          f"{sampling.model_dump()}, {args.num_samples} samples each, eos ids {list(eos_ids)}", file=sys.stderr)
+    start = time.perf_counter()
+    with tqdm(total=len(prompts), desc="generating", unit="prompt", file=sys.stderr) as bar:
+        results = loaded.generator.generate(prompts, sampling=sampling, max_new_tokens=args.max_new_tokens,
+                                            num_samples=args.num_samples, seed=args.seed, eos_ids=eos_ids,
+                                            batch_size=args.batch_size, on_batch=bar.update)
+    seconds = time.perf_counter() - start
+
+    def text(c):
+        ids = c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids
+        return tok.decode(ids, skip_special_tokens=False)
+    out = [{**record, "completions": [{"text": text(c), "token_ids": c.token_ids, "finish_reason": c.finish_reason}
+                                      for c in completions]}
+           for record, completions in zip(records, results)]
+    write_jsonl_atomic(Path(args.output), out)
+    tokens = sum(len(c.token_ids) for completions in results for c in completions)
+    print(f"wrote {args.output}: {len(prompts)} prompts, {tokens} generated tokens in {seconds:.1f}s "
+          f"({tokens / max(seconds, 1e-9):.1f} tokens/s, compilation included); {bad} malformed lines skipped")
+    return 0

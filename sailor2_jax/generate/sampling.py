@@ -1,0 +1,83 @@
+"""From next-token logits to tokens: repetition penalty, temperature, top-k, top-p, then argmax or a draw.
+
+The order and the arithmetic are those of `transformers`' logits processors, so a setting means the same in both:
+repetition penalty on the raw logits (`RepetitionPenaltyLogitsProcessor`: a seen token's logit is divided by the
+penalty when positive, multiplied when negative), then temperature, then top-k (keep the k largest logits), then
+top-p (keep the smallest set of most likely tokens whose probability reaches p; the most likely token always stays).
+Removed tokens get -inf; a draw chooses among the remaining candidates only. Temperature 0 is greedy: the argmax of
+the penalised logits.
+
+"Seen" tokens are the row's real prompt tokens and what it has generated (transformers also counts the padding
+of a left-padded batch; we do not). Draws are Gumbel-max with one key per row and step, folded from the row's key,
+so a sample depends on the seed and its row's identity only — not on the batch it was decoded in.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pydantic
+
+from sailor2_jax.config import Config
+
+
+class SamplingConfig(Config):
+    temperature: float = pydantic.Field(0.0, ge=0.0, description="0: greedy (argmax)")
+    top_k: int = pydantic.Field(0, ge=0, description="keep the k most likely tokens (0: all)")
+    top_p: float = pydantic.Field(1.0, gt=0.0, le=1.0, description="nucleus: smallest set with probability ≥ p")
+    repetition_penalty: float = pydantic.Field(1.0, gt=0.0, description="1: off; >1 discourages seen tokens")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def penalize_repetition(logits_BV: jax.Array, seen_BV: jax.Array, penalty: float) -> jax.Array:
+    penalized = jnp.where(logits_BV < 0, logits_BV * penalty, logits_BV / penalty)
+    return jnp.where(seen_BV, penalized, logits_BV)
+
+
+def _scaled(logits_BV: jax.Array, seen_BV: jax.Array | None, cfg: SamplingConfig) -> jax.Array:
+    logits_BV = logits_BV.astype(jnp.float32)
+    if cfg.repetition_penalty != 1.0:
+        logits_BV = penalize_repetition(logits_BV, seen_BV, cfg.repetition_penalty)
+    return logits_BV if cfg.greedy else logits_BV / cfg.temperature
+
+
+def candidates(logits_BV: jax.Array, top_k: int, top_p: float) -> tuple[jax.Array, jax.Array]:
+    """(logits, token ids) [B, K] of the top-k tokens, most likely first, -inf where top-p removes them.
+
+    K is top_k (all V when 0: a full sort per row, so set top_k to keep top-p cheap at V = 151,936). Ties at the
+    k-th logit keep the lower ids (transformers keeps every tied token); with real-valued logits that never
+    matters. Drawing among K candidates also needs K random numbers per row instead of V."""
+    V = logits_BV.shape[-1]
+    values_BK, ids_BK = jax.lax.top_k(logits_BV, V if top_k == 0 else min(top_k, V))
+    if top_p < 1.0:
+        probs_BK = jax.nn.softmax(values_BK, axis=-1)  # the distribution after top-k: mass on these K alone
+        before_BK = jnp.cumsum(probs_BK, axis=-1) - probs_BK  # mass of the strictly more likely candidates
+        values_BK = jnp.where(before_BK < top_p, values_BK, -jnp.inf)  # the first candidate always stays
+    return values_BK, ids_BK
+
+
+def process_logits(logits_BV: jax.Array, seen_BV: jax.Array | None, cfg: SamplingConfig) -> jax.Array:
+    """The [B, V] logits a token is drawn from (fp32): penalty, temperature, then -inf outside top-k/top-p."""
+    logits_BV = _scaled(logits_BV, seen_BV, cfg)
+    if cfg.greedy or not (cfg.top_k or cfg.top_p < 1.0):
+        return logits_BV
+    values_BK, ids_BK = candidates(logits_BV, cfg.top_k, cfg.top_p)
+    rows_B1 = jnp.arange(logits_BV.shape[0])[:, None]
+    return jnp.full_like(logits_BV, -jnp.inf).at[rows_B1, ids_BK].set(values_BK)
+
+
+def next_tokens(logits_BV: jax.Array, seen_BV: jax.Array | None, keys_B: jax.Array, step: jax.Array,
+                cfg: SamplingConfig) -> jax.Array:
+    """One token per row, int32 [B]; `keys_B` are the rows' typed PRNG keys, `step` the index of this token."""
+    logits_BV = _scaled(logits_BV, seen_BV, cfg)
+    if cfg.greedy:
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    draw = jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row))
+    if not (cfg.top_k or cfg.top_p < 1.0):
+        return draw(keys_B, logits_BV).astype(jnp.int32)
+    values_BK, ids_BK = candidates(logits_BV, cfg.top_k, cfg.top_p)
+    pick_B = draw(keys_B, values_BK)
+    return jnp.take_along_axis(ids_BK, pick_B[:, None], axis=-1)[:, 0].astype(jnp.int32)

@@ -1,0 +1,1 @@
+"""Post-training helpers: the chat format (SFT, DPO and generation share it)."""
