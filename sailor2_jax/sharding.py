@@ -62,6 +62,15 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
     return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
+def target_platform() -> str:
+    """The platform the program being traced will run on: the current mesh's devices' (`tpu` when lowering for a
+    TPU topology on a CPU machine), else the default backend's."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.abstract_device is not None:
+        return mesh.abstract_device.platform
+    return jax.default_backend()
+
+
 def logical_to_spec(names: Sequence[str | None], rules: Mapping[str, MeshAxes] = RULES) -> P:
     """Map logical axis names to a PartitionSpec; a mesh axis used twice in one spec is an error."""
     used: dict[str, str] = {}
