@@ -6,7 +6,8 @@ untied, as for Sailor2-1B) → (3) import onto a device mesh and a forward pass 
 checked against `transformers` (and the Splash TPU attention kernel against XLA attention) → (4) export and reload
 in `transformers` → (5) stage-1 pre-training on the embedded mixture through the real tokenizer, seqio and grain →
 (6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT and DPO steps of
-the same step family → (9) export of the final checkpoint, checked in `transformers`.
+the same step family → (9) export of the final checkpoint, checked in `transformers` → (10) the pre-training step
+compiled for a TPU slice by the real TPU compiler, with no TPU.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
 """
 
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 from rich.console import Console
 
+from sailor2_jax.aot.demo import tpu_compile_stage
 from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
 from sailor2_jax.sharding import make_mesh
 
@@ -212,6 +214,8 @@ def run_demo(out: str | Path) -> dict:
     clean_stage(out, summary)
     model_stage(out, summary)
     train_stage(out, summary)
+    _step("10. the pre-training step compiled for a v5p-8 slice by the TPU compiler, on this machine")
+    tpu_compile_stage(out, summary, console)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.rule(f"[bold]demo finished in {summary['seconds']}s — {out / 'summary.json'}")

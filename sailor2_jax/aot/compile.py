@@ -73,6 +73,17 @@ class CompileReport:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def verdict(self) -> str:
+        """One line: fits or not, HBM against the limit, and the roofline."""
+        h = self.hbm
+        line = (f"{'fits' if self.fits else 'does not fit'}: {(h.get('compiler_total') or 0) / 2 ** 30:.1f} of "
+                f"{(h.get('compiler_limit') or 0) / 2 ** 30:.2f} GiB ({h.get('headroom_used', 0):.0%})")
+        if self.roofline:
+            r = self.roofline
+            line += (f", step ≥ {r['step_s']:.3f} s ({r['bound']}-bound), {r['tokens_per_s']:,.0f} tokens/s, "
+                     f"MFU ≤ {r['mfu'] * 100:.1f} %")
+        return line + (f" — {self.refusal}" if self.refusal else "")
+
     def summary(self) -> str:
         gib = lambda b: "?" if b is None else f"{b / 2 ** 30:.2f} GiB"
         h = self.hbm
@@ -162,11 +173,22 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
         batch={"batch_size": cfg.data.batch_size, "seq_len": cfg.data.seq_len, "micro_batches": M,
                "logits_chunk": cfg.objective.logits_chunk},
         compute=cfg.compute.model_dump(), fits=False, hbm={})
-    t0 = time.perf_counter()
     # An abstract mesh, not jax.set_mesh: compile-only devices hold no arrays (the Splash mask tables are built
     # at trace time); the shardings still name the slice's devices, and their platform picks the kernels.
+    t0 = time.perf_counter()
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
         lowered = step.lower(state, abstract_batch(cfg, mesh), ref)
+    tokens = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
+    return compile_lowered(lowered, report, target, model_cfg, tensor=mesh.shape["tensor"], seq_len=cfg.data.seq_len,
+                           tokens=tokens, model_flops=flops_per_token(model_cfg, cfg.data.seq_len) * tokens,
+                           started=t0)
+
+
+def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: Slice, model_cfg: ModelConfig, *,
+                    tensor: int, seq_len: int, tokens: int, model_flops: float, started: float) -> CompileReport:
+    """Compile a step lowered for `target` and fill `report`: the compiler's verdict (or its refusal), memory by
+    kind, the kernels lowered, FLOPs through every loop, and the roofline for `tokens` per step whose model FLOPs
+    (all chips) are `model_flops`. Any step of the model goes through here (the training step now)."""
     verdict = HbmVerdict()
     try:
         with verdict:
@@ -175,12 +197,13 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         verdict.parse_refusal(str(e))
-        report.compile_s = time.perf_counter() - t0
+        limit = verdict.limit or target.chip.hbm_limit
+        report.compile_s = time.perf_counter() - started
         report.refusal = str(e).splitlines()[0]
-        report.hbm = {"compiler_total": verdict.program, "compiler_limit": verdict.limit or target.chip.hbm_limit,
-                      "headroom_used": (verdict.program or 0) / (verdict.limit or target.chip.hbm_limit)}
+        report.hbm = {"compiler_total": verdict.program, "compiler_limit": limit,
+                      "headroom_used": (verdict.program or 0) / limit}
         return report
-    report.compile_s = time.perf_counter() - t0
+    report.compile_s = time.perf_counter() - started
     report.hbm = _hbm(compiled.memory_analysis(), verdict, target)
     report.fits = report.hbm["compiler_total"] <= report.hbm["compiler_limit"]
 
@@ -188,22 +211,20 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
     kernel_flops, calls, unknown = 0.0, {}, {}
     for (name, outputs), n in cost.kernels.items():
         calls[name] = calls.get(name, 0) + int(n)
-        flops = splash_flops(name, outputs, model_cfg.num_heads // mesh.shape["tensor"], cfg.data.seq_len,
-                             model_cfg.head_dim)
+        flops = splash_flops(name, outputs, model_cfg.num_heads // tensor, seq_len, model_cfg.head_dim)
         if flops is None:
             unknown[name] = unknown.get(name, 0) + int(n)
         else:
             kernel_flops += n * flops
-    report.attention = {"requested": cfg.compute.attention,
+    report.attention = {"requested": report.compute["attention"],
                         "lowered": "splash (Mosaic kernel)" if any(k.startswith("splash") for k in calls) else "xla",
                         "kernel_calls": calls, "kernels_not_counted": unknown}
-    tokens = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
-    model_flops = flops_per_token(model_cfg, cfg.data.seq_len) * tokens / target.chips
+    model_per_chip = model_flops / target.chips
     total = cost.flops + kernel_flops
     raw = compiled.cost_analysis()
     raw = raw[0] if isinstance(raw, (list, tuple)) else raw
-    report.flops = {"total": total, "matmuls": cost.flops, "kernels": kernel_flops, "model": model_flops,
-                    "ratio_to_model": total / model_flops, "cost_analysis": float(raw.get("flops", math.nan))}
+    report.flops = {"total": total, "matmuls": cost.flops, "kernels": kernel_flops, "model": model_per_chip,
+                    "ratio_to_model": total / model_per_chip, "cost_analysis": float(raw.get("flops", math.nan))}
     chip = target.chip
     terms = {"compute": total / chip.peak_flops, "hbm": cost.hbm_bytes / chip.hbm_bandwidth,
              "ici": cost.ici_bytes / chip.ici_bandwidth}
@@ -211,7 +232,10 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
     step_s = terms[bound]
     report.roofline = {"step_s": step_s, "bound": bound, **{f"{k}_s": v for k, v in terms.items()},
                        "hbm_bytes": cost.hbm_bytes, "ici_bytes": cost.ici_bytes,
-                       "tokens_per_s": tokens / step_s, "mfu": model_flops / (step_s * chip.peak_flops)}
+                       # every memory space, as XLA's cost analysis counts (it sees each loop body once)
+                       "bytes_accessed": cost.bytes_accessed,
+                       "cost_analysis_bytes": float(raw.get("bytes accessed", math.nan)),
+                       "tokens_per_s": tokens / step_s, "mfu": model_per_chip / (step_s * chip.peak_flops)}
     return report
 
 

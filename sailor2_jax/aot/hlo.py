@@ -41,12 +41,14 @@ class Cost:
 
     flops: float = 0.0          # matmul FLOPs (dot, convolution)
     hbm_bytes: float = 0.0      # bytes read and written in HBM by top-level ops
+    bytes_accessed: float = 0.0  # the same in every memory space (what XLA's cost analysis counts)
     ici_bytes: float = 0.0      # bytes each device sends over the interconnect
     kernels: Counter = dataclasses.field(default_factory=Counter)  # (kernel name, dims of each output) -> executions
 
     def add(self, other: "Cost", times: float = 1.0) -> None:
         self.flops += times * other.flops
         self.hbm_bytes += times * other.hbm_bytes
+        self.bytes_accessed += times * other.bytes_accessed
         self.ici_bytes += times * other.ici_bytes
         for k, v in other.kernels.items():
             self.kernels[k] += times * v
@@ -81,8 +83,25 @@ def arrays(shape: str) -> list[tuple[str, tuple[int, ...], bool]]:
     return out
 
 
+def _stored(dims: tuple[int, ...], layout: str) -> int:
+    """Elements as stored: a TPU layout's tile (`{1,0:T(8,128)}`) pads the most minor dims to its multiples,
+    and the memory moves whole tiles."""
+    m = re.match(r"\{([\d,]*):T\(([\d,]+)\)", layout or "")
+    if not m or not dims:
+        return math.prod(dims)
+    minor_to_major = [int(d) for d in m.group(1).split(",") if d]
+    tile = [int(t) for t in m.group(2).split(",")]
+    padded = list(dims)
+    for dim, size in zip(minor_to_major, reversed(tile)):
+        padded[dim] = -(-padded[dim] // size) * size
+    return math.prod(padded)
+
+
 def nbytes(shape: str, hbm_only: bool = False) -> float:
-    return sum(_BYTES[dt] * math.prod(dims) for dt, dims, hbm in arrays(shape) if hbm or not hbm_only)
+    """Bytes of a shape as stored (tile padding included); `hbm_only` leaves out on-chip buffers (`S(1)`)."""
+    return sum(_BYTES[dtype] * _stored(tuple(int(d) for d in dims.split(",") if d), layout)
+               for dtype, dims, layout in _ARRAY.findall(shape)
+               if dtype in _BYTES and (not hbm_only or "S(1)" not in (layout or "")))
 
 
 def _elements(shape: str) -> int:
@@ -127,6 +146,7 @@ class HloModule:
         self.fused = {i.attr("calls").lstrip("%") for instrs in self.computations.values() for i in instrs
                       if i.opcode == "fusion" and i.attr("calls")}
         self._memo: dict[str, Cost] = {}
+        self._io: dict[str, tuple[list[float | None], float]] = {}
 
     def cost(self, computation: str | None = None) -> Cost:
         name = computation or self.entry
@@ -197,26 +217,40 @@ class HloModule:
             if base in _COLLECTIVES:
                 total.ici_bytes += self._collective_bytes(ins, base, name, shapes)
             if top_level and op not in _VIEWS and not op.endswith("-done"):
-                total.hbm_bytes += self._traffic(ins, shapes)
+                total.hbm_bytes += self._traffic(ins, shapes, hbm_only=True)
+                total.bytes_accessed += self._traffic(ins, shapes, hbm_only=False)
         return total
 
-    def _traffic(self, ins: _Instr, shapes: dict[str, str]) -> float:
-        """HBM bytes one top-level op reads and writes. A slice reads only its slice and an in-place update
-        writes only its update — inside a fusion too, which is how a scanned loop reads one layer's weights and
-        saves one layer's activations out of the stacked [L, ...] buffers."""
+    def _traffic(self, ins: _Instr, shapes: dict[str, str], hbm_only: bool) -> float:
+        """Bytes one top-level op reads and writes. A slice reads only its slice and an in-place update writes
+        only its update — inside a fusion too, which is how a scanned loop reads one layer's weights and saves one
+        layer's activations out of the stacked [L, ...] buffers. `hbm_only` leaves out on-chip buffers."""
+        size = lambda shape: nbytes(shape, hbm_only)
         operands = ins.operands()
         if ins.opcode == "fusion" and ins.attr("calls"):
-            reads, write = self._fusion_io(ins.attr("calls").lstrip("%"))
-            return write + sum(nbytes(shapes.get(o, ""), hbm_only=True) if r is None else r
-                               for o, r in zip(operands, reads))
+            reads, writes = self._fusion_io(ins.attr("calls").lstrip("%"))
+            total = 0.0
+            for o, sliced in zip(operands, reads):
+                whole = shapes.get(o, "")
+                total += size(whole) if sliced is None else (size(whole) and sum(nbytes(s) for s in sliced))
+            for (dtype, dims, layout), update in zip(_ARRAY.findall(ins.shape), writes):
+                element = f"{dtype}[{dims}]{layout}"
+                total += size(element) if update is None else (size(element) and nbytes(update))
+            return total
         if ins.opcode in ("dynamic-slice", "slice"):
-            return 2 * nbytes(ins.shape, hbm_only=True)
+            return 2 * size(ins.shape)
         if ins.opcode == "dynamic-update-slice":
-            return 2 * nbytes(shapes.get(operands[1], ""), hbm_only=True)
-        return nbytes(ins.shape, hbm_only=True) + sum(nbytes(shapes.get(o, ""), hbm_only=True) for o in operands)
+            return 2 * size(shapes.get(operands[1], ""))
+        return size(ins.shape) + sum(size(shapes.get(o, "")) for o in operands)
 
-    def _fusion_io(self, name: str) -> tuple[list[float | None], float]:
-        """Per parameter of a fused computation, the bytes it reads (None: all of it), and the bytes it writes."""
+    def _fusion_io(self, name: str) -> tuple[list[list[str] | None], list[str | None]]:
+        """What a fused computation touches: per parameter, the shapes of the slices it reads (None: all of it);
+        per output element, the shape of the in-place update written into it (None: all of it)."""
+        if name not in self._io:
+            self._io[name] = self._fusion_io_uncached(name)
+        return self._io[name]
+
+    def _fusion_io_uncached(self, name: str) -> tuple[list[list[str] | None], list[str | None]]:
         instrs = self.computations[name]
         by_name = {i.name: i for i in instrs}
         users: dict[str, list[tuple[_Instr, int]]] = {}
@@ -224,33 +258,35 @@ class HloModule:
             for pos, o in enumerate(i.operands()):
                 users.setdefault(o, []).append((i, pos))
 
-        def read(value: str) -> float | None:
-            total = 0.0
+        def read(value: str) -> list[str] | None:
+            parts: list[str] = []
             for user, pos in users.get(value, []):
                 if user.opcode in ("bitcast", "reshape"):
                     part = read(user.name)
                 elif user.opcode in ("dynamic-slice", "slice", "gather") and pos == 0:
-                    part = nbytes(user.shape)
+                    part = [user.shape]
                 elif user.opcode == "dynamic-update-slice" and pos == 0:
-                    part = 0.0  # the buffer updated in place
+                    part = []  # the buffer updated in place
+                elif user.opcode == "fusion" and user.attr("calls"):  # a fusion nested in this one
+                    part = self._fusion_io(user.attr("calls").lstrip("%"))[0][pos]
                 else:
                     return None
                 if part is None:
                     return None
-                total += part
-            return total
+                parts += part
+            return parts
+
+        def update(i: _Instr) -> str | None:
+            if i.opcode == "dynamic-update-slice":
+                return self.shapes[name].get(i.operands()[1], "")
+            if i.opcode == "bitcast" and i.operands()[0] in by_name:  # a view of what it wraps
+                return update(by_name[i.operands()[0]])
+            return None
 
         params = sorted((int(re.match(r"(\d+)", i.rest).group(1)), i.name) for i in instrs if i.opcode == "parameter")
-        reads = [read(n) for _, n in params]
         root = self.roots.get(name, instrs[-1])
-
-        def written(i: _Instr) -> float:
-            if i.opcode == "dynamic-update-slice":
-                return nbytes(self.shapes[name].get(i.operands()[1], ""), hbm_only=True)
-            if i.opcode == "tuple":
-                return sum(written(by_name[o]) if o in by_name else 0.0 for o in i.operands())
-            return nbytes(i.shape, hbm_only=True)
-        return reads, written(root)
+        elements = [by_name.get(o) for o in root.operands()] if root.opcode == "tuple" else [root]
+        return [read(n) for _, n in params], [update(e) if e is not None else None for e in elements]
 
     def _collective_bytes(self, ins: _Instr, base: str, computation: str, shapes: dict[str, str]) -> float:
         size = max((_BYTES[dt] * math.prod(d) for dt, d, _ in arrays(ins.shape)), default=0)

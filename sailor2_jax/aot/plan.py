@@ -7,10 +7,12 @@ two CPU cores at these sizes, so the space is pruned analytically first:
    layer's backward working set, the logits of one chunk) and a step time (FLOPs with each policy's recompute at
    the chip's peak, against the FSDP/data/tensor collectives at its ICI bandwidth);
 2. candidates whose estimate exceeds the compiler's limit by more than the estimate's margin are dropped; for each
-   (mesh, remat, micro-batches) only the largest logits chunk that fits is kept;
+   (mesh, remat, micro-batches) one logits chunk is kept: the smallest that gives the LM head's matmul 8,192 rows
+   per chip (so its fp32 logits stay small), else the largest estimated to fit;
 3. the rest are compiled fastest-estimate first (`aot.compile`), until `keep` of them fit within `headroom` of the
-   compiler's limit or `max_compiles` compilations are spent. The answer is ranked by the compiled program's own
-   roofline (`CompileReport.roofline`), not by the estimate.
+   compiler's limit or `max_compiles` compilations are spent. Each compilation rescales the estimates of its remat
+   policy (compiler total / estimate), and a candidate the rescaled estimate puts over the limit is skipped. The
+   answer is ranked by the compiled program's own roofline (`CompileReport.roofline`), not by the estimate.
 """
 
 from __future__ import annotations
@@ -139,31 +141,51 @@ def estimate(c: Candidate, cfg: TrainConfig, model: ModelConfig, target: Slice, 
     return Estimate(hbm, max(compute_s, ici / target.chip.ici_bandwidth))
 
 
+LM_HEAD_ROWS = 8192  # rows of the LM head's matmul per chip and chunk that keep the MXUs busy
+
+
 def plan(cfg: TrainConfig, model: ModelConfig, target: Slice, *, keep: int = 3, max_compiles: int = 4,
          headroom: float = 0.9, progress: Callable[[str], None] = lambda _: None) -> PlanResult:
     """The candidates that fit `target` within `headroom` of the compiler's limit, best compiled roofline first."""
     params = param_count(model)
     limit = target.chip.hbm_limit * headroom
     scored = [(c, estimate(c, cfg, model, target, params)) for c in candidates(cfg, model, target.chips)]
-    best: dict[tuple, tuple[Candidate, Estimate]] = {}
-    for c, e in scored:  # per (mesh, remat, micro-batches): the largest chunk that is estimated to fit
-        key = (c.data, c.fsdp, c.tensor, c.remat, c.micro_batches)
-        if e.hbm <= limit * ESTIMATE_MARGIN and (key not in best or c.logits_chunk > best[key][0].logits_chunk):
-            best[key] = (c, e)
-    if not best:
+    by_key: dict[tuple, list[tuple[Candidate, Estimate]]] = {}
+    for c, e in scored:
+        if e.hbm <= limit * ESTIMATE_MARGIN:
+            by_key.setdefault((c.data, c.fsdp, c.tensor, c.remat, c.micro_batches), []).append((c, e))
+    if not by_key:
         smallest = min(scored, key=lambda s: s[1].hbm)
         raise ValueError(f"nothing fits {target.name}: the smallest estimate is {smallest[1].hbm / 2 ** 30:.1f} GiB "
                          f"per chip ({', '.join(smallest[0].overrides())}) against {limit / 2 ** 30:.1f} GiB "
                          f"({headroom:.0%} of the compiler's limit); use a larger slice or a smaller batch")
-    # fastest estimate first; ties go to fewer micro-batches, then less memory
-    shortlist = sorted(best.values(), key=lambda ce: (round(ce[1].step_s, 3), ce[0].micro_batches, ce[1].hbm))
+    rows = lambda c: cfg.data.batch_size * (2 if cfg.objective.is_preference else 1) // (
+        c.micro_batches * c.data * c.fsdp)
+    # per (mesh, remat, micro-batches), the logits chunk: the smallest that gives the LM head's matmul
+    # LM_HEAD_ROWS rows (its fp32 logits stay small), else the largest estimated to fit
+    shortlist = [min((ce for ce in group if rows(ce[0]) * ce[0].logits_chunk >= LM_HEAD_ROWS),
+                     key=lambda ce: ce[0].logits_chunk, default=max(group, key=lambda ce: ce[0].logits_chunk))
+                 for group in by_key.values()]
+    # fastest estimate first; ties go to fewer micro-batches, less tensor parallelism, then less memory
+    shortlist.sort(key=lambda ce: (ce[1].step_s, ce[0].micro_batches, ce[0].tensor, ce[1].hbm))
     compiled, fitting = [], []
+    scale: dict[str, float] = {}  # compiler total / estimate, per remat policy, from the compilations so far
     for c, e in shortlist:
         if len(fitting) >= keep or len(compiled) >= max_compiles:
             break
+        known = scale.get(c.remat, max(scale.values(), default=None))
+        if known is not None and e.hbm * known > limit:
+            continue  # the compilations so far say this one would not fit
         progress(f"compiling {' '.join(c.overrides())} (estimate {e.hbm / 2 ** 30:.1f} GiB, {e.step_s:.2f} s)")
-        report = compile_train_step(c.apply(cfg), model, target)
+        try:
+            report = compile_train_step(c.apply(cfg), model, target)
+        except ValueError as err:  # a candidate the mesh or the rules refuse: the next one
+            progress(f"  skipped: {err}")
+            continue
         compiled.append((c, report))
+        progress("  " + report.verdict())
+        if report.hbm.get("compiler_total"):
+            scale[c.remat] = max(scale.get(c.remat, 0.0), report.hbm["compiler_total"] / e.hbm)
         if report.fits and report.hbm["headroom_used"] <= headroom:
             fitting.append((c, report))
     fitting.sort(key=lambda cr: cr[1].roofline["step_s"])

@@ -13,7 +13,8 @@ HELP = ("compile a config's training step for a TPU slice with the real TPU comp
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a train config: YAML path or packaged name (e.g. sailor2-1b_stage1)")
+    p.add_argument("--config", required=True,
+                   help="a train config: YAML path or packaged name (e.g. sailor2-1b_stage1)")
     p.add_argument("--topology", required=True,
                    help="the TPU slice: v5p-128 (TensorCores), v6e-64 / v5e-16 (chips), or v5p:4x4x4")
     p.add_argument("--model", help="the architecture when the config's init.hf_dir/init.checkpoint is not on this "

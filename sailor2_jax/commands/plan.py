@@ -14,7 +14,8 @@ HELP = ("find the training configurations that fit a TPU slice, fastest first: a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a train config: YAML path or packaged name (e.g. sailor2-8b_stage1)")
+    p.add_argument("--config", required=True,
+                   help="a train config: YAML path or packaged name (e.g. sailor2-8b_stage1)")
     p.add_argument("--topology", required=True,
                    help="the TPU slice: v5p-128 (TensorCores), v6e-64 / v5e-16 (chips), or v5p:4x4x4")
     p.add_argument("--model", help="the architecture when the config's init.hf_dir/init.checkpoint is not on this "
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headroom", type=float, default=0.9,
                    help="a candidate fits when the compiler's HBM total is within this share of its limit")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. data.batch_size=512")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides, e.g. data.batch_size=512")
 
 
 def run(args: argparse.Namespace) -> int:

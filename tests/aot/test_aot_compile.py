@@ -70,6 +70,19 @@ def test_flops_count_every_loop_iteration(tiny_report):
     assert 0 < ro["mfu"] < 1
 
 
+def test_without_loops_the_counts_equal_xlas():
+    """With no loop to multiply (layers unrolled, one micro-batch, one logits chunk) the walker's bytes over every
+    memory space equal XLA's own `bytes accessed` for the TPU program (tile padding included), and its matmul
+    FLOPs stay below XLA's (which adds the elementwise ops) by little."""
+    from sailor2_jax.aot.compile import compile_train_step
+
+    cfg = load(TrainConfig, None, TINY[:4] + ["compute.scan_layers=false", "objective.logits_chunk=256"])
+    r = compile_train_step(cfg, cfg.model, parse_slice("v5p:2x2x1"))
+    assert r.roofline["bytes_accessed"] == pytest.approx(r.roofline["cost_analysis_bytes"], rel=0.02)
+    assert r.roofline["hbm_bytes"] < r.roofline["bytes_accessed"]  # on-chip (VMEM) buffers are not HBM traffic
+    assert 0.8 * r.flops["cost_analysis"] < r.flops["matmuls"] < r.flops["cost_analysis"]
+
+
 def test_cli_json_and_a_refused_program():
     """One JSON object on stdout; a program whose temporaries exceed HBM is refused by the compiler: fits false,
     its message kept, exit code 1."""
@@ -82,6 +95,16 @@ def test_cli_json_and_a_refused_program():
     assert report["topology"] == "v5p:2x2x1" and report["chips"] == 4
     assert report["fits"] is False and "HBM" in report["refusal"]
     assert report["hbm"]["compiler_total"] > report["hbm"]["compiler_limit"]
+
+
+def test_meshes_that_split_physical_axes():
+    """A 4x4x4 torus has no device order keeping data=2 x fsdp=32 within physical axes: the mesh is still made."""
+    from sailor2_jax.config import MeshConfig
+    from sailor2_jax.sharding import make_mesh
+
+    mesh = make_mesh(MeshConfig(data=2, fsdp=32, tensor=1), parse_slice("v5p-128").devices())
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 32, "tensor": 1}
+    assert len({d.id for d in mesh.devices.flat}) == 64
 
 
 def test_topology_names():

@@ -32,6 +32,20 @@ def test_scanned_and_nested_loops_are_multiplied_out():
     assert raw["flops"] < exact / 5  # what this module corrects: one body of each loop
 
 
+def test_without_loops_bytes_and_flops_equal_xlas_own_count():
+    def loss(ws, x):
+        for w in ws:
+            x = jnp.tanh(x @ w)
+        return (x ** 2).sum()
+
+    compiled = _compiled(jax.grad(loss), [jnp.ones((256, 256))] * 4, jnp.ones((128, 256)))
+    cost = HloModule(compiled.as_text()).cost()
+    raw = compiled.cost_analysis()
+    raw = raw[0] if isinstance(raw, (list, tuple)) else raw
+    assert cost.bytes_accessed == pytest.approx(raw["bytes accessed"], rel=0.01)
+    assert cost.flops == 2 * (4 + 4 + 3) * 128 * 256 * 256  # forward, weight and input gradients (not the first)
+
+
 def test_dot_general_contracting_and_batch_dims():
     a, b = jnp.ones((4, 16, 32)), jnp.ones((4, 32, 8))
     cost = HloModule(_compiled(lambda a, b: jnp.einsum("bij,bjk->bik", a, b), a, b).as_text()).cost()
@@ -52,7 +66,10 @@ def test_slices_of_stacked_buffers_count_only_the_slice():
 
 
 def test_sizes_and_replica_groups():
-    assert nbytes("(bf16[2,3]{1,0}, f32[4]{0:T(256)})") == 2 * 6 + 4 * 4
+    assert nbytes("(bf16[2,3]{1,0}, f32[4]{0})") == 2 * 6 + 4 * 4
+    # a TPU tile pads the most minor dims: (8, 128) over dims 1 (most minor) and 0
+    assert nbytes("bf16[5,100]{1,0:T(8,128)(2,1)}") == 2 * 8 * 128
+    assert nbytes("f32[3,7,200]{1,2,0:T(8,128)}") == 4 * 3 * 128 * 200  # dim 1 is the most minor here
     assert nbytes("bf16[8,128]{1,0:T(8,128)(2,1)S(1)}", hbm_only=True) == 0  # on-chip (VMEM) buffer
     assert _group_size("replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}") == 4
     assert _group_size("replica_groups=[2,8]<=[16], dimensions={0}") == 8
