@@ -23,6 +23,7 @@ import dataclasses
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
           "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "s4": 0.5, "u4": 0.5}
@@ -40,13 +41,19 @@ class Cost:
     """Per-device totals of one computation (callees included, loops multiplied out)."""
 
     flops: float = 0.0          # matmul FLOPs (dot, convolution)
+    kernel_flops: float = 0.0   # FLOPs of custom kernels, as the module's `kernel_flops` knows them
     hbm_bytes: float = 0.0      # bytes read and written in HBM by top-level ops
     bytes_accessed: float = 0.0  # the same in every memory space (what XLA's cost analysis counts)
     ici_bytes: float = 0.0      # bytes each device sends over the interconnect
+    compute_bound_s: float = 0.0  # per-op roofline: time of the ops their FLOPs bound (at peak FLOP/s) ...
+    memory_bound_s: float = 0.0   # ... and of those their HBM bytes bound (at the HBM bandwidth)
     kernels: Counter = dataclasses.field(default_factory=Counter)  # (kernel name, dims of each output) -> executions
 
     def add(self, other: "Cost", times: float = 1.0) -> None:
         self.flops += times * other.flops
+        self.kernel_flops += times * other.kernel_flops
+        self.compute_bound_s += times * other.compute_bound_s
+        self.memory_bound_s += times * other.memory_bound_s
         self.hbm_bytes += times * other.hbm_bytes
         self.bytes_accessed += times * other.bytes_accessed
         self.ici_bytes += times * other.ici_bytes
@@ -114,9 +121,16 @@ def _dims(shape: str) -> tuple[int, ...]:
 
 
 class HloModule:
-    """The computations of one HLO module's text, and the per-step cost of its entry."""
+    """The computations of one HLO module's text, and the per-step cost of its entry.
 
-    def __init__(self, text: str):
+    With a chip's `peak_flops` and `hbm_bandwidth`, each top-level op also gets a roofline time, the larger of its
+    FLOPs at peak and its HBM bytes at full bandwidth (`Cost.compute_bound_s` + `memory_bound_s`: ops run one
+    after another, each at its own bound). `kernel_flops(name, output_dims)` gives a custom kernel's FLOPs (None:
+    unknown, counted as zero)."""
+
+    def __init__(self, text: str, *, peak_flops: float | None = None, hbm_bandwidth: float | None = None,
+                 kernel_flops: Callable[[str, tuple], float | None] | None = None):
+        self.peak_flops, self.hbm_bandwidth, self.kernel_flops = peak_flops, hbm_bandwidth, kernel_flops
         self.computations: dict[str, list[_Instr]] = {}
         self.roots: dict[str, _Instr] = {}
         self.entry = ""
@@ -201,24 +215,42 @@ class HloModule:
                     b.lstrip("%") for b in (ins.attr("true_computation"), ins.attr("false_computation")) if b]
                 if branches:
                     total.add(max((self.cost(b) for b in branches), key=lambda c: c.flops))
-            elif op in ("fusion", "call", "async-start") and ins.attr("calls"):
+                continue
+            if op in ("call", "async-start") and ins.attr("calls"):
                 total.add(self.cost(ins.attr("calls").lstrip("%")))
-            if op == "dot":
+                continue
+            flops = 0.0  # this op's own FLOPs (a fusion's: those of the ops fused in it)
+            if op == "fusion" and ins.attr("calls"):
+                inner = self.cost(ins.attr("calls").lstrip("%"))
+                total.add(inner)
+                flops = inner.flops + inner.kernel_flops
+            elif op == "dot":
                 lhs = _dims(shapes.get(ins.operands()[0], ""))
                 contracted = [int(d) for d in re.findall(r"\d+", ins.attr("lhs_contracting_dims") or "")]
-                total.flops += 2.0 * _elements(ins.shape) * math.prod(lhs[d] for d in contracted)
+                flops = 2.0 * _elements(ins.shape) * math.prod(lhs[d] for d in contracted)
+                total.flops += flops
             elif op == "convolution":
-                total.flops += _conv_flops(ins, shapes)
+                flops = _conv_flops(ins, shapes)
+                total.flops += flops
             elif op == "custom-call" and ins.attr("custom_call_target") == '"tpu_custom_call"':
                 # a Pallas/Mosaic kernel, named by its caller, with the dims of its outputs
-                outputs = tuple(d for _, d, _ in arrays(ins.shape))
-                total.kernels[(ins.name.rsplit(".", 1)[0], outputs)] += 1
+                key = (ins.name.rsplit(".", 1)[0], tuple(d for _, d, _ in arrays(ins.shape)))
+                total.kernels[key] += 1
+                flops = (self.kernel_flops(*key) if self.kernel_flops else None) or 0.0
+                total.kernel_flops += flops
             base = op.removesuffix("-start")
             if base in _COLLECTIVES:
                 total.ici_bytes += self._collective_bytes(ins, base, name, shapes)
             if top_level and op not in _VIEWS and not op.endswith("-done"):
-                total.hbm_bytes += self._traffic(ins, shapes, hbm_only=True)
+                hbm = self._traffic(ins, shapes, hbm_only=True)
+                total.hbm_bytes += hbm
                 total.bytes_accessed += self._traffic(ins, shapes, hbm_only=False)
+                if self.peak_flops and self.hbm_bandwidth:
+                    compute_s, memory_s = flops / self.peak_flops, hbm / self.hbm_bandwidth
+                    if compute_s >= memory_s:
+                        total.compute_bound_s += compute_s
+                    else:
+                        total.memory_bound_s += memory_s
         return total
 
     def _traffic(self, ins: _Instr, shapes: dict[str, str], hbm_only: bool) -> float:
