@@ -9,8 +9,9 @@ two CPU cores at these sizes, so the space is pruned analytically first:
 2. candidates whose estimate exceeds the compiler's limit by more than the estimate's margin are dropped; for each
    (mesh, remat, micro-batches) one logits chunk is kept: the smallest that gives the LM head's matmul 8,192 rows
    per chip (so its fp32 logits stay small), else the largest estimated to fit;
-3. the rest are compiled fastest-estimate first (`aot.compile`), until `keep` of them fit within `headroom` of the
-   compiler's limit or `max_compiles` compilations are spent. Each compilation rescales the estimates of its remat
+3. the rest are compiled (`aot.compile`) remat policy by remat policy, the policy with the fastest estimate
+   first, and within a policy the fewest micro-batches first, until one fits; then the next policy; until `keep`
+   candidates fit within `headroom` of the compiler's limit or `max_compiles` compilations are spent. Each compilation rescales the estimates of its remat
    policy (compiler total / estimate), and a candidate the rescaled estimate puts over the limit is skipped. The
    answer is ranked by the compiled program's own roofline (`CompileReport.roofline`), not by the estimate.
 """
@@ -18,6 +19,7 @@ two CPU cores at these sizes, so the space is pruned analytically first:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -144,9 +146,10 @@ def estimate(c: Candidate, cfg: TrainConfig, model: ModelConfig, target: Slice, 
 LM_HEAD_ROWS = 8192  # rows of the LM head's matmul per chip and chunk that keep the MXUs busy
 
 
-def plan(cfg: TrainConfig, model: ModelConfig, target: Slice, *, keep: int = 3, max_compiles: int = 4,
-         headroom: float = 0.9, progress: Callable[[str], None] = lambda _: None) -> PlanResult:
-    """The candidates that fit `target` within `headroom` of the compiler's limit, best compiled roofline first."""
+def shortlist(cfg: TrainConfig, model: ModelConfig, target: Slice, headroom: float = 0.9
+              ) -> tuple[list[tuple[Candidate, Estimate]], int]:
+    """The candidates worth compiling, in the order to compile them (module docstring, steps 1–2), and how many
+    were considered."""
     params = param_count(model)
     limit = target.chip.hbm_limit * headroom
     scored = [(c, estimate(c, cfg, model, target, params)) for c in candidates(cfg, model, target.chips)]
@@ -163,17 +166,32 @@ def plan(cfg: TrainConfig, model: ModelConfig, target: Slice, *, keep: int = 3, 
         c.micro_batches * c.data * c.fsdp)
     # per (mesh, remat, micro-batches), the logits chunk: the smallest that gives the LM head's matmul
     # LM_HEAD_ROWS rows (its fp32 logits stay small), else the largest estimated to fit
-    shortlist = [min((ce for ce in group if rows(ce[0]) * ce[0].logits_chunk >= LM_HEAD_ROWS),
-                     key=lambda ce: ce[0].logits_chunk, default=max(group, key=lambda ce: ce[0].logits_chunk))
-                 for group in by_key.values()]
-    # fastest estimate first; ties go to fewer micro-batches, less tensor parallelism, then less memory
-    shortlist.sort(key=lambda ce: (ce[1].step_s, ce[0].micro_batches, ce[0].tensor, ce[1].hbm))
+    ordered = [min((ce for ce in group if rows(ce[0]) * ce[0].logits_chunk >= LM_HEAD_ROWS),
+                   key=lambda ce: ce[0].logits_chunk, default=max(group, key=lambda ce: ce[0].logits_chunk))
+               for group in by_key.values()]
+    # remat policies by their fastest estimate; within one, fewest micro-batches first (bigger matmuls, fewer
+    # weight gathers), then the fastest estimate, less tensor parallelism, less memory
+    best = {}
+    for c, e in ordered:
+        best[c.remat] = min(best.get(c.remat, math.inf), e.step_s)
+    ordered.sort(key=lambda ce: (best[ce[0].remat], ce[0].remat, ce[0].micro_batches, ce[1].step_s, ce[0].tensor,
+                                 ce[1].hbm))
+    return ordered, len(scored)
+
+
+def plan(cfg: TrainConfig, model: ModelConfig, target: Slice, *, keep: int = 3, max_compiles: int = 4,
+         headroom: float = 0.9, progress: Callable[[str], None] = lambda _: None) -> PlanResult:
+    """The candidates that fit `target` within `headroom` of the compiler's limit, best compiled roofline first."""
+    limit = target.chip.hbm_limit * headroom
+    ordered, considered = shortlist(cfg, model, target, headroom)
     compiled, fitting = [], []
     scale: dict[str, float] = {}  # compiler total / estimate, per remat policy, from the compilations so far
-    for c, e in shortlist:
+    for c, e in ordered:
         if len(fitting) >= keep or len(compiled) >= max_compiles:
             break
-        known = scale.get(c.remat, max(scale.values(), default=None))
+        if any(f.remat == c.remat for f, _ in fitting):
+            continue  # this policy's fewest micro-batches that fit are found: the next policy
+        known = scale.get(c.remat)
         if known is not None and e.hbm * known > limit:
             continue  # the compilations so far say this one would not fit
         progress(f"compiling {' '.join(c.overrides())} (estimate {e.hbm / 2 ** 30:.1f} GiB, {e.step_s:.2f} s)")
@@ -189,7 +207,7 @@ def plan(cfg: TrainConfig, model: ModelConfig, target: Slice, *, keep: int = 3, 
         if report.fits and report.hbm["headroom_used"] <= headroom:
             fitting.append((c, report))
     fitting.sort(key=lambda cr: cr[1].roofline["step_s"])
-    return PlanResult(fitting, compiled, len(scored), len(shortlist))
+    return PlanResult(fitting, compiled, considered, len(ordered))
 
 
 def no_fit_message(result: PlanResult, target: Slice, headroom: float) -> str:
