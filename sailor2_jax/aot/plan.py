@@ -5,7 +5,8 @@ remat policies, the micro-batch counts, and the LM head's logits chunk. A real c
 two CPU cores at these sizes, so the space is pruned analytically first:
 1. `estimate` gives each candidate an HBM estimate per chip (train state, saved activations per remat policy, one
    layer's backward working set, the logits of one chunk) and a step time (FLOPs with each policy's recompute at
-   the chip's peak, against the FSDP/data/tensor collectives at its ICI bandwidth);
+   the chip's peak plus HBM traffic at its bandwidth, against the FSDP/data/tensor collectives at its ICI
+   bandwidth);
 2. candidates whose estimate exceeds the compiler's limit by more than the estimate's margin are dropped; for each
    (mesh, remat, micro-batches) one logits chunk is kept: the smallest that gives the LM head's matmul 8,192 rows
    per chip (so its fp32 logits stay small), else the largest estimated to fit;
@@ -135,12 +136,23 @@ def estimate(c: Candidate, cfg: TrainConfig, model: ModelConfig, target: Slice, 
                  "save_attention_out": 2 * layer_matmuls, "full": 2 * layer_matmuls + attention_fwd}[c.remat]
     per_token = flops_per_token(model, T) + 2 * V * D + L * recompute  # the LM head's forward runs twice
     compute_s = per_token * tokens * c.micro_batches / t / target.chip.peak_flops
+    # HBM traffic: per token and layer, bytes per unit of activation width moved by each policy's forward and
+    # backward (fitted to compiled Sailor2-1B programs for none and dots_saveable; the policies that recompute the
+    # forward move about a third more); per token, the LM head's fp32 logits several times over; per
+    # micro-batch, the gathered weights and the embedding's and LM head's fp32 gradients
+    width = D + F / t + (NH + 2 * KH) / t
+    per_width = {"none": 97, "dots_saveable": 80, "save_attention_out": 105, "full": 110}[c.remat]
+    traffic = c.micro_batches * (tokens * (L * per_width * width + 30 * V / t)
+                                 + 6.0 * params / t + 16.0 * V * D / t)
+    hbm_s = traffic / target.chip.hbm_bandwidth
     shard = lambda n: (n - 1) / n
     weights = 2.0 * params / t  # bf16 bytes of the weights a device gathers (FSDP)
     ici = c.micro_batches * (2 * weights + 2 * weights) * shard(c.fsdp)   # gather fwd + bwd, reduce-scatter grads
     ici += 2 * 4.0 * params / (c.fsdp * t) * shard(c.data)                # all-reduce over data
     ici += c.micro_batches * 8 * L * tokens * D * 2 * shard(t)            # tensor-parallel activations
-    return Estimate(hbm, max(compute_s, ici / target.chip.ici_bandwidth))
+    # ops run one after another, each doing its FLOPs and moving its bytes: the estimate adds the two (the
+    # compiled roofline, which takes the larger per op, ranks the answer); collectives run beside them
+    return Estimate(hbm, max(compute_s + hbm_s, ici / target.chip.ici_bandwidth))
 
 
 LM_HEAD_ROWS = 8192  # rows of the LM head's matmul per chip and chunk that keep the MXUs busy

@@ -107,3 +107,16 @@ def test_trip_count_read_from_the_condition_when_not_annotated():
                          for line in text.splitlines())
     assert "known_trip_count" not in stripped
     assert HloModule(stripped).cost().flops == 5 * 2 * 16 * 16 * 16
+
+
+def test_the_compilers_hbm_verdict_is_read_in_binary_units():
+    from sailor2_jax.aot.topology import HbmVerdict
+
+    v = HbmVerdict()
+    v.parse("I1127 deepsea_compiler_backend.cc:2127] XLA::TPU program HBM usage: 91.71G / 95.74G\n"
+            "I1127 deepsea_compiler_backend.cc:2171] Total hbm usage >= 94.76G:\n    reserved        263.00M \n")
+    assert (v.program, v.total, v.limit) == (91.71 * 2 ** 30, 94.76 * 2 ** 30, 95.74 * 2 ** 30)
+    refused = HbmVerdict()
+    assert refused.parse_refusal("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+                                 "temporaries (327.41G) exceeds available HBM (95.74G).")
+    assert (refused.program, refused.limit) == (327.41 * 2 ** 30, 95.74 * 2 ** 30)
