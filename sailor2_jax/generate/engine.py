@@ -221,7 +221,8 @@ class Generator:
             rows = batch_bucket(len(chunk), batch_size, self.data_parallel)
             state, advance = self.start([prompts[i] for i in chunk], chunk, rows=rows, samples=num_samples,
                                         max_new=max_new_tokens, sampling=sampling, seed=seed, eos_ids=tuple(eos_ids))
-            state = advance(state, max_new_tokens)
+            if not bool(jax.device_get(state.done).all()):  # e.g. max_new_tokens 1: nothing left to decode
+                state = advance(state, max_new_tokens)
             for j, completions in enumerate(self.completions(state, len(chunk) * num_samples, num_samples)):
                 out[chunk[j]] = completions
             if on_batch:
