@@ -85,6 +85,8 @@ def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: 
     elif saved is not None and saved != schedule.total_steps:
         log(f"learning-rate schedule extended: {saved} → {schedule.total_steps} steps "
             "(optimizer.schedule.total_steps)")
+    if schedule.warmup_ratio is not None:
+        schedule = schedule.replace(warmup_steps=round(schedule.warmup_ratio * schedule.total_steps))
     if cfg.steps > schedule.total_steps:
         log(f"steps {schedule.total_steps + 1}..{cfg.steps} run past the end of the learning-rate schedule "
             f"({schedule.total_steps} steps) at its final value; to extend the schedule set "
