@@ -2,7 +2,7 @@
 the UDHR passages of all 15 languages): SFT stage 1 → `select-sft` → SFT stage 2 on the selection → DPO.
 
 The recipe's lengths are one epoch (stage 1) and several (stage 2); on the demo's CPU the runs are cut to a fraction
-of an epoch (`data.epochs` below), the selection keeps 10 % of the conversations, and every run reads real files
+of an epoch (`data.epochs` below), the selection keeps 5 % of the conversations, and every run reads real files
 through the same loaders a full run uses.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SFT1_EPOCHS = 0.125   # of the embedded conversations, at 8 × 256 tokens per step
-SELECT_KEEP = 0.1
+SELECT_KEEP = 0.05
 
 
 def post_training_stage(out: Path, start_checkpoint: Path, train: Callable, step: Callable, console) -> dict:
