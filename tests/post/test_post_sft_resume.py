@@ -42,7 +42,7 @@ def test_sft_sigkill_then_rerun_gives_identical_losses(tmp_path):
     data = tmp_path / "conv.jsonl"
     _conversations(data)
     args = ["--steps", "10", f"data.files=[{data}]", "data.system_prompt=none", "data.seq_len=64",
-            "data.batch_size=4", "data.epochs=null", "model.num_layers=1", "checkpoint.every=2", "log.eval_every=0",
+            "data.batch_size=8", "data.epochs=null", "model.num_layers=1", "checkpoint.every=2", "log.eval_every=0",
             "log.progress=false", "log.tensorboard=false", "compute.dtype=float32"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     proc = subprocess.Popen(train_cmd(killed, args, "demo_sft"), cwd=ROOT, env=cpu_env(8),
