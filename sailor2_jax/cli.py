@@ -8,7 +8,6 @@ when that command runs.
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib
 import importlib.util
 import os
@@ -56,7 +55,9 @@ def _skip_absent_tpu() -> None:
     back. Name the platforms this machine has instead; an explicit JAX_PLATFORMS always wins."""
     if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
         return
-    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):  # TPU chips (v4/v5e, v5p/v6e)
+    from sailor2_jax.aot.topology import tpu_attached  # no JAX import
+
+    if tpu_attached():
         return
     cuda = any(importlib.util.find_spec(p) for p in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
     os.environ["JAX_PLATFORMS"] = "cuda,cpu" if cuda and os.path.exists("/dev/nvidiactl") else "cpu"
