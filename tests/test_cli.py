@@ -11,7 +11,7 @@ import pytest
 from sailor2_jax.cli import build_parser, main
 
 COMMANDS = {"cache", "chat", "clean", "compile", "demo", "expand", "export", "generate", "inspect-data", "plan", "quality",
-            "regmix", "train", "translate"}
+            "regmix", "select-sft", "train", "translate"}
 
 
 def test_every_command_is_registered_with_help(capsys):
