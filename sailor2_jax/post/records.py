@@ -126,6 +126,14 @@ def input_files(paths: Sequence[str]) -> list[str]:
     return list_input_files([str(resolve_path(p)) for p in paths])
 
 
+def file_stamps(paths: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+    """(file, mtime ns, size) of every input file: a cache key that changes when a file does."""
+    import os
+
+    return tuple((f, (st := os.stat(f)).st_mtime_ns, st.st_size) if "://" not in f else (f, 0, 0)
+                 for f in input_files(paths))
+
+
 def _rows(paths: Sequence[str], acc: Accounting) -> Iterator[tuple[Source, dict | None, str | None]]:
     from sailor2_jax.data.clean.read import read_rows
 
