@@ -95,6 +95,8 @@ class TasksFile(Config):
     data_dir: str | None = None
     max_length: int = pydantic.Field(4096, gt=1, description="tokens per scored row and generation context")
     batch_size: int = pydantic.Field(16, gt=0)
+    limit: int | None = pydantic.Field(None, gt=0, description="score only the first N valid records of each task "
+                                       "that sets no limit of its own (the embedded files interleave languages)")
     tasks: list[Task] = pydantic.Field(min_length=1)
 
     @pydantic.model_validator(mode="after")
@@ -103,6 +105,9 @@ class TasksFile(Config):
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique: {names}")
         return self
+
+    def task_limit(self, task: TaskBase) -> int | None:
+        return task.limit if task.limit is not None else self.limit
 
     def path(self, relative: str) -> Path:
         if self.data_dir is not None and not Path(relative).is_absolute():

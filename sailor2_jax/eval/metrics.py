@@ -70,13 +70,13 @@ def token_f1(prediction: str, references: Sequence[str]) -> float:
 
 # --- sacrebleu -----------------------------------------------------------------------------------------------------
 
-def _sacrebleu(name: str, task: GenerationTask):
+def _sacrebleu(name: str, task: GenerationTask, sentence: bool = False):
     from sacrebleu.metrics import BLEU, CHRF
     if name == "chrf++":
         return CHRF(word_order=2)
     if name == "chrf":
         return CHRF()
-    return BLEU(tokenize=task.bleu_tokenize)
+    return BLEU(tokenize=task.bleu_tokenize, effective_order=sentence)  # sentence level: as sacrebleu advises
 
 
 def _streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
@@ -93,7 +93,7 @@ def sentence_scores(task: GenerationTask, output: str, references: Sequence[str]
         elif name == "f1":
             out[name] = token_f1(output, references)
         else:
-            out[name] = _sacrebleu(name, task).sentence_score(output, list(references)).score
+            out[name] = _sacrebleu(name, task, sentence=True).sentence_score(output, list(references)).score
     return out
 
 

@@ -72,7 +72,7 @@ class Evaluator:
         results, counts = {}, {}
         start = time.time()
         for task in self.tasks.tasks:
-            records = read_records(task, self.tasks.path(task.data), task.limit)
+            records = read_records(task, self.tasks.path(task.data), self.tasks.task_limit(task))
             if not records.kept:
                 raise ValueError(f"task {task.name}: no valid record in {records.path}")
             counts[task.name] = {"read": records.read, "scored": len(records.kept), "skipped": len(records.skipped)}

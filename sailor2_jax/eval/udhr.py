@@ -152,8 +152,17 @@ def build_tasks(heldout: dict[str, list[dict]], out: Path = TASK_DIR) -> dict[st
                                  "id": f"udhr-a{r['article']}-p{r['paragraph']}-{src}-{tgt}"})
         return rows
 
+    def interleave(rows):  # the k-th record of every language, then the (k+1)-th: a `limit` spans all languages
+        rank: dict[str, int] = {}
+        keyed = []
+        for r in rows:
+            k = rank[r["language"]] = rank.get(r["language"], -1) + 1
+            keyed.append((k, r))
+        return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
+
+    perplexity, continuation = interleave(perplexity), interleave(continuation)
     files = {"udhr_perplexity.jsonl": perplexity, "udhr_continuation.jsonl": continuation,
-             "udhr_translation.jsonl": translations("translation"),
+             "udhr_translation.jsonl": interleave(translations("translation")),
              "udhr_translation_fewshot.jsonl": translations("translation_fewshot")}
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
