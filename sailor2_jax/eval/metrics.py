@@ -3,9 +3,9 @@ and token F1 as the SQuAD v1.1 script (and TyDi QA GoldP, which reuses it) compu
 references, on answers lower-cased, without punctuation, articles and extra whitespace. All on a 0-100 scale.
 
 Outputs are post-processed before scoring: cut before the first stop string, then `strip` (surrounding
-whitespace) or `first_line` (the first non-empty line, stripped); an `answer_pattern` keeps its first match;
-`normalize_digits` writes every decimal digit (Thai ๓, Lao ໓, Khmer ៣, Burmese ၃, ...) as 0-9 in outputs and
-references.
+whitespace) or `first_line` (the first non-empty line, stripped); `normalize_digits` writes every decimal digit
+(Thai ๓, Lao ໓, Khmer ៣, Burmese ၃, ...) as 0-9 in outputs and references; then an `answer_pattern` keeps its
+first match.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ def postprocess(task: GenerationTask, text: str) -> str:
     text = cut_at_stop(text, task.until)
     if task.postprocess == "first_line":
         text = next((line for line in text.splitlines() if line.strip()), "")
-    text = text.strip()
+    text = normalize_digits(text.strip()) if task.normalize_digits else text.strip()
     if task.answer_pattern:
         m = re.search(task.answer_pattern, text)
         text = "" if m is None else (m.group(1) if m.groups() else m.group(0)).strip()
-    return normalize_digits(text) if task.normalize_digits else text
+    return text
 
 
 def reference_texts(task: GenerationTask, references: Sequence[str]) -> list[str]:
