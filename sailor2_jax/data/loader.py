@@ -252,6 +252,9 @@ class PretrainIterator(grain.DatasetIterator):
     count), `local_batch_size`.
     """
 
+    # grain's DatasetIterator.__del__ closes the iterator; one whose __init__ raised (a bad config) has nothing open
+    _closed = True
+
     def __init__(self, cfg: DataConfig, batching: Batching, mesh: Any = None,
                  documents: Mapping[str, TaskDocuments] | None = None):
         tasks, shares = mixture.resolve(cfg)

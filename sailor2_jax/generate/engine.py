@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from sailor2_jax.generate.sampling import SamplingConfig, next_tokens
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
-from sailor2_jax.sharding import logical_to_spec
+from sailor2_jax.sharding import logical_to_spec, state_shardings
 
 # Qwen2.5's <|endoftext|> and <|im_end|> (data/vocab.py EOS_ID, IM_END_ID; not imported from there: the engine
 # needs no tokenizer, TensorFlow or seqio, so it also runs on a bare accelerator image): chat models stop on either
@@ -84,7 +84,7 @@ class Generator:
     def __init__(self, model: Qwen2, mesh: Mesh, *, unstack: bool = True):
         self.cfg, self.mesh, self.unstack = model.cfg, mesh, unstack
         self.graphdef, self.params = nnx.split(model)
-        self.param_shardings = jax.tree.map(lambda a: a.sharding, self.params)
+        self.param_shardings = state_shardings(self.params, mesh)  # by the rules: `model` may be abstract (aot)
         self.dtype = jnp.dtype(model.compute.dtype)
         axes = logical_to_spec(("batch",))[0]  # the mesh axes rows are split over (sharding.RULES)
         axes = (axes,) if isinstance(axes, str) else (axes or ())
@@ -221,7 +221,8 @@ class Generator:
             rows = batch_bucket(len(chunk), batch_size, self.data_parallel)
             state, advance = self.start([prompts[i] for i in chunk], chunk, rows=rows, samples=num_samples,
                                         max_new=max_new_tokens, sampling=sampling, seed=seed, eos_ids=tuple(eos_ids))
-            state = advance(state, max_new_tokens)
+            if not bool(jax.device_get(state.done).all()):  # e.g. max_new_tokens 1: nothing left to decode
+                state = advance(state, max_new_tokens)
             for j, completions in enumerate(self.completions(state, len(chunk) * num_samples, num_samples)):
                 out[chunk[j]] = completions
             if on_batch:
