@@ -91,10 +91,11 @@ class Evaluator:
         windows = [rolling_rows(x, self.max_length, self.prefix_id) for x in ids]
         flat = [w for ws in windows for w in ws]
         owner = np.repeat(np.arange(len(records)), [len(ws) for ws in windows])
-        scores = self.scorer.score(flat)
+        bar.reset(total=len(flat))
+        bar.unit = "window"
+        scores = self.scorer.score(flat, on_rows=bar.update)
         nll = np.zeros(len(records))
         np.add.at(nll, owner, [-s for s, _ in scores])
-        bar.update(len(records))
         rows = [{**r, "nll": float(nll[i]), "tokens": len(ids[i]), "bytes": len(r["text"].encode("utf-8"))}
                 for i, r in enumerate(records)]
 
@@ -111,8 +112,9 @@ class Evaluator:
             for choice in choice_texts(task, r):
                 flat.append(pair_row(*encode_pair(self.encode, context, choice), self.max_length, self.prefix_id))
                 owner.append(i)
-        scores = self.scorer.score(flat, on_rows=None)
-        bar.update(len(records))
+        bar.reset(total=len(flat))
+        bar.unit = "choice"
+        scores = self.scorer.score(flat, on_rows=bar.update)
         lls: list[list[float]] = [[] for _ in records]
         for i, (ll, _) in zip(owner, scores):
             lls[i].append(ll)
