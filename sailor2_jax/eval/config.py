@@ -5,6 +5,7 @@ data_dir: data/sailcompass        # relative `data`/`fewshot_data` paths resolve
                                   # package, so `assets/eval/...` finds the embedded files)
 max_length: 4096                  # context window in tokens (capped at the model's max_position_embeddings)
 batch_size: 16                    # rows per scoring batch / prompts per generation batch
+limit: null                       # score only the first N valid records of each task (a task's own `limit` wins)
 tasks:
   - {name: udhr_ppl, type: perplexity, data: assets/eval/udhr_perplexity.jsonl}
   - name: xcopa_th
@@ -110,9 +111,13 @@ class TasksFile(Config):
         return task.limit if task.limit is not None else self.limit
 
     def path(self, relative: str) -> Path:
+        """`data_dir`/relative when data_dir is set and that exists, else as given, else inside the package (the
+        embedded `assets/eval/...`); a file found nowhere is named as under data_dir."""
+        packaged = resolve_path(relative)
         if self.data_dir is not None and not Path(relative).is_absolute():
-            return Path(self.data_dir).expanduser() / relative
-        return resolve_path(relative)
+            under = Path(self.data_dir).expanduser() / relative
+            return under if under.exists() or not packaged.exists() else packaged
+        return packaged
 
 
 def load_tasks(path: str | Path, overrides: list[str] = (), only: list[str] | None = None) -> TasksFile:

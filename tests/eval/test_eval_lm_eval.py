@@ -81,3 +81,22 @@ def test_bridge_equals_lm_eval_hf(hf_dir, tmp_path, monkeypatch):
         for metric, value in ref["results"][name].items():
             if isinstance(value, float) and "stderr" not in metric:
                 assert ours["results"][name][metric] == pytest.approx(value, rel=1e-4), (name, metric)
+
+
+@pytest.mark.slow
+def test_lm_eval_command_line(hf_dir, tmp_path):
+    """The documented command: lm-eval's CLI with `sailor2_jax` registered, on a local task."""
+    import os
+    import subprocess
+    import sys
+    _tasks(tmp_path)
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "sailor2_jax.eval.lm_eval_model", "--model", "sailor2_jax",
+                           "--model_args", f"path={hf_dir},dtype=float32,max_length=24,mesh=1x1x1",
+                           "--tasks", "tiny_mc", "--include_path", str(tmp_path), "--output_path",
+                           str(tmp_path / "out"), "--batch_size", "4"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("results*.json")]
+    assert results and "acc,none" in results[0]["results"]["tiny_mc"]
+    assert results[0]["config"]["model"] == "sailor2_jax"
