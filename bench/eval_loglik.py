@@ -3,6 +3,7 @@ bucketed, sharded) and of lm-eval's own `hf` model (transformers/torch) on the s
 
   python bench/eval_loglik.py                      # the demo's tiny model (real vocabulary), fp32, batch 16
   python bench/eval_loglik.py --model HF_DIR --dtype bfloat16 --batch-size 32
+  python bench/eval_loglik.py --limit 96             # a small CPU
 
 Requests: every (context, choice) pair of the embedded UDHR continuation task (150 records × 4 choices = 600
 requests, all 15 languages). Each engine runs the whole list once to warm up (ours compiles its buckets there,
@@ -51,6 +52,7 @@ def main() -> None:
     p.add_argument("--model", help="an HF directory (default: the demo's random tiny base, made here)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, help="only the first N requests (a busy small CPU)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -64,7 +66,7 @@ def main() -> None:
     if model_dir is None:
         from sailor2_jax.demo import make_base_checkpoint
         model_dir = str(make_base_checkpoint(Path(tempfile.mkdtemp()) / "base"))
-    reqs = requests()
+    reqs = requests()[:args.limit]
     rows = []
     ours = Sailor2JaxLM(path=model_dir, dtype=args.dtype, batch_size=args.batch_size)
     first, seconds, ll_ours = timed(ours, reqs)
