@@ -249,11 +249,12 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
 
 
 def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, rows: int, prompt_len: int,
-                       max_new: int, samples: int = 1) -> list[CompileReport]:
+                       max_new: int, samples: int = 1, gather: bool = True) -> list[CompileReport]:
     """Compile the generation engine's two programs (`generate.engine.Generator.programs`: prefill, then the
     decode loop) for `target` on cfg's mesh, as `generate` and on-policy sampling run them where the policy trains:
     weights in the compute dtype, `rows` prompts of `prompt_len` slots (a length bucket), `samples` per prompt,
-    `max_new` new tokens (the loop's FLOPs are counted for all of them: no row stops early). Model FLOPs are the
+    `max_new` new tokens (the loop's FLOPs are counted for all of them: no row stops early), the weights gathered
+    over FSDP once per decode call unless `gather` is off (`Generator`). Model FLOPs are the
     forward third of the PaLM count, attention over the prompt (prefill) or over every cache slot (decode)."""
     from sailor2_jax.generate.engine import DEFAULT_EOS_IDS, Generator, length_bucket
     from sailor2_jax.generate.sampling import SamplingConfig
@@ -263,7 +264,7 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
         raise ValueError(f"--max-new-tokens must be at least 2 to compile a decode loop, got {max_new}")
     mesh = make_mesh(cfg.mesh, target.devices())
     compute = cfg.compute.model_copy(update={"param_dtype": cfg.compute.dtype, "remat": "none"})
-    generator = Generator(abstract_model(model_cfg, compute), mesh)
+    generator = Generator(abstract_model(model_cfg, compute), mesh, gather=gather)
     if rows % generator.data_parallel:
         raise ValueError(f"--decode-batch ({rows}) must be a multiple of the data-parallel devices "
                          f"({generator.data_parallel})")
@@ -278,7 +279,8 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
                    jax.ShapeDtypeStruct((rows * samples,), jnp.uint32, sharding=rows_in),
                    jax.ShapeDtypeStruct((), jnp.uint32, sharding=scalar))
     slots = prompt_len + max_new
-    shape = {"rows": rows, "samples": samples, "prompt_len": prompt_len, "max_new_tokens": max_new}
+    shape = {"rows": rows, "samples": samples, "prompt_len": prompt_len, "max_new_tokens": max_new,
+             "gathered_weights": gather}
     reports = []
     for program, fn, args, tokens, context, trips in (
             ("prefill", prefill, prompt_args, rows * prompt_len, prompt_len, None),

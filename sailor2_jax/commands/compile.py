@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="new tokens per prompt (default 256)")
     p.add_argument("--samples", type=positive_int, default=1,
                    help="samples per prompt sharing one prefill (on-policy DPO draws 4-8; default 1)")
+    p.add_argument("--decode-fsdp-weights", action="store_true",
+                   help="decode from the FSDP-sharded weights, gathered again at every step (where the gathered "
+                        "weights do not fit; the default gathers them once per call)")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on stdout (with --decode: one per program, by name)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. mesh.fsdp=32")
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     reports = [compile_train_step(cfg, model, target)]
     if args.decode:
         reports += compile_generation(cfg, model, target, rows=args.decode_batch, prompt_len=args.prompt_len,
-                                      max_new=args.max_new_tokens, samples=args.samples)
+                                      max_new=args.max_new_tokens, samples=args.samples,
+                                      gather=not args.decode_fsdp_weights)
     if args.json:
         out = reports[0].to_json() if len(reports) == 1 else {r.program: r.to_json() for r in reports}
         print(json.dumps(out), flush=True)

@@ -141,6 +141,10 @@ def test_the_generation_engine_compiles_for_the_slice_and_its_decode_flops_are_e
                  + 4 * m.num_layers * NH * slots)
     tokens_per_chip = rows * samples * (max_new - 1) / decode.chips
     assert decode.flops["matmuls"] == pytest.approx(per_token * tokens_per_chip, rel=0.01)
+    # The weights' FSDP split is gathered once per decode call; kept split, it is gathered at every step.
+    _, split = compile_generation(cfg, cfg.model, parse_slice("v5p:2x2x1"), rows=rows, prompt_len=20,
+                                  max_new=max_new, samples=samples, gather=False)
+    assert split.roofline["ici_bytes"] > (max_new - 2) * decode.roofline["ici_bytes"] > 0
 
 
 def test_cli_decode_reports_every_program_by_name():
