@@ -85,14 +85,14 @@ def test_bridge_equals_lm_eval_hf(hf_dir, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_lm_eval_command_line(hf_dir, tmp_path):
-    """The documented command: lm-eval's CLI with `sailor2_jax` registered, on a local task."""
+    """The documented command: lm-eval's CLI with `sailor2_jax` registered, on a local task, on a 2x2x2 mesh."""
     import os
     import subprocess
     import sys
     _tasks(tmp_path)
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-m", "sailor2_jax.eval.lm_eval_model", "--model", "sailor2_jax",
-                           "--model_args", f"path={hf_dir},dtype=float32,max_length=24,mesh=1x1x1",
+                           "--model_args", f"path={hf_dir},dtype=float32,max_length=24,mesh=2x2x2",
                            "--tasks", "tiny_mc", "--include_path", str(tmp_path), "--output_path",
                            str(tmp_path / "out"), "--batch_size", "4"], capture_output=True, text=True, env=env,
                           timeout=600)
