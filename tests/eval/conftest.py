@@ -1,5 +1,5 @@
-"""A tiny random Qwen2 with the real Qwen2.5 vocabulary (so our tokenizer and transformers' agree), saved as an HF
-directory, and `transformers`' reference computations on it (fp32)."""
+"""Fixtures of the evaluation tests: a tiny random Qwen2 with the real Qwen2.5 vocabulary (so our tokenizer and
+transformers' agree) saved as an HF directory, `transformers`' copy of it (fp32), and ours loaded on all devices."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -39,10 +38,3 @@ def loaded(hf_dir):
     from sailor2_jax.generate.load import load
     return load(argparse.Namespace(model=str(hf_dir), checkpoint=None, tokenizer=None, dtype="float32",
                                    mesh="-1,1,1"))
-
-
-def hf_logprobs(model, ids: list[int]) -> np.ndarray:
-    """log p(ids[t] | ids[<t]) for t ≥ 1, from transformers."""
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0, :-1].double()
-    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].numpy()

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import hf_logprobs
+from eval_helpers import hf_logprobs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from sailor2_jax.data.vocab import EOS_ID
