@@ -11,19 +11,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
-from generate_helpers import hf_model  # noqa: E402
+from generate_helpers import real_vocab_hf_dir  # noqa: E402
 
-from sailor2_jax.data.vocab import EOS_ID, save_hf_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def hf_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_eval")
-    model = hf_model(vocab=151936, hidden=32, seed=3)
-    model.generation_config.eos_token_id = EOS_ID
-    model.save_pretrained(path)
-    save_hf_tokenizer(path)
-    return path
+    return real_vocab_hf_dir(tmp_path_factory.mktemp("tiny_eval"), seed=3)
 
 
 @pytest.fixture(scope="session")
