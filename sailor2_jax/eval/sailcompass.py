@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 FLORES = {"en": "eng_Latn", "id": "ind_Latn", "th": "tha_Thai", "vi": "vie_Latn"}
@@ -67,33 +68,34 @@ def flores(src: Path, out: Path) -> None:
                         for i, (a, b) in enumerate(zip(text[s], text[t]))])
 
 
+def _jsonl_rows(path: Path, convert: Callable[[dict, int], dict]) -> list[dict]:
+    """`convert(record, line number)` of every line of a JSONL release file; a line that does not convert is named
+    (file:line and why) and skipped."""
+    rows = []
+    for number, line in enumerate(_lines(path), 1):
+        try:
+            rows.append(convert(json.loads(line), number))
+        except (json.JSONDecodeError, KeyError, ValueError) as e:
+            print(f"{path}:{number}: {e!r}; skipped", file=sys.stderr)
+    return rows
+
+
 def xcopa(src: Path, out: Path) -> None:
     for lang in XCOPA_QUESTION:
         for split, suffix in (("test", ""), ("val", ".val")):
-            rows = []
-            for number, line in enumerate(_lines(src / lang / f"{split}.{lang}.jsonl"), 1):
-                try:
-                    r = json.loads(line)
-                    rows.append({"context": r["premise"], "question": XCOPA_QUESTION[lang][r["question"]],
-                                 "choices": [r["choice1"], r["choice2"]], "gold": int(r["label"]), "language": lang,
-                                 "id": f"xcopa-{lang}-{split}-{r.get('idx', number)}"})
-                except (json.JSONDecodeError, KeyError, ValueError) as e:
-                    print(f"{src / lang}/{split}.{lang}.jsonl:{number}: {e!r}; skipped", file=sys.stderr)
+            rows = _jsonl_rows(src / lang / f"{split}.{lang}.jsonl", lambda r, number: {
+                "context": r["premise"], "question": XCOPA_QUESTION[lang][r["question"]],
+                "choices": [r["choice1"], r["choice2"]], "gold": int(r["label"]), "language": lang,
+                "id": f"xcopa-{lang}-{split}-{r.get('idx', number)}"})
             _write(out / "xcopa" / f"{lang}{suffix}.jsonl", rows)
 
 
 def belebele(src: Path, out: Path) -> None:
     for lang, code in BELEBELE.items():
-        rows = []
-        for number, line in enumerate(_lines(src / f"{code}.jsonl"), 1):
-            try:
-                r = json.loads(line)
-                rows.append({"context": r["flores_passage"], "question": r["question"],
-                             "choices": [r[f"mc_answer{k}"] for k in range(1, 5)],
-                             "gold": int(r["correct_answer_num"]) - 1, "language": lang,
-                             "id": f"belebele-{lang}-{number}"})
-            except (json.JSONDecodeError, KeyError, ValueError) as e:
-                print(f"{src / code}.jsonl:{number}: {e!r}; skipped", file=sys.stderr)
+        rows = _jsonl_rows(src / f"{code}.jsonl", lambda r, number: {
+            "context": r["flores_passage"], "question": r["question"],
+            "choices": [r[f"mc_answer{k}"] for k in range(1, 5)], "gold": int(r["correct_answer_num"]) - 1,
+            "language": lang, "id": f"belebele-{lang}-{number}"})
         _write(out / "belebele" / f"{lang}.jsonl", rows)
 
 
