@@ -10,8 +10,8 @@ import pytest
 
 from sailor2_jax.cli import build_parser, main
 
-COMMANDS = {"cache", "chat", "clean", "compile", "demo", "expand", "export", "generate", "inspect-data", "plan", "quality",
-            "regmix", "select-sft", "train", "translate"}
+COMMANDS = {"cache", "chat", "clean", "compile", "demo", "eval", "eval-report", "expand", "export", "generate",
+            "inspect-data", "plan", "quality", "regmix", "select-sft", "train", "translate"}
 
 
 def test_every_command_is_registered_with_help(capsys):

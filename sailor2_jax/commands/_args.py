@@ -1,5 +1,6 @@
-"""What the commands share: argument types (a bad value is refused by argparse in one line naming the flag) and the
-flags and reporting of the commands that run as datatrove stages (clean, translate, quality select)."""
+"""What the commands share: argument types (a bad value is refused by argparse in one line naming the flag), the
+flags of the TPU-slice commands (compile, plan), and the flags and reporting of the commands that run as datatrove
+stages (clean, translate, quality select)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
     return value
+
+
+def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the commands that compile a training config for a TPU slice (compile, plan)."""
+    parser.add_argument("--config", required=True,
+                        help="a train config: YAML path or packaged name (e.g. sailor2-8b_stage1)")
+    parser.add_argument("--topology", required=True,
+                        help="the TPU slice: v5p-128 (TensorCores), v6e-64 / v5e-16 (chips), or v5p:4x4x4")
+    parser.add_argument("--model", help="the architecture when the config's init.hf_dir/init.checkpoint is not on "
+                                        "this machine: a packaged model (sailor2-1b), a model YAML, or an HF "
+                                        "config.json")
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from sailor2_jax.commands._args import positive_int
+from sailor2_jax.commands._args import add_slice_arguments, positive_int
 
 NAME = "compile"
 HELP = ("compile a config's training step (and with --decode the generation engine) for a TPU slice with the real "
@@ -15,12 +15,7 @@ HELP = ("compile a config's training step (and with --decode the generation engi
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="a train config: YAML path or packaged name (e.g. sailor2-1b_stage1)")
-    p.add_argument("--topology", required=True,
-                   help="the TPU slice: v5p-128 (TensorCores), v6e-64 / v5e-16 (chips), or v5p:4x4x4")
-    p.add_argument("--model", help="the architecture when the config's init.hf_dir/init.checkpoint is not on this "
-                                   "machine: a packaged model (sailor2-1b), a model YAML, or an HF config.json")
+    add_slice_arguments(p)
     p.add_argument("--decode", action="store_true",
                    help="also compile the generation engine's prefill and decode loop on the same mesh (what "
                         "`generate` and on-policy sampling run where the policy trains)")

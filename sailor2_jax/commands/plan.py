@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from sailor2_jax.commands._args import add_slice_arguments, positive_int
+
 NAME = "plan"
 HELP = ("find the training configurations that fit a TPU slice, fastest first: an analytic search over mesh shapes "
         "(data/fsdp/tensor), remat policies, micro-batches and logits chunks, then real TPU compilations of the "
@@ -14,14 +16,9 @@ HELP = ("find the training configurations that fit a TPU slice, fastest first: a
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="a train config: YAML path or packaged name (e.g. sailor2-8b_stage1)")
-    p.add_argument("--topology", required=True,
-                   help="the TPU slice: v5p-128 (TensorCores), v6e-64 / v5e-16 (chips), or v5p:4x4x4")
-    p.add_argument("--model", help="the architecture when the config's init.hf_dir/init.checkpoint is not on this "
-                                   "machine: a packaged model (sailor2-1b), a model YAML, or an HF config.json")
-    p.add_argument("--keep", type=int, default=3, help="stop once this many candidates fit (default 3)")
-    p.add_argument("--compiles", type=int, default=4,
+    add_slice_arguments(p)
+    p.add_argument("--keep", type=positive_int, default=3, help="stop once this many candidates fit (default 3)")
+    p.add_argument("--compiles", type=positive_int, default=4,
                    help="at most this many real compilations, about a minute each at Sailor2 sizes (default 4)")
     p.add_argument("--headroom", type=float, default=0.9,
                    help="a candidate fits when the compiler's HBM total is within this share of its limit")

@@ -30,6 +30,18 @@ def hf_model(*, vocab: int = VOCAB, layers: int = 2, hidden: int = 64, tied: boo
     return model
 
 
+def real_vocab_hf_dir(path, seed: int):
+    """A tiny random model with the real Qwen2.5 vocabulary and tokenizer saved as an HF directory (our tokenizer and
+    transformers' then agree), stopping on <|endoftext|>."""
+    from sailor2_jax.data.vocab import EOS_ID, save_hf_tokenizer
+
+    model = hf_model(vocab=151936, hidden=32, seed=seed)
+    model.generation_config.eos_token_id = EOS_ID
+    model.save_pretrained(path)
+    save_hf_tokenizer(path)
+    return path
+
+
 def ours(ref: Qwen2ForCausalLM, path, mesh, compute: ComputeConfig = FP32):
     ref.save_pretrained(path)
     return import_hf(path, mesh, compute)

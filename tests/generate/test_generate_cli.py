@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from generate_helpers import hf_model
+from generate_helpers import real_vocab_hf_dir
 from transformers import AutoTokenizer
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.vocab import EOS_ID, IM_END_ID, save_hf_tokenizer
+from sailor2_jax.data.vocab import EOS_ID, IM_END_ID
 from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
 
 EOS = [EOS_ID, IM_END_ID]
@@ -20,12 +20,7 @@ EOS = [EOS_ID, IM_END_ID]
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_real_vocab")
-    model = hf_model(vocab=151936, hidden=32, seed=1)
-    model.generation_config.eos_token_id = EOS_ID
-    model.save_pretrained(path)
-    save_hf_tokenizer(path)
-    return path
+    return real_vocab_hf_dir(tmp_path_factory.mktemp("tiny_real_vocab"), seed=1)
 
 
 @pytest.fixture(scope="module")
