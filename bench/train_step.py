@@ -3,6 +3,7 @@
   python bench/train_step.py                       # on one H100/H200: Sailor2-1B shape (seq 4096) and an 8B slice
   python bench/train_step.py --compile-time        # AOT compile time, 64-layer 20B config vs 8 layers (any backend)
   python bench/train_step.py --optimizer-memory    # 20B (LlamaPro 48 -> 64): train-state bytes, all vs new layers
+  python bench/train_step.py --compile-time --topology v5p-128   # either, for a TPU slice (libtpu, no TPU needed)
   python bench/train_step.py --case tiny --seq 256 --batch 2 --steps 3   # smoke test on CPU
 
 Each configuration runs in its own process (JAX preallocates most of the GPU; torch must not share it). The
@@ -41,8 +42,19 @@ def _baseline_path(arg: str | None) -> Path | None:
 
 # --- one JAX configuration (runs in a child process) --------------------------------------------------------------
 
+def _devices(topology: str | None) -> list:
+    """This machine's devices, or a TPU slice's compile-only ones (`sailor2_jax.aot`)."""
+    import jax
+
+    if topology is None:
+        return jax.devices()
+    from sailor2_jax.aot.topology import parse_slice
+
+    return parse_slice(topology).devices()
+
+
 def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int, remat: str, attention: str,
-           packed: bool, abstract: bool, optimizer_cfg: dict | None = None):
+           packed: bool, abstract: bool, optimizer_cfg: dict | None = None, devices: list | None = None):
     import jax
     import numpy as np
     from flax import nnx
@@ -59,7 +71,7 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     cfg = TrainConfig(model=model_cfg, compute=ComputeConfig(remat=remat, attention=attention), mesh=MeshConfig(),
                       data={"batch_size": batch, "seq_len": seq, "micro_batches": micro},
                       optimizer=optimizer_cfg or {}, steps=1000)
-    mesh = make_mesh(cfg.mesh)
+    mesh = make_mesh(cfg.mesh, devices)
     setup = setup_step(cfg, model_cfg, mesh)
     step = setup.compile(Objective(cfg.objective), mesh, micro, with_reference=False)
     keys = ("tokens", "targets", "loss_mask") + (("segment_ids", "positions") if packed else ())
@@ -114,15 +126,16 @@ def compile_time(args: argparse.Namespace) -> dict:
     """AOT lower + compile of the full train step with abstract inputs: no parameter memory is allocated."""
     import jax
 
-    batch = jax.device_count()  # one row per device (FSDP over all of them)
-    out = {"device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__,
+    devices = _devices(args.topology)
+    batch = len(devices)  # one row per device (FSDP over all of them)
+    out = {"device": devices[0].device_kind, "devices": len(devices), "jax": jax.__version__,
            "model": "sailor2-20b", "batch": batch, "seq": args.seq}
     times: dict[int, list[tuple[float, float]]] = {8: [], 64: []}
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
         for layers in (8, 64):
             mesh, _, step, state, batch_arrays = _setup("sailor2-20b", layers, batch, args.seq, 1, args.remat,
-                                                        args.attention, args.packed, True)
-            with jax.set_mesh(mesh):
+                                                        args.attention, args.packed, True, devices=devices)
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # compile-only devices hold no arrays
                 t0 = time.perf_counter()
                 lowered = step.lower(state, batch_arrays, None)
                 t1 = time.perf_counter()
@@ -146,14 +159,15 @@ def optimizer_memory(args: argparse.Namespace) -> dict:
     from sailor2_jax.model.expand import expansion_plan
 
     _, is_new = expansion_plan(48, 64)
-    batch = jax.device_count()
-    out = {"device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__,
+    devices = _devices(args.topology)
+    batch = len(devices)
+    out = {"device": devices[0].device_kind, "devices": len(devices), "jax": jax.__version__,
            "model": "sailor2-20b", "batch": batch, "seq": args.seq}
     for name, opt in (("all", {}), ("new_layers", {"trainable": "new_layers", "new_layers": is_new})):
         mesh, _, step, state, batch_arrays = _setup("sailor2-20b", None, batch, args.seq, 1, args.remat,
-                                                    args.attention, args.packed, True, opt)
+                                                    args.attention, args.packed, True, opt, devices)
         moments = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.opt_state))
-        with jax.set_mesh(mesh):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             memory = step.lower(state, batch_arrays, None).compile().memory_analysis()
         # (temporaries are left out: on CPU they are dominated by the XLA attention's saved score matrices)
         out[name] = {"optimizer_state_gb": moments / 1e9,
@@ -223,6 +237,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="--compile-time: measurements per layer count (median)")
     p.add_argument("--optimizer-memory", action="store_true",
                    help="20B train state per device: trainable all vs the 16 layers LlamaPro adds")
+    p.add_argument("--topology", help="--compile-time/--optimizer-memory: compile for this TPU slice (e.g. v5p-128; "
+                                      "needs libtpu) instead of this machine's devices")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="write this run's results here")
     p.add_argument("--out", default="runs/bench", help="orchestrator: where the per-run JSON files go")

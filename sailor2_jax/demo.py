@@ -9,7 +9,8 @@ in `transformers` → (4b) a RegMix search of the stage-1 mixture (regmix/demo.p
 the mixture it found through the real tokenizer, seqio and grain →
 (6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT and DPO steps of
 the same step family → (9) export of the final checkpoint, checked in `transformers` → (10) chat generation from
-the exported model in three languages.
+the exported model in three languages → (11) the pre-training step compiled for a TPU slice by the real TPU
+compiler, with no TPU.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
 """
 
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 from rich.console import Console
 
+from sailor2_jax.aot.demo import tpu_compile_stage
 from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
 from sailor2_jax.generate.demo import generate_stage
 from sailor2_jax.regmix.demo import regmix_stage
@@ -225,6 +227,8 @@ def run_demo(out: str | Path) -> dict:
     train_stage(out, summary, regmix_stage(out, summary))
     _step("10. generate from the exported DPO model with the chat template (en, vi, th; 2 samples each)")
     generate_stage(out, summary, console)
+    _step("11. the pre-training step compiled for a v5p-8 slice by the TPU compiler, on this machine")
+    tpu_compile_stage(out, summary, console)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.rule(f"[bold]demo finished in {summary['seconds']}s — {out / 'summary.json'}")

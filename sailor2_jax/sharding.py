@@ -63,7 +63,24 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
         raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
                          f"{len(devices)} are available")
     # Auto axes: GSPMD propagates shardings from our constraints (Explicit is jax.make_mesh's default now).
-    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    try:
+        return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    except NotImplementedError:
+        # A TPU torus has no device order for this shape (e.g. data=2, fsdp=32 on 4x4x4) that keeps every mesh
+        # axis within physical axes: let mesh axes span parts of physical ones.
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def target_platform() -> str:
+    """The platform the program being traced will run on: the current mesh's devices' (`tpu` when lowering for a
+    TPU topology on a CPU machine), else the default backend's."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.abstract_device is not None:
+        return mesh.abstract_device.platform
+    return jax.default_backend()
 
 
 def logical_to_spec(names: Sequence[str | None], rules: Mapping[str, MeshAxes] = RULES) -> P:

@@ -14,6 +14,8 @@ Backends:
   cost nothing extra; under a mesh it runs per shard (`shard_map`: rows over the data axes, heads over `tensor`).
   On CPU it runs the same kernel in Pallas's interpreter (how the tests check it); on GPU it is an error.
 - `auto`: `splash` on TPU (`xla` for lengths it cannot tile), `cudnn` on GPU, `xla` elsewhere.
+"On TPU" means the platform of the mesh being traced for (`sharding.target_platform`), not the local backend: a
+step lowered for a TPU slice on a CPU machine (`sailor2-jax compile`) gets the compiled Mosaic kernel.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
-from sailor2_jax.sharding import logical_to_spec
+from sailor2_jax.sharding import logical_to_spec, target_platform
 
 NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully masked rows stay NaN-free
 
@@ -68,13 +70,18 @@ def cudnn_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None, *, implementati
 SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides T; 512 is the usual best on v4/v5 (MaxText's default)
 
 
+def splash_block(seq_len: int) -> int | None:
+    """Splash's query and key block for this length (None: no block tiles it)."""
+    return next((b for b in SPLASH_BLOCKS if seq_len % b == 0), None)
+
+
 @functools.cache
 def _splash_kernel(num_heads: int, seq_len: int, interpret: bool):
     """The causal multi-head Splash kernel for [N, T, H] queries and [K, T, H] keys/values (grouped natively).
 
     Its residuals carry the `attention_out` name, so the `save_attention_out` remat policy keeps what the backward
     pass needs instead of re-running the forward kernel."""
-    block = next((b for b in SPLASH_BLOCKS if seq_len % b == 0), None)
+    block = splash_block(seq_len)
     if block is None:
         raise ValueError(f"attention 'splash' needs a sequence length divisible by 128, got {seq_len}")
     mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((seq_len, seq_len))] * num_heads)
@@ -91,9 +98,12 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
 
     Same-segment-and-earlier-index equals the reference mask for what the packers emit (contiguous segments whose
     positions rise by one), as for `cudnn_attention`; padding (segment 0) attends to earlier padding only."""
-    backend = jax.default_backend()
+    backend = target_platform()
     if backend == "gpu":
         raise ValueError("attention 'splash' is a TPU kernel; use 'cudnn' or 'auto' on GPUs")
+    # Pallas's interpreter everywhere but TPU. Compile-only TPU devices hold no arrays: the kernel's mask tables
+    # (built at compile time) must then be made outside `jax.set_mesh` of those devices, e.g. lowering under
+    # `jax.sharding.use_abstract_mesh` as `aot.compile` does.
     H = q_BTNH.shape[-1]
 
     def per_shard(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT):
@@ -123,9 +133,9 @@ def resolve_impl(impl: str, seq_len: int) -> str:
     runs); an explicit `splash` with an untileable length is an error instead."""
     if impl != "auto":
         return impl
-    backend = jax.default_backend()
+    backend = target_platform()
     if backend == "tpu":
-        return "splash" if seq_len % SPLASH_BLOCKS[-1] == 0 else "xla"
+        return "splash" if splash_block(seq_len) else "xla"
     return "cudnn" if backend == "gpu" else "xla"
 
 

@@ -85,11 +85,25 @@ def encode(messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool
            default_system: str | None = SAILOR2_SYSTEM_PROMPT, tokenizer=None) -> ChatEncoding:
     """Render and tokenise (special tokens recognised, as `apply_chat_template` does); `tokenizer` is a
     `tokenizers.Tokenizer` (default: the Qwen2.5 tokenizer)."""
+    return encode_batch([messages], add_generation_prompt=add_generation_prompt, default_system=default_system,
+                        tokenizer=tokenizer)[0]
+
+
+def encode_batch(conversations: Sequence[Sequence[Mapping[str, str]]], *, add_generation_prompt: bool = False,
+                 default_system: str | None = SAILOR2_SYSTEM_PROMPT, tokenizer=None) -> list[ChatEncoding]:
+    """`encode` for many conversations, tokenised in one call (the tokenizer's batch encoder)."""
     if tokenizer is None:
         from sailor2_jax.data.vocab import load_tokenizer
         tokenizer = load_tokenizer()
-    text, char_spans = render(messages, add_generation_prompt=add_generation_prompt, default_system=default_system)
-    enc = tokenizer.encode(text, add_special_tokens=False)
+    rendered = [render(m, add_generation_prompt=add_generation_prompt, default_system=default_system)
+                for m in conversations]
+    # encode_batch, not encode_batch_fast: the masks need the character offsets, which the fast path leaves out
+    encodings = tokenizer.encode_batch([text for text, _ in rendered], add_special_tokens=False)
+    return [_with_mask(text, spans, enc) for (text, spans), enc in zip(rendered, encodings)]
+
+
+def _with_mask(text: str, char_spans: list[tuple[int, int]], enc) -> ChatEncoding:
+    """Token ids with the assistant tokens marked: a token counts when its characters overlap a span."""
     ids = np.asarray(enc.ids, np.int32)
     starts = np.asarray([o[0] for o in enc.offsets], np.int64)
     ends = np.asarray([o[1] for o in enc.offsets], np.int64)

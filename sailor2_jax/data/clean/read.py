@@ -56,9 +56,10 @@ def _compression(path: str) -> str | None:
     return "gzip" if path.endswith(".gz") else "zstd" if path.endswith(".zst") else None
 
 
-def read_rows(path: str, text_key: str = "text") -> Iterator[tuple[int, bytes, dict | None, str | None]]:
+def read_rows(path: str, text_key: str | None = "text") -> Iterator[tuple[int, bytes, dict | None, str | None]]:
     """(line or row number, raw bytes, record or None, reason it is bad or None) for every line or row of a JSONL or
-    Parquet file; a file cut short or corrupt ends with one row for its unreadable rest."""
+    Parquet file; a file cut short or corrupt ends with one row for its unreadable rest. A Parquet row whose
+    `text_key` column holds a non-string is flagged (`None`: no such check, for records without a text field)."""
     return _parquet_rows(path, text_key) if path.endswith(PARQUET_SUFFIXES) else _jsonl_rows(path)
 
 
@@ -74,7 +75,7 @@ def _jsonl_rows(path: str) -> Iterator[tuple[int, bytes, dict | None, str | None
         yield line_no + 1, f"{type(e).__name__}: {e}".encode(), None, "unreadable_file"
 
 
-def _parquet_rows(path: str, text_key: str) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
+def _parquet_rows(path: str, text_key: str | None) -> Iterator[tuple[int, bytes, dict | None, str | None]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -86,7 +87,7 @@ def _parquet_rows(path: str, text_key: str) -> Iterator[tuple[int, bytes, dict |
                     row_no += 1
                     # JSON-safe copy for the outputs (bytes, dates → str); the type check uses the original
                     raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-                    text = record.get(text_key)
+                    text = record.get(text_key) if text_key is not None else None
                     odd = text is not None and not isinstance(text, str)
                     yield row_no, raw, json.loads(raw), "non_string_text" if odd else None
     except (OSError, pa.ArrowException) as e:
