@@ -16,7 +16,7 @@ import pydantic
 from sailor2_jax.config import ComputeConfig, Config, MeshConfig, ModelConfig, model_config_field
 from sailor2_jax.data.config import Batching
 
-PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
+PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo", "reward")  # objectives whose batches are (chosen, rejected) pairs
 
 
 class ScheduleConfig(Config):
@@ -59,9 +59,10 @@ class OptimizerConfig(Config):
 
 class ObjectiveConfig(Config):
     """`pretrain`/`sft`: token-averaged NLL under `loss_mask` (SFT masks carry assistant tokens only).
-    `dpo`, `ln_dpo` (length-normalised), `simpo` (reference-free): Oat's formulas (recipe.md §6.2)."""
+    `dpo`, `ln_dpo` (length-normalised), `simpo` (reference-free): Oat's formulas (recipe.md §6.2).
+    `reward`: Bradley-Terry training of a reward model (a Qwen2 with a one-score head) on the same pairs."""
 
-    kind: Literal["pretrain", "sft", "dpo", "ln_dpo", "simpo"] = "pretrain"
+    kind: Literal["pretrain", "sft", "dpo", "ln_dpo", "simpo", "reward"] = "pretrain"
     beta: float = pydantic.Field(0.1, gt=0)
     label_smoothing: float = pydantic.Field(0.0, ge=0, le=0.5)
     gamma_beta_ratio: float = 0.5
@@ -73,6 +74,9 @@ class ObjectiveConfig(Config):
         "`precompute`: computed by the initial model before training, for every batch the run reads (no reference "
         "model in memory while training); `cache`: from the batches' ref_chosen_logps/ref_rejected_logps")
     logits_chunk: int = pydantic.Field(1024, gt=0, description="T-chunk for log-probs: never a full fp32 [B,T,V]")
+    reward_pad_id: int | None = pydantic.Field(
+        None, ge=0, description="reward: the score is read at the last token that is not this id (the exported "
+        "config's pad_token_id); default: init.hf_dir's pad_token_id for a classifier, else <|endoftext|> (151643)")
 
     @property
     def is_preference(self) -> bool:
@@ -176,7 +180,7 @@ class TrainConfig(Config):
         if self.data.source == "mixture" and (not self.data.mixture or self.objective.kind != "pretrain"):
             raise ValueError("data.source=mixture needs data.mixture and objective.kind=pretrain (SFT and preference "
                              "batches come from their own loaders through train(data_iter=...))")
-        if self.objective.kind == "simpo" and self.objective.reference != "model":
-            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for simpo "
-                             "(reference-free)")
+        if self.objective.kind in ("simpo", "reward") and self.objective.reference != "model":
+            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for "
+                             f"{self.objective.kind} (reference-free)")
         return self
