@@ -87,9 +87,10 @@ def _path(p) -> str:
     return ".".join(str(k) for k in p)
 
 
-def check_keys(src: SafetensorsDir, cfg: ModelConfig) -> None:
-    """Every tensor the config implies is present and nothing else is: no weight is silently dropped."""
-    present, expected = set(src.keys()), set(hf_keys(cfg))
+def check_keys(src: SafetensorsDir, cfg: ModelConfig, extra: tuple[str, ...] = ()) -> None:
+    """Every tensor the config implies (plus `extra`, e.g. a classifier's head) is present and nothing else is: no
+    weight is silently dropped."""
+    present, expected = set(src.keys()), set(hf_keys(cfg)) | set(extra)
     if cfg.tie_embeddings and "lm_head.weight" in present:
         # Some writers store the tied head too; accept it only if it really is the embedding.
         if not np.array_equal(src.read("lm_head.weight"), src.read("model.embed_tokens.weight")):
@@ -155,29 +156,34 @@ def import_hf(hf_dir: str | Path, mesh: Mesh, compute: ComputeConfig = ComputeCo
     converted to `compute.param_dtype` as they are read)."""
     hf_dir = Path(hf_dir)
     cfg = read_hf_config(hf_dir)
-    graphdef, abstract_state = nnx.split(abstract_model(cfg, compute))
-    shardings = {_path(p): v.get_value() for p, v in nnx.to_flat_state(state_shardings(abstract_state, mesh))}
-    rows = {r.ours: r for r in rows_for(cfg)}
-    dtype = np.dtype(jax.numpy.dtype(compute.param_dtype))
     with SafetensorsDir(hf_dir) as src:
         check_keys(src, cfg)
+        return load_module(src, abstract_model(cfg, compute), rows_for(cfg), mesh, compute.param_dtype)
 
-        def load(path, var):
-            row = rows[_path(path)]
-            shape = var.get_value().shape
 
-            def callback(index):
-                if not row.layered:
-                    # astype copies: a view would pin the whole read buffer inside the device array
-                    return _read_part(src, row.hf, row, shape, index).astype(dtype)
-                layers = range(*index[0].indices(shape[0]))
-                parts = [_read_part(src, row.hf.format(l=l), row, shape[1:], index[1:]) for l in layers]
-                return np.stack(parts).astype(dtype, copy=False)  # np.stack already copied
+def load_module(src: SafetensorsDir, abstract: nnx.Module, rows: tuple[Row, ...], mesh: Mesh, param_dtype: str):
+    """`abstract` (a module of ShapeDtypeStructs) with every parameter read from `src` by its row of `rows` (keyed
+    by our dotted parameter path), sharded over `mesh` as its logical names say, converted to `param_dtype`."""
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = {_path(p): v.get_value() for p, v in nnx.to_flat_state(state_shardings(abstract_state, mesh))}
+    rows = {r.ours: r for r in rows}
+    dtype = np.dtype(jax.numpy.dtype(param_dtype))
 
-            return var.replace(_array_from_shards(shape, shardings[_path(path)], callback))
+    def load(path, var):
+        row = rows[_path(path)]
+        shape = var.get_value().shape
 
-        state = nnx.map_state(load, abstract_state)
-    return nnx.merge(graphdef, state)
+        def callback(index):
+            if not row.layered:
+                # astype copies: a view would pin the whole read buffer inside the device array
+                return _read_part(src, row.hf, row, shape, index).astype(dtype)
+            layers = range(*index[0].indices(shape[0]))
+            parts = [_read_part(src, row.hf.format(l=l), row, shape[1:], index[1:]) for l in layers]
+            return np.stack(parts).astype(dtype, copy=False)  # np.stack already copied
+
+        return var.replace(_array_from_shards(shape, shardings[_path(path)], callback))
+
+    return nnx.merge(graphdef, nnx.map_state(load, abstract_state))
 
 
 # --- ours -> HF --------------------------------------------------------------------------------------------------
@@ -209,25 +215,30 @@ def _hf_row_blocks(a: jax.Array, row: Row, np_dtype: np.dtype):
 
 def export_specs(model: Qwen2, dtype: str | None = None) -> list[TensorSpec]:
     """One TensorSpec per HF tensor, in table order; values are gathered block by block only when written."""
-    cfg = model.cfg
-    np_dtype = np.dtype(jax.numpy.dtype(dtype or model.compute.param_dtype))
-    params = {_path(p): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    return module_specs(model, rows_for(model.cfg), model.cfg.num_layers,
+                        np.dtype(jax.numpy.dtype(dtype or model.compute.param_dtype)))
+
+
+def module_specs(module: nnx.Module, rows: tuple[Row, ...], num_layers: int, np_dtype: np.dtype) -> list[TensorSpec]:
+    """The TensorSpecs of `module`'s parameters named by `rows` (our dotted paths), in `rows` order."""
+    params = {_path(p): v for p, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
     specs = []
-    for row in rows_for(cfg):
+    for row in rows:
         arr = params[row.ours][...]
         if row.layered:
             shape = row.hf_shape(arr.shape[1:])
             specs += [TensorSpec(row.hf.format(l=l), np_dtype, shape,
                                  lambda a=arr, l=l, row=row: _hf_row_blocks(a[l], row, np_dtype))
-                      for l in range(cfg.num_layers)]
+                      for l in range(num_layers)]
         else:
             specs.append(TensorSpec(row.hf, np_dtype, row.hf_shape(arr.shape),
                                     lambda a=arr, row=row: _hf_row_blocks(a, row, np_dtype)))
     return specs
 
 
-def write_hf_config(out: Path, cfg: ModelConfig, dtype: str) -> None:
-    hf = cfg.to_hf(torch_dtype=dtype)
+def write_hf_config(out: Path, cfg: ModelConfig, dtype: str, extra: dict | None = None) -> None:
+    """config.json (`extra` updates it, e.g. a classifier's architecture and labels) and generation_config.json."""
+    hf = cfg.to_hf(torch_dtype=dtype) | (extra or {})
     hf["dtype"] = dtype
     (out / "config.json").write_text(json.dumps(hf, indent=2))
     generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "pad_token_id": 151643,
@@ -250,8 +261,9 @@ def copy_tokenizer(tokenizer: str | Path, out: Path) -> None:
 
 def write_specs(out_dir: str | Path, cfg: ModelConfig, specs: list[TensorSpec], *, dtype: str,
                 tokenizer: str | Path | None, max_shard_size: str | int, overwrite: bool,
-                extra_files: dict[str, str] | None = None) -> Path:
-    """Write a complete HF directory (atomically): config, generation config, weights, tokenizer, extras.
+                extra_files: dict[str, str] | None = None, hf_config: dict | None = None) -> Path:
+    """Write a complete HF directory (atomically): config (`hf_config` updates it), generation config, weights,
+    tokenizer, extras.
 
     Multi-host: every process calls this and takes part in the gathers (collectives) of every tensor; process 0
     alone writes. So that no process is left waiting in a collective the others never enter, all processes first
@@ -270,7 +282,7 @@ def write_specs(out_dir: str | Path, cfg: ModelConfig, specs: list[TensorSpec], 
         gathered = False
         try:
             with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-                write_hf_config(tmp, cfg, dtype)
+                write_hf_config(tmp, cfg, dtype, hf_config)
                 bar = lambda it: tqdm(it, desc=f"writing {out_dir.name}", unit="shard", leave=False)  # noqa: E731
                 write_shards(tmp, specs, parse_size(max_shard_size), progress=bar)
                 gathered = True
