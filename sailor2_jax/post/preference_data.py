@@ -114,6 +114,9 @@ class PreferenceBatches:
         self.batching, self.accounting, self.description = batching, accounting or Accounting(), description
         self.pad_id = pad_id
         self.pairs = list(pairs)
+        if (longest := max(len(p.ids[s]) for p in self.pairs for s in SIDES)) > batching.seq_len + 1:
+            raise ValueError(f"{description}: a pair has {longest} tokens, more than seq_len {batching.seq_len} + 1 "
+                             "(encode the pairs with max_tokens = seq_len + 1)")
         self.fingerprint = fingerprint(p.ids[s] for p in self.pairs for s in SIDES)
         self._stream = EpochShuffle(grain.MapDataset.source(self.pairs), batching.seed)
         self.index = 0

@@ -105,14 +105,31 @@ class InitConfig(Config):
 
 
 class BatchSourceConfig(Config):
-    """The batch source: `mixture` (pre-training: a seqio/grain mixture from configs/data/, e.g. `stage1` or
-    `demo_stage1`, via sailor2_jax.data.loader) or `synthetic` (a deterministic demo/test source for every
-    objective, sailor2_jax/train/batches.py). Other sources plug in through `train(data_iter=...)`.
-    Batch size, sequence length and seed live here only: the loaders take them as arguments (`batching()`)."""
+    """The batch source, named explicitly (no default: a run never trains on made-up data by accident):
+    - `mixture`: pre-training, a seqio/grain mixture from configs/data/ (`stage1`, `demo_stage1`; data/loader.py);
+    - `sft`: conversation files (`files`: JSONL/Parquet files or directories; OpenAI `messages` or ShareGPT
+      `conversations`, `format`), chat-templated, loss on assistant turns, packed into rows (post/sft_data.py);
+    - `preference`: (prompt, chosen, rejected) files for the DPO family (post/preference_data.py);
+    - `synthetic`: a deterministic test source for every objective (train/batches.py), by name only.
+    Other sources plug in through `train(data_iter=...)`. Batch size, sequence length and seed live here only: the
+    loaders take them as arguments (`batching()`)."""
 
-    source: Literal["synthetic", "mixture"] = "synthetic"
+    source: Literal["mixture", "sft", "preference", "synthetic"] | None = pydantic.Field(
+        None, description="required to train: mixture | sft | preference | synthetic (tests)")
     mixture: str | None = pydantic.Field(None, description="source=mixture: a data config name or YAML path")
     mixture_overrides: list[str] = pydantic.Field(default_factory=list, description="dotted overrides for it")
+    files: list[str] = pydantic.Field(default_factory=list, description="source=sft|preference: JSONL/Parquet "
+                                      "files or directories (relative paths: from the working directory)")
+    format: Literal["auto", "messages", "sharegpt"] = pydantic.Field(
+        "auto", description="source=sft: conversation format; auto detects it per file from its first record")
+    overlong: Literal["truncate", "drop"] = pydantic.Field(
+        "truncate", description="an example longer than seq_len: sft cuts after the last assistant turn that fits, "
+        "preference cuts the responses; drop skips it (both counted)")
+    packing: Literal["first_fit", "best_fit"] = "first_fit"
+    system_prompt: str = pydantic.Field(
+        "sailor2", description="system message for conversations without one: sailor2 | qwen | none | any text")
+    epochs: float | None = pydantic.Field(
+        None, gt=0, description="source=sft|preference: run length in passes over the data (sets `steps`)")
     batch_size: int = pydantic.Field(8, gt=0, description="global rows per step (pairs for preference objectives)")
     seq_len: int = pydantic.Field(128, gt=0)
     micro_batches: int = pydantic.Field(1, gt=0, description="gradient accumulation: micro-batches per step")
@@ -177,10 +194,19 @@ class TrainConfig(Config):
         if self.data.batch_size % self.data.micro_batches:
             raise ValueError(f"data.batch_size ({self.data.batch_size}) must be a multiple of data.micro_batches "
                              f"({self.data.micro_batches})")
-        if self.data.source == "mixture" and (not self.data.mixture or self.objective.kind != "pretrain"):
-            raise ValueError("data.source=mixture needs data.mixture and objective.kind=pretrain (SFT and preference "
-                             "batches come from their own loaders through train(data_iter=...))")
-        if self.objective.kind in ("simpo", "reward") and self.objective.reference != "model":
-            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for "
-                             f"{self.objective.kind} (reference-free)")
+        data, kind = self.data, self.objective.kind
+        if data.source == "mixture" and (not data.mixture or kind != "pretrain"):
+            raise ValueError("data.source=mixture needs data.mixture and objective.kind=pretrain (SFT data: "
+                             "data.source=sft, preference data: data.source=preference)")
+        if data.source in ("sft", "preference") and not data.files:
+            raise ValueError(f"data.source={data.source} needs data.files (e.g. data.files=[a.jsonl,b.parquet])")
+        if data.source == "sft" and kind != "sft":
+            raise ValueError(f"data.source=sft gives conversations for objective.kind=sft, not {kind}")
+        if data.source == "preference" and not self.objective.is_preference:
+            raise ValueError(f"data.source=preference gives pairs for {'/'.join(PREFERENCE_OBJECTIVES)}, not {kind}")
+        if data.epochs is not None and data.source not in ("sft", "preference"):
+            raise ValueError("data.epochs needs a finite data set (data.source=sft or preference); use `steps`")
+        if kind in ("simpo", "reward") and self.objective.reference != "model":
+            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for {kind} "
+                             "(reference-free)")
         return self

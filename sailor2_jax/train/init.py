@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,17 @@ def _saved_schedule_steps(mgr: ocp.CheckpointManager) -> int | None:
     return None
 
 
-def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print) -> TrainConfig:
-    """`cfg` with what the run fixes at its first start filled in, so the checkpoints record it: the expansion mask
-    and the schedule length (kept on resume unless optimizer.schedule.total_steps is given explicitly)."""
+def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: Any = None) -> TrainConfig:
+    """`cfg` with what the run fixes at its first start filled in, so the checkpoints record it: the expansion mask,
+    `steps` from `data.epochs` (the data iterator's `batches_per_epoch`) and the schedule length (kept on resume
+    unless optimizer.schedule.total_steps is given explicitly)."""
+    if cfg.data.epochs is not None:
+        per_epoch = getattr(data_iter, "batches_per_epoch", None)
+        if per_epoch is None:
+            raise ValueError(f"data.epochs: the data source ({type(data_iter).__name__}) has no epoch length")
+        steps = max(1, math.ceil(cfg.data.epochs * per_epoch))
+        log(f"data.epochs {cfg.data.epochs:g} × {per_epoch} steps per epoch: steps {steps}")
+        cfg = cfg.replace(steps=steps)
     optimizer = cfg.optimizer
     if optimizer.trainable == "new_layers":
         optimizer = optimizer.replace(new_layers=new_layers(cfg))
@@ -187,6 +196,16 @@ def data_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previ
     it, so replayed stage-1 data is not seen twice.
     """
     batching = cfg.data.batching(EVAL_SEED_OFFSET if for_eval else 0)
+    progress = cfg.log.progress and jax.process_index() == 0
+    if cfg.data.source is None:
+        raise ValueError("data.source is not set: mixture (pre-training, with data.mixture), sft or preference (with "
+                         "data.files), or synthetic (made-up test batches)")
+    if cfg.data.source == "sft":
+        from sailor2_jax.post.sft_data import sft_batches
+        return sft_batches(cfg.data, batching, progress)
+    if cfg.data.source == "preference":
+        from sailor2_jax.post.preference_data import preference_batches
+        return preference_batches(cfg.data, batching, progress)
     if cfg.data.source == "synthetic":
         args = (batching.batch_size, batching.seq_len, vocab, batching.seed)
         if cfg.objective.is_preference:

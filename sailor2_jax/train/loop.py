@@ -77,12 +77,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     _check_batch(cfg, mesh, init_model)
     mgr = ckpt.manager(f"{output_dir.rstrip('/')}/checkpoints", cfg.checkpoint.every, cfg.checkpoint.keep,
                        cfg.checkpoint.async_save)
-    cfg = init.resolve(cfg, mgr, log=say)
     model_cfg = init_model.cfg if init_model is not None else init.architecture(cfg)
-    setup = setup_step(cfg, model_cfg, mesh)
     fresh, external_source = not mgr.all_steps(), data_iter is not None
     if data_iter is None:  # a fresh stage that starts from a previous stage's run continues its data streams
         data_iter = init.data_iterator(cfg, model_cfg.vocab_size, previous_run=cfg.init.checkpoint if fresh else None)
+    cfg = init.resolve(cfg, mgr, log=say, data_iter=data_iter)
+    setup = setup_step(cfg, model_cfg, mesh)
     restored = ckpt.restore_newest(mgr, ckpt.abstract_target(setup.shardings, setup.abstract_state()), data_iter,
                                    step=restore_step, log=say)
     if restored is None:
@@ -94,6 +94,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
     loop = _Loop(cfg, model_cfg, mesh, setup, mgr, output_dir, resumed_from, start)
     loop.prepare_eval(eval_iter)
     loop.summary(type(data_iter).__name__ if external_source else None)
+    loop.data_report(data_iter)
     data_iter = loop.prepare_reference(state if resumed_from is None else None, data_iter, init_model)
     try:
         return loop.run(state, data_iter)
@@ -189,6 +190,17 @@ class _Loop:
         say(f"data: {source}, {cfg.data.batch_size} × {cfg.data.seq_len} tokens per step"
             f"{f' in {cfg.data.micro_batches} micro-batches' if cfg.data.micro_batches > 1 else ''}; "
             f"output {self.output_dir}")
+
+    def data_report(self, data_iter: CheckpointableIterator) -> None:
+        """What a file source read, kept and skipped (with file:line and reason), on the terminal and as a line of
+        metrics.jsonl at the starting step."""
+        if hasattr(data_iter, "describe"):
+            say(f"data: {data_iter.describe()}")
+        accounting = getattr(data_iter, "accounting", None)
+        if accounting is not None:
+            for line in accounting.lines():
+                say(f"data: {line}")
+            self.writer.write(self.start, accounting.metrics())
 
     # --- the loop --------------------------------------------------------------------------------------------
 

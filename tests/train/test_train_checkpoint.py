@@ -18,7 +18,7 @@ from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.export import load_checkpoint_model
 from sailor2_jax.train.loop import train
 
-BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.tie_embeddings=false",
+BASE = ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.tie_embeddings=false",
         "data.batch_size=8", "data.seq_len=32", "log.progress=false", "log.tensorboard=false", "checkpoint.every=2",
         "steps=2"]
 

@@ -26,7 +26,7 @@ def test_expanded_init_trains_only_new_layers_and_exports(tmp_path):
     is_new = summary["is_new_layer"]
     assert json.loads((tmp_path / "expanded" / "sailor2_expansion.json").read_text())["is_new_layer"] == is_new
 
-    cfg = load(TrainConfig, None, [f"init.hf_dir={tmp_path / 'expanded'}", "optimizer.trainable=new_layers",
+    cfg = load(TrainConfig, None, ["data.source=synthetic", f"init.hf_dir={tmp_path / 'expanded'}", "optimizer.trainable=new_layers",
                                    "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=1e-2",
                                    "data.batch_size=8", "data.seq_len=32", "steps=3", "log.progress=false",
                                    "log.tensorboard=false", "checkpoint.every=3"])

@@ -97,7 +97,7 @@ def test_reference_cache_equals_frozen_reference(model):
     ("simpo", ["objective.beta=2.0"]), ("dpo", ["objective.len_reg_alpha=0.01"]),
     ("dpo", ["objective.dpop_lambda=5.0"])])
 def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
-    cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2",
+    cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2",
                                    f"objective.kind={kind}", "steps=8", "data.batch_size=8", "data.seq_len=32",
                                    "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=1e-2",
                                    "optimizer.weight_decay=0.0", "log.every=1", "log.progress=false",
@@ -113,7 +113,7 @@ def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
 def _dpo(tmp_path, name, reference, steps, eval_every=0):
     # fp32 compute: the frozen-model and precomputed runs are two different programs, compared with a tolerance
     # that holds on any machine (in bf16 they differ at bf16 rounding)
-    cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
+    cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
                                    "objective.kind=dpo", f"objective.reference={reference}", f"steps={steps}",
                                    "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
                                    "optimizer.schedule.peak_lr=1e-2", "log.every=1", "log.progress=false",

@@ -18,7 +18,7 @@ from sailor2_jax.train.batches import SyntheticLM
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.loop import train
 
-BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "data.batch_size=8", "data.seq_len=32",
+BASE = ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "data.batch_size=8", "data.seq_len=32",
         "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=1e-2", "log.progress=false",
         "log.tensorboard=false", "log.every=1"]
 

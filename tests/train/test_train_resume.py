@@ -69,7 +69,7 @@ from sailor2_jax.config import load
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.batches import SyntheticLM
 from sailor2_jax.train.state import TrainState
-cfg = load(TrainConfig, None, ["model.base=tiny", "model.vocab_size=256"])
+cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256"])
 it = SyntheticLM(8, 32, 256, seed=0, process_index=0, process_count=1)
 mgr = ckpt.manager(sys.argv[1], every=1, keep=5)
 def state(step, value):

@@ -20,7 +20,7 @@ from sailor2_jax.train.objectives import Objective
 from sailor2_jax.train.optim import decay_mask, schedule
 from sailor2_jax.train.step import init_state, setup_step, train_state_shardings
 
-BASE = ["model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
+BASE = ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
         "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
         "optimizer.schedule.peak_lr=1e-2", "steps=10"]
 
