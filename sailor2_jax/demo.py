@@ -28,6 +28,7 @@ from rich.console import Console
 from sailor2_jax.aot.demo import tpu_compile_stage
 from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
 from sailor2_jax.generate.demo import generate_stage
+from sailor2_jax.post.demo import preference_stage
 from sailor2_jax.regmix.demo import regmix_stage
 from sailor2_jax.sharding import make_mesh
 
@@ -225,6 +226,7 @@ def run_demo(out: str | Path) -> dict:
     clean_stage(out, summary)
     model_stage(out, summary)
     train_stage(out, summary, regmix_stage(out, summary))
+    preference_stage(out, summary, console, _step)
     _step("10. generate from the exported DPO model with the chat template (en, vi, th; 2 samples each)")
     generate_stage(out, summary, console)
     _step("11. the pre-training step compiled for a v5p-8 slice by the TPU compiler, on this machine")

@@ -92,6 +92,8 @@ def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: 
         steps = max(1, math.ceil(cfg.data.epochs * per_epoch))
         log(f"data.epochs {cfg.data.epochs:g} × {per_epoch} steps per epoch: steps {steps}")
         cfg = cfg.replace(steps=steps)
+    if cfg.data.source == "online":
+        cfg = cfg.replace(steps=cfg.online.rounds * cfg.online.steps_per_round)
     optimizer = cfg.optimizer
     if optimizer.trainable == "new_layers":
         optimizer = optimizer.replace(new_layers=new_layers(cfg))
@@ -206,6 +208,9 @@ def data_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previ
     if cfg.data.source == "preference":
         from sailor2_jax.post.preference_data import preference_batches
         return preference_batches(cfg.data, batching, progress)
+    if cfg.data.source == "online":
+        from sailor2_jax.post.online import OnlinePairs
+        return OnlinePairs(cfg, batching)
     if cfg.data.source == "synthetic":
         args = (batching.batch_size, batching.seq_len, vocab, batching.seed)
         if cfg.objective.is_preference:
