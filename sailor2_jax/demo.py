@@ -8,7 +8,8 @@ checked against `transformers` (and the Splash TPU attention kernel against XLA 
 in `transformers` → (4b) a RegMix search of the stage-1 mixture (regmix/demo.py) → (5) stage-1 pre-training on
 the mixture it found through the real tokenizer, seqio and grain →
 (6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT and DPO steps of
-the same step family → (9) export of the final checkpoint, checked in `transformers` → (10) chat generation from
+the same step family → (9) export of the final checkpoint, checked in `transformers` → (9b-d) a reward model trained
+by Bradley-Terry, one on-policy round with the language-consistency verifier, on-policy DPO → (10) chat generation from
 the exported model in three languages → (11) the pre-training step compiled for a TPU slice by the real TPU
 compiler, with no TPU.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.

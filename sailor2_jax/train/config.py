@@ -35,6 +35,9 @@ class ScheduleConfig(Config):
     init_lr: float = pydantic.Field(0.0, ge=0, description="where the warmup starts (step 1 is one increment above)")
     final_lr: float = pydantic.Field(1e-5, ge=0, description="end of the wsd decay / of the cosine")
     warmup_steps: int = pydantic.Field(0, ge=0)
+    warmup_ratio: float | None = pydantic.Field(
+        None, ge=0, lt=1, description="warmup as a fraction of total_steps (sets warmup_steps at the first start; "
+        "for runs whose length comes from data.epochs)")
     decay_steps: int = pydantic.Field(0, ge=0, description="wsd: length of the final decay (0: no decay)")
     decay_shape: Literal["exponential", "linear", "cosine"] = "exponential"
     total_steps: int | None = pydantic.Field(

@@ -83,8 +83,9 @@ def _saved_schedule_steps(mgr: ocp.CheckpointManager) -> int | None:
 
 def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: Any = None) -> TrainConfig:
     """`cfg` with what the run fixes at its first start filled in, so the checkpoints record it: the expansion mask,
-    `steps` from `data.epochs` (the data iterator's `batches_per_epoch`) and the schedule length (kept on resume
-    unless optimizer.schedule.total_steps is given explicitly)."""
+    `steps` from `data.epochs` (the data iterator's `batches_per_epoch`) or from the online rounds, the schedule
+    length (kept on resume unless optimizer.schedule.total_steps is given explicitly) and where a reward model
+    reads its score (`objective.reward_pad_id`)."""
     if cfg.data.epochs is not None:
         per_epoch = getattr(data_iter, "batches_per_epoch", None)
         if per_epoch is None:
@@ -104,6 +105,8 @@ def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: 
     elif saved is not None and saved != schedule.total_steps:
         log(f"learning-rate schedule extended: {saved} → {schedule.total_steps} steps "
             "(optimizer.schedule.total_steps)")
+    if schedule.warmup_ratio is not None:
+        schedule = schedule.replace(warmup_steps=round(schedule.warmup_ratio * schedule.total_steps))
     objective = cfg.objective
     if objective.kind == "reward" and objective.reward_pad_id is None:
         objective = objective.replace(reward_pad_id=_reward_pad_id(cfg))

@@ -11,7 +11,20 @@ CONFIGS = CONFIG_DIR / "train"
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_load(path):
     cfg = load(TrainConfig, path)
-    if path.stem.startswith("sailor2-"):
+    if path.stem.startswith("sailor2-") and ("_sft" in path.stem or path.stem.endswith("_dpo")):
+        size, stage = path.stem.removeprefix("sailor2-").split("_", 1)
+        assert cfg.data.seq_len == 4096 and cfg.data.files and cfg.model is None and cfg.init.checkpoint
+        if stage == "sft_stage1":  # one epoch, large batches, from the pre-trained model
+            assert cfg.data.source == "sft" and cfg.data.epochs == 1 and cfg.data.batch_size >= 256
+            assert cfg.init.checkpoint.endswith(f"sailor2-{size}_stage2")
+        elif stage == "sft_stage2":  # several epochs, smaller batches, on the selected set
+            assert cfg.data.source == "sft" and cfg.data.epochs >= 2 and cfg.data.batch_size < 256
+            assert cfg.init.checkpoint.endswith(f"sailor2-{size}_sft_stage1") and "select-sft" in cfg.data.files[0]
+        else:
+            assert cfg.data.source == "preference" and cfg.objective.kind == "dpo"
+            assert cfg.init.checkpoint.endswith(f"sailor2-{size}_sft_stage2")
+        assert cfg.optimizer.schedule.kind == "cosine" and cfg.optimizer.schedule.warmup_ratio == 0.03
+    elif path.stem.startswith("sailor2-"):
         size, stage = path.stem.removeprefix("sailor2-").split("_")
         assert cfg.data.seq_len == 4096 and cfg.optimizer.b2 == 0.95 and cfg.optimizer.weight_decay == 0.1
         assert cfg.data.mixture == stage and cfg.objective.kind == "pretrain"
@@ -23,6 +36,7 @@ def test_shipped_configs_load(path):
             assert cfg.optimizer.schedule.final_lr == 1e-5 and cfg.optimizer.schedule.decay_steps >= 0.9 * cfg.steps
     else:
         assert cfg.model.num_layers == 4 and cfg.checkpoint.every == 5 and cfg.log.every == 1
+        assert cfg.data.source == {"demo_pretrain": "mixture", "demo_dpo": "preference"}.get(path.stem, "sft")
 
 
 def test_demo_pretrain_is_twenty_steps_of_the_tiny_model():
