@@ -105,3 +105,31 @@ def test_reward_run_exports_as_a_transformers_classifier(reward_run, tmp_path):
         theirs = hf(torch.tensor(both, dtype=torch.long)).logits[:, 0].numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
     assert np.mean(theirs[:16] > theirs[16:]) >= 0.9     # and it still ranks unseen pairs after export
+
+
+def test_reward_run_starts_from_a_language_model(tmp_path):
+    """init.hf_dir = a Qwen2 LM: its decoder under a new score head (the LM head dropped); lr 0 keeps them."""
+    from flax import nnx
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sailor2_jax.config import MeshConfig
+    from sailor2_jax.model.hf import import_hf
+    from sailor2_jax.sharding import make_mesh
+
+    torch.manual_seed(0)
+    lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    lm.save_pretrained(tmp_path / "lm")
+    cfg = load(TrainConfig, None, [f"init.hf_dir={tmp_path / 'lm'}", "objective.kind=reward", "steps=1",
+                                   "data.source=synthetic", "data.batch_size=8", "data.seq_len=16",
+                                   "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=0",
+                                   "log.progress=false", "log.tensorboard=false", "compute.dtype=float32"])
+    train(cfg, tmp_path / "run")
+    model, _ = load_checkpoint_model(tmp_path / "run", compute=ComputeConfig(dtype="float32"))
+    assert model.pad_id == 151643 and model.score[...].shape == (64, 1)
+    ours = nnx.to_pure_dict(nnx.state(model.backbone))
+    want = nnx.to_pure_dict(nnx.state(import_hf(tmp_path / "lm", make_mesh(MeshConfig()))))
+    assert "lm_head" in want and "lm_head" not in ours
+    for key in ("embed", "final_norm"):
+        np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(want[key]))
+    np.testing.assert_array_equal(np.asarray(ours["layers"]["q"]), np.asarray(want["layers"]["q"]))
