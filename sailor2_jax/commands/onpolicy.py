@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(prompts), desc="sampling", unit="prompt") as bar:
         sample = onpolicy.generator_sampler(loaded.generator, loaded.tokenizer, sampling=sampling,
                                             max_new_tokens=args.max_new_tokens, seed=args.seed, eos_ids=eos_ids,
-                                            batch_size=args.batch_size, system=system, on_batch=bar.update)
+                                            batch_size=args.batch_size, on_batch=bar.update)
         responses = sample(onpolicy.encode_prompts(prompts, loaded.tokenizer, system), args.samples)
     seconds = time.perf_counter() - start
     reward = load_reward_model(args.reward_model, args.reward_backend, batch_size=args.reward_batch_size,

@@ -142,7 +142,7 @@ class OnlinePairs:
             sample = onpolicy.generator_sampler(generator, self.tokenizer, sampling=sampling,
                                                 max_new_tokens=cfg.max_new_tokens, seed=self.batching.seed +
                                                 self.generation, eos_ids=DEFAULT_EOS_IDS,
-                                                batch_size=cfg.generation_batch_size, system=self.system)
+                                                batch_size=cfg.generation_batch_size)
             responses = sample(onpolicy.encode_prompts(prompts, self.tokenizer, self.system), cfg.samples)
             counts = collections.Counter()
             records = onpolicy.make_pairs(prompts, responses, self.reward, self.verifier, counts)

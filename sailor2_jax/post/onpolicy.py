@@ -71,8 +71,9 @@ def read_prompts(path: str | Path, counts: collections.Counter | None = None, *,
 
 
 def generator_sampler(generator, tokenizer, *, sampling, max_new_tokens: int, seed: int, eos_ids: Sequence[int],
-                      batch_size: int, system: str | None, on_batch=None) -> Sampler:
-    """A `Sampler` over a `generate.engine.Generator`: chat-encoded prompts, texts without their stop token."""
+                      batch_size: int, on_batch=None) -> Sampler:
+    """A `Sampler` over a `generate.engine.Generator` (prompts chat-encoded by `encode_prompts`): texts without
+    their stop token."""
     def sample(prompts: Sequence[Sequence[int]], k: int) -> list[list[str]]:
         results = generator.generate(prompts, sampling=sampling, max_new_tokens=max_new_tokens, num_samples=k,
                                      seed=seed, eos_ids=tuple(eos_ids), batch_size=batch_size, on_batch=on_batch)

@@ -16,7 +16,8 @@ Both take the same token ids, so a checkpoint scored by both backends gets the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -81,8 +82,8 @@ def transformers_scorer(model_dir: str | Path, pad_id: int, *, batch_size: int =
     device = device or ("cuda" if cuda else "cpu")
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     kwargs = {}
-    if device == "cuda" and torch.cuda.device_count() > 1:
-        kwargs["device_map"] = "auto"
+    if device == "cuda" and torch.cuda.device_count() > 1 and importlib.util.find_spec("accelerate"):
+        kwargs["device_map"] = "auto"  # a 27B reward model spread over the GPUs
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=getattr(torch, dtype),
                                                                local_files_only=True, **kwargs)
     if model.config.num_labels != 1:

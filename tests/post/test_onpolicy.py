@@ -11,7 +11,6 @@ import pytest
 from reward_helpers import policy_dir, reward_dir, udhr
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.config import Batching
 from sailor2_jax.post.preference_data import load_preferences
 from sailor2_jax.post.reward import load_reward_model
 from sailor2_jax.post.verifier import LanguageVerifier
