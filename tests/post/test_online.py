@@ -23,7 +23,7 @@ def args(tmp_path_factory):
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": udhr(lang, i)[:100], "language": lang}, ensure_ascii=False) + "\n"
                                for lang in ("en", "vi", "th", "id") for i in range(2)))
-    return ["model=null", f"init.hf_dir={policy_dir(root / 'policy')}",
+    return ["init.checkpoint=null", f"init.hf_dir={policy_dir(root / 'policy')}",
             f"online.reward_model={reward_dir(root / 'rm', seed=1)}", f"online.prompts=[{prompts}]",
             "online.rounds=2", "online.prompts_per_round=4", "online.samples=3", "online.steps_per_round=2",
             "online.max_new_tokens=8", "online.temperature=1.0", "online.language_check=false",
