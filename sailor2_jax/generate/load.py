@@ -82,6 +82,13 @@ class Loaded:
 
 def load(args: argparse.Namespace) -> Loaded:
     """The model of `--model`/`--checkpoint` on the `--mesh`, in `--dtype`, ready to generate."""
+    model, mesh, source = load_model(args)
+    return Loaded(Generator(model, mesh), load_tokenizer_for(args.model, args.tokenizer), eos_ids_of(args.model),
+                  source)
+
+
+def load_model(args: argparse.Namespace):
+    """(model, mesh, description) of `--model`/`--checkpoint` on the `--mesh`, in `--dtype`."""
     from sailor2_jax.config import ComputeConfig, MeshConfig
     from sailor2_jax.sharding import make_mesh
 
@@ -100,5 +107,4 @@ def load(args: argparse.Namespace) -> Loaded:
         from sailor2_jax.train.export import load_checkpoint_model
         model, step = load_checkpoint_model(args.checkpoint, mesh, compute)
         source = f"{args.checkpoint} (step {step})"
-    return Loaded(Generator(model, mesh), load_tokenizer_for(args.model, args.tokenizer), eos_ids_of(args.model),
-                  source)
+    return model, mesh, source

@@ -1,6 +1,7 @@
 """Conversation and preference records from JSONL and Parquet files, every line accounted for.
 
-Conversations come in two formats, detected per file from its first readable record or set by `format`:
+Conversations come in two formats, detected per file from its first readable record (a record in the other format
+is read as such) or set by `format`:
 - `messages` (OpenAI): `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`
 - `sharegpt`: `{"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}`
 Preference records: `{"prompt": text | messages, "chosen": text | messages, "rejected": text | messages}`; a text
@@ -192,6 +193,8 @@ def read_conversations(paths: Sequence[str], fmt: ConversationFormat = "auto",
             if kind is None:
                 raise BadRecord("missing_field", "neither `messages` nor `conversations`")
             key = FORMAT_KEYS[kind][0]
+            if key not in record and fmt == "auto" and (other := detect_format(record)) is not None:
+                kind, key = other, FORMAT_KEYS[other][0]  # a file mixing both formats (e.g. a selection's output)
             if key not in record:
                 raise BadRecord("missing_field", f"no `{key}` (the file's format is {kind})")
             messages = parse_messages(record[key], key, kind)
