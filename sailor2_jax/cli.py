@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import pkgutil
 import signal
@@ -48,7 +49,22 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def _skip_absent_tpu() -> None:
+    """With the TPU compiler installed (the `tpu` extra, for `compile` and `plan`) but no TPU attached, JAX would
+    still start libtpu's runtime at its first device query, which fails with a screen of warnings before JAX falls
+    back. Name the platforms this machine has instead; an explicit JAX_PLATFORMS always wins."""
+    if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+        return
+    from sailor2_jax.aot.topology import tpu_attached  # no JAX import
+
+    if tpu_attached():
+        return
+    cuda = any(importlib.util.find_spec(p) for p in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+    os.environ["JAX_PLATFORMS"] = "cuda,cpu" if cuda and os.path.exists("/dev/nvidiactl") else "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
+    _skip_absent_tpu()
     # TensorFlow is only seqio's host-side engine here; its C++ start-up chatter hides our own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)

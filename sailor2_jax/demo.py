@@ -230,7 +230,7 @@ def run_demo(out: str | Path) -> dict:
     preference_stage(out, summary, console, _step)
     _step("10. generate from the exported DPO model with the chat template (en, vi, th; 2 samples each)")
     generate_stage(out, summary, console)
-    _step("11. the pre-training step compiled for a v5p-8 slice by the TPU compiler, on this machine")
+    _step("11. the pre-training step and the generation engine compiled for a v5p-8 slice by the TPU compiler, here")
     tpu_compile_stage(out, summary, console)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,5 +1,11 @@
 """The one entry point: every command the design names is there, with help, and user errors end in one line."""
 
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
 import pytest
 
 from sailor2_jax.cli import build_parser, main
@@ -24,3 +30,14 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("sailor2-jax expand: error:") and "missing" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None or bool(glob.glob("/dev/accel*")),
+                    reason="needs the TPU compiler installed on a machine without a TPU")
+def test_an_installed_tpu_compiler_without_a_tpu_starts_jax_quietly():
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    code = "from sailor2_jax import cli; cli._skip_absent_tpu(); import jax; print(jax.devices()[0].platform)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("cpu", "gpu")
+    assert "TPU" not in done.stderr, done.stderr  # libtpu's runtime was never started

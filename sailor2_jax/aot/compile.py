@@ -58,10 +58,11 @@ def splash_flops(name: str, outputs: tuple[tuple[int, ...], ...], q_heads: int, 
 
 @dataclasses.dataclass
 class CompileReport:
+    program: str                          # train_step, or the generation engine's prefill / decode
     topology: str
     chips: int
     mesh: dict[str, int]
-    batch: dict[str, Any]                 # batch_size, seq_len, micro_batches, logits_chunk
+    batch: dict[str, Any]                 # batch_size, seq_len, micro_batches, logits_chunk (generation: its shape)
     compute: dict[str, Any]               # the ComputeConfig compiled
     fits: bool
     hbm: dict[str, Any]                   # per chip, bytes
@@ -88,7 +89,7 @@ class CompileReport:
     def summary(self) -> str:
         gib = lambda b: "?" if b is None else f"{b / 2 ** 30:.2f} GiB"
         h = self.hbm
-        lines = [f"{self.topology}: {self.chips} chips, mesh {self.mesh}, batch {self.batch}",
+        lines = [f"{self.program} on {self.topology}: {self.chips} chips, mesh {self.mesh}, batch {self.batch}",
                  f"compute {self.compute}",
                  f"fits: {'yes' if self.fits else 'NO'}  (compiler: {gib(h.get('compiler_total'))} of "
                  f"{gib(h.get('compiler_limit'))} per chip, {h.get('headroom_used', 0) * 100:.1f} %)"]
@@ -171,7 +172,7 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
         ref = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, jnp.dtype(cfg.compute.dtype), sharding=sh),
                            setup.shapes, setup.shardings.params)
     report = CompileReport(
-        topology=target.topology, chips=target.chips, mesh=dict(mesh.shape),
+        program="train_step", topology=target.topology, chips=target.chips, mesh=dict(mesh.shape),
         batch={"batch_size": cfg.data.batch_size, "seq_len": cfg.data.seq_len, "micro_batches": M,
                "logits_chunk": cfg.objective.logits_chunk},
         compute=cfg.compute.model_dump(), fits=False, hbm={})
@@ -187,10 +188,12 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
 
 
 def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: Slice, model_cfg: ModelConfig, *,
-                    tensor: int, seq_len: int, tokens: int, model_flops: float, started: float) -> CompileReport:
-    """Compile a step lowered for `target` and fill `report`: the compiler's verdict (or its refusal), memory by
-    kind, the kernels lowered, FLOPs through every loop, and the roofline for `tokens` per step whose model FLOPs
-    (all chips) are `model_flops`. Any step of the model goes through here (the training step now)."""
+                    tensor: int, seq_len: int, tokens: int, model_flops: float, started: float,
+                    runtime_trips: int | None = None) -> CompileReport:
+    """Compile a program lowered for `target` and fill `report`: the compiler's verdict (or its refusal), memory by
+    kind, the kernels lowered, FLOPs through every loop (a loop that stops on a runtime value runs `runtime_trips`
+    times), and the roofline for `tokens` per call whose model FLOPs (all chips) are `model_flops`. The training
+    step and the generation programs all go through here."""
     verdict = HbmVerdict()
     try:
         with verdict:
@@ -213,7 +216,8 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
     q_heads = model_cfg.num_heads // tensor
     cost = HloModule(compiled.as_text(), peak_flops=chip.peak_flops, hbm_bandwidth=chip.hbm_bandwidth,
                      kernel_flops=lambda name, outputs: splash_flops(name, outputs, q_heads, seq_len,
-                                                                     model_cfg.head_dim)).cost()
+                                                                     model_cfg.head_dim),
+                     runtime_trips=runtime_trips).cost()
     calls, unknown = {}, {}
     for (name, outputs), n in cost.kernels.items():
         calls[name] = calls.get(name, 0) + int(n)
@@ -242,6 +246,57 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
                        "cost_analysis_bytes": float(raw.get("bytes accessed", math.nan)),
                        "tokens_per_s": tokens / step_s, "mfu": model_per_chip / (step_s * chip.peak_flops)}
     return report
+
+
+def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, rows: int, prompt_len: int,
+                       max_new: int, samples: int = 1, gather: bool = True) -> list[CompileReport]:
+    """Compile the generation engine's two programs (`generate.engine.Generator.programs`: prefill, then the
+    decode loop) for `target` on cfg's mesh, as `generate` and on-policy sampling run them where the policy trains:
+    weights in the compute dtype, `rows` prompts of `prompt_len` slots (a length bucket), `samples` per prompt,
+    `max_new` new tokens (the loop's FLOPs are counted for all of them: no row stops early), the weights gathered
+    over FSDP once per decode call unless `gather` is off (`Generator`). Model FLOPs are the
+    forward third of the PaLM count, attention over the prompt (prefill) or over every cache slot (decode)."""
+    from sailor2_jax.generate.engine import DEFAULT_EOS_IDS, Generator, length_bucket
+    from sailor2_jax.generate.sampling import SamplingConfig
+    from sailor2_jax.model.init import abstract_model
+
+    if max_new < 2:
+        raise ValueError(f"--max-new-tokens must be at least 2 to compile a decode loop, got {max_new}")
+    mesh = make_mesh(cfg.mesh, target.devices())
+    compute = cfg.compute.model_copy(update={"param_dtype": cfg.compute.dtype, "remat": "none"})
+    generator = Generator(abstract_model(model_cfg, compute), mesh, gather=gather)
+    if rows % generator.data_parallel:
+        raise ValueError(f"--decode-batch ({rows}) must be a multiple of the data-parallel devices "
+                         f"({generator.data_parallel})")
+    prompt_len = length_bucket(prompt_len)
+    prefill, decode = generator.programs(rows, prompt_len, samples, max_new, SamplingConfig(), DEFAULT_EOS_IDS)
+    params = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), generator.params,
+                          generator.param_shardings)
+    rows_in, prompts_in = (batch_sharding(mesh, n) for n in (1, 2))
+    scalar = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    prompt_args = (jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32, sharding=prompts_in),
+                   jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=rows_in),
+                   jax.ShapeDtypeStruct((rows * samples,), jnp.uint32, sharding=rows_in),
+                   jax.ShapeDtypeStruct((), jnp.uint32, sharding=scalar))
+    slots = prompt_len + max_new
+    shape = {"rows": rows, "samples": samples, "prompt_len": prompt_len, "max_new_tokens": max_new,
+             "gathered_weights": gather}
+    reports = []
+    for program, fn, args, tokens, context, trips in (
+            ("prefill", prefill, prompt_args, rows * prompt_len, prompt_len, None),
+            ("decode", decode, None, rows * samples * (max_new - 1), slots, max_new - 1)):
+        report = CompileReport(program=program, topology=target.topology, chips=target.chips, mesh=dict(mesh.shape),
+                               batch=shape, compute=compute.model_dump(), fits=False, hbm={})
+        t0 = time.perf_counter()
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            if args is None:  # the decode loop starts from what prefill returns
+                args = (jax.eval_shape(prefill, params, *prompt_args), jax.ShapeDtypeStruct((), jnp.int32,
+                                                                                           sharding=scalar))
+            lowered = fn.lower(params, *args)
+        reports.append(compile_lowered(lowered, report, target, model_cfg, tensor=mesh.shape["tensor"],
+                                       seq_len=context, tokens=tokens, started=t0, runtime_trips=trips,
+                                       model_flops=flops_per_token(model_cfg, context) / 3 * tokens))
+    return reports
 
 
 def _hbm(memory: Any, verdict: HbmVerdict, target: Slice) -> dict[str, Any]:

@@ -126,11 +126,13 @@ class HloModule:
     With a chip's `peak_flops` and `hbm_bandwidth`, each top-level op also gets a roofline time, the larger of its
     FLOPs at peak and its HBM bytes at full bandwidth (`Cost.compute_bound_s` + `memory_bound_s`: ops run one
     after another, each at its own bound). `kernel_flops(name, output_dims)` gives a custom kernel's FLOPs (None:
-    unknown, counted as zero)."""
+    unknown, counted as zero). A loop whose trip count is a runtime value counts `runtime_trips` times (None: an
+    error)."""
 
     def __init__(self, text: str, *, peak_flops: float | None = None, hbm_bandwidth: float | None = None,
-                 kernel_flops: Callable[[str, tuple], float | None] | None = None):
+                 kernel_flops: Callable[[str, tuple], float | None] | None = None, runtime_trips: int | None = None):
         self.peak_flops, self.hbm_bandwidth, self.kernel_flops = peak_flops, hbm_bandwidth, kernel_flops
+        self.runtime_trips = runtime_trips
         self.computations: dict[str, list[_Instr]] = {}
         self.roots: dict[str, _Instr] = {}
         self.entry = ""
@@ -197,6 +199,16 @@ class HloModule:
                 return max(consts[b] - start, 0)
         raise ValueError(f"while condition {condition}: no `counter < constant` comparison to read a trip count from")
 
+    def _trips(self, condition: str, init: list[str], caller: str) -> int:
+        """The trip count from the condition; for a loop that stops on a runtime value (the decode loop runs until
+        its rows are done), the caller's `runtime_trips` where given."""
+        try:
+            return self.trip_count(condition, init, caller)
+        except ValueError:
+            if self.runtime_trips is None:
+                raise
+            return self.runtime_trips
+
     def _cost(self, name: str) -> Cost:
         total = Cost()
         shapes = self.shapes[name]
@@ -206,7 +218,7 @@ class HloModule:
             if op == "while":
                 body, cond = ins.attr("body").lstrip("%"), ins.attr("condition").lstrip("%")
                 known = re.search(r'"known_trip_count":\{"n":"(\d+)"', ins.rest)
-                trips = int(known.group(1)) if known else self.trip_count(cond, ins.operands(), name)
+                trips = int(known.group(1)) if known else self._trips(cond, ins.operands(), name)
                 total.add(self.cost(body), trips)
                 total.add(self.cost(cond), trips + 1)
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import importlib.util
 import os
 import re
@@ -108,10 +109,25 @@ def _devices(topology: str) -> list:
     configure_libtpu()
     from jax.experimental import topologies
 
+    # Loading libtpu off a TPU VM, its runtime looks for the VM's workers and accelerator type (a screen of
+    # warnings, though compile-only devices need neither). Placeholders while it loads, and only then: a
+    # TPU_WORKER_HOSTNAMES left set would make later jobs of this process believe they run on a pod.
+    placeholders = {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost", "TPU_ACCELERATOR_TYPE": "v5p-8"}
+    saved = {k: os.environ.get(k) for k in placeholders}
+    if not tpu_attached():
+        os.environ.update({k: v for k, v in placeholders.items() if saved[k] is None})
     try:
         return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
     except Exception as e:  # libtpu's own message names what it refused
         raise ValueError(f"libtpu refused topology {topology!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def tpu_attached() -> bool:
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))  # v4/v5e, v5p/v6e chips
 
 
 _SIZE = re.compile(r"([\d.]+)([KMGT]?)B?\b")

@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 
+from sailor2_jax.commands._args import positive_int
+
 NAME = "compile"
-HELP = ("compile a config's training step for a TPU slice with the real TPU compiler, on this machine (no TPU, no "
-        "checkpoint needed): HBM per chip and whether it fits, the attention kernel lowered, FLOPs per step and a "
-        "roofline step time and MFU")
+HELP = ("compile a config's training step (and with --decode the generation engine) for a TPU slice with the real "
+        "TPU compiler, on this machine (no TPU, no checkpoint needed): HBM per chip and whether it fits, the attention "
+        "kernel lowered, FLOPs per step and a roofline step time and MFU")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +21,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the TPU slice: v5p-128 (TensorCores), v6e-64 / v5e-16 (chips), or v5p:4x4x4")
     p.add_argument("--model", help="the architecture when the config's init.hf_dir/init.checkpoint is not on this "
                                    "machine: a packaged model (sailor2-1b), a model YAML, or an HF config.json")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--decode", action="store_true",
+                   help="also compile the generation engine's prefill and decode loop on the same mesh (what "
+                        "`generate` and on-policy sampling run where the policy trains)")
+    p.add_argument("--decode-batch", type=positive_int, default=128, help="prompts per generation call (default 128)")
+    p.add_argument("--prompt-len", type=positive_int, default=128,
+                   help="prompt tokens (rounded up to the engine's length bucket; default 128)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="new tokens per prompt (default 256)")
+    p.add_argument("--samples", type=positive_int, default=1,
+                   help="samples per prompt sharing one prefill (on-policy DPO draws 4-8; default 1)")
+    p.add_argument("--decode-fsdp-weights", action="store_true",
+                   help="decode from the FSDP-sharded weights, gathered again at every step (where the gathered "
+                        "weights do not fit; the default gathers them once per call)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object on stdout (with --decode: one per program, by name)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. mesh.fsdp=32")
 
 
@@ -30,11 +45,20 @@ def run(args: argparse.Namespace) -> int:
     configure_libtpu()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # nothing runs here: this machine's accelerators stay free
 
-    from sailor2_jax.aot.compile import compile_train_step, resolve_model
+    from sailor2_jax.aot.compile import compile_generation, compile_train_step, resolve_model
     from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
 
     cfg = load(TrainConfig, find_config("train", args.config), args.overrides)
-    report = compile_train_step(cfg, resolve_model(cfg, args.model), target)
-    print(json.dumps(report.to_json()) if args.json else report.summary(), flush=True)
-    return 0 if report.fits else 1
+    model = resolve_model(cfg, args.model)
+    reports = [compile_train_step(cfg, model, target)]
+    if args.decode:
+        reports += compile_generation(cfg, model, target, rows=args.decode_batch, prompt_len=args.prompt_len,
+                                      max_new=args.max_new_tokens, samples=args.samples,
+                                      gather=not args.decode_fsdp_weights)
+    if args.json:
+        out = reports[0].to_json() if len(reports) == 1 else {r.program: r.to_json() for r in reports}
+        print(json.dumps(out), flush=True)
+    else:
+        print("\n\n".join(r.summary() for r in reports), flush=True)
+    return 0 if all(r.fits for r in reports) else 1

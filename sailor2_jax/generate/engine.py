@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from sailor2_jax.generate.sampling import SamplingConfig, next_tokens
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
-from sailor2_jax.sharding import logical_to_spec
+from sailor2_jax.sharding import RULES, logical_to_spec, state_shardings
 
 # Qwen2.5's <|endoftext|> and <|im_end|> (data/vocab.py EOS_ID, IM_END_ID; not imported from there: the engine
 # needs no tokenizer, TensorFlow or seqio, so it also runs on a bare accelerator image): chat models stop on either
@@ -79,12 +79,20 @@ class Generator:
     `unstack` (default) runs the decode loop from per-layer copies of the layer weights, cut once per decode call
     (`Qwen2.unstacked_layers`: the loop then reads each weight once per step instead of copying its slice out of
     the stacked array first); it holds a second copy of the layer weights while a decode call runs. Turn it off
-    when that does not fit (the loop then scans the stacked weights, as training does)."""
+    when that does not fit (the loop then scans the stacked weights, as training does).
 
-    def __init__(self, model: Qwen2, mesh: Mesh, *, unstack: bool = True):
+    `gather` (default) gathers the weights' FSDP split once per decode call, keeping only their tensor split: the
+    loop reads every weight at every one-token step, and FSDP-sharded weights would be all-gathered again each time
+    (the decode loop of Sailor2-8B on v5p-128 is then bound by the interconnect; docs/performance.md). It needs the
+    weights whole on each device, divided by the tensor axis; turn it off where they do not fit (or give the mesh a
+    tensor axis). Prefill reads each weight once for all prompt tokens and keeps the training layout."""
+
+    def __init__(self, model: Qwen2, mesh: Mesh, *, unstack: bool = True, gather: bool = True):
         self.cfg, self.mesh, self.unstack = model.cfg, mesh, unstack
         self.graphdef, self.params = nnx.split(model)
-        self.param_shardings = jax.tree.map(lambda a: a.sharding, self.params)
+        self.param_shardings = state_shardings(self.params, mesh)  # by the rules: `model` may be abstract (aot)
+        # the same rules with the parameters' FSDP axis ("embed") whole
+        self.gathered = state_shardings(self.params, mesh, {**RULES, "embed": None}) if gather else None
         self.dtype = jnp.dtype(model.compute.dtype)
         axes = logical_to_spec(("batch",))[0]  # the mesh axes rows are split over (sharding.RULES)
         axes = (axes,) if isinstance(axes, str) else (axes or ())
@@ -161,8 +169,11 @@ class Generator:
             return record(state, first, cache)
 
         def decode(params, state: DecodeState, stop_step):
+            params, gather_layer = self._gathered(params)
             model = nnx.merge(graphdef, params)
             layers = model.unstacked_layers() if self.unstack else None  # once per call, outside the loop
+            if layers is not None:
+                layers = [{name: gather_layer(name, w) for name, w in layer.items()} for layer in layers]
 
             def step(s: DecodeState) -> DecodeState:
                 tokens_B1, positions_B1 = s.last[:, None], s.positions[:, None]
@@ -182,6 +193,18 @@ class Generator:
         decode = jax.jit(decode, in_shardings=(self.param_shardings, states, scalar), out_shardings=states,
                          donate_argnums=1)
         return prefill, decode
+
+    def _gathered(self, params: nnx.State) -> tuple[nnx.State, Callable]:
+        """`params` with their FSDP split gathered (see class), and how to gather one per-layer copy. With per-layer
+        copies, the stacked layer weights stay split and each copy is gathered on its own (never a second stacked
+        whole copy)."""
+        if self.gathered is None:
+            return params, lambda name, w: w
+        constrain = jax.lax.with_sharding_constraint
+        params = nnx.State({k: v if k == "layers" and self.unstack else jax.tree.map(constrain, v, self.gathered[k])
+                            for k, v in params.items()})
+        layer_spec = {name: P(*var.get_value().spec[1:]) for name, var in self.gathered["layers"].items()}
+        return params, lambda name, w: constrain(w, NamedSharding(self.mesh, layer_spec[name]))
 
     # --- host side ----------------------------------------------------------------------------------------------
     def start(self, prompts: Sequence[Sequence[int]], prompt_ids: Sequence[int], *, rows: int, samples: int,

@@ -118,3 +118,42 @@ def test_topology_names():
                      ("v5p:2x2", "3-D")):
         with pytest.raises(ValueError, match=msg):
             parse_slice(bad)
+
+
+def test_the_generation_engine_compiles_for_the_slice_and_its_decode_flops_are_exact():
+    """`compile --decode`: prefill and the decode loop of the generation engine, on the training mesh of the slice.
+    The decode loop's trip count is a runtime value (rows stop on eos): every one of max_new - 1 steps is counted,
+    each doing the forward matmuls of one token per row plus attention over all cache slots."""
+    from sailor2_jax.aot.compile import compile_generation
+
+    cfg = load(TrainConfig, None, TINY)
+    rows, samples, max_new = 4, 2, 16
+    prefill, decode = compile_generation(cfg, cfg.model, parse_slice("v5p:2x2x1"), rows=rows, prompt_len=20,
+                                         max_new=max_new, samples=samples)
+    assert (prefill.program, decode.program) == ("prefill", "decode")
+    assert prefill.batch["prompt_len"] == 32  # the engine's length bucket
+    assert prefill.fits and decode.fits and decode.attention["lowered"] == "xla"
+    assert decode.compute["param_dtype"] == decode.compute["dtype"] == "bfloat16"
+    m = cfg.model
+    D, F, NH, KH = m.hidden_size, m.intermediate_size, m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
+    slots = 32 + max_new
+    per_token = (2 * (m.num_layers * (D * NH + 2 * D * KH + NH * D + 3 * D * F) + m.vocab_size * D)
+                 + 4 * m.num_layers * NH * slots)
+    tokens_per_chip = rows * samples * (max_new - 1) / decode.chips
+    assert decode.flops["matmuls"] == pytest.approx(per_token * tokens_per_chip, rel=0.01)
+    # The weights' FSDP split is gathered once per decode call; kept split, it is gathered at every step.
+    _, split = compile_generation(cfg, cfg.model, parse_slice("v5p:2x2x1"), rows=rows, prompt_len=20,
+                                  max_new=max_new, samples=samples, gather=False)
+    assert split.roofline["ici_bytes"] > (max_new - 2) * decode.roofline["ici_bytes"] > 0
+
+
+def test_cli_decode_reports_every_program_by_name():
+    cmd = [sys.executable, "-m", "sailor2_jax.cli", "compile", "--config", "demo_pretrain", "--topology",
+           "v5p:2x2x1", "--json", "--decode", "--decode-batch", "4", "--prompt-len", "8", "--max-new-tokens", "4",
+           *TINY]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = json.loads(done.stdout)
+    assert set(reports) == {"train_step", "prefill", "decode"}
+    assert all(r["fits"] and r["topology"] == "v5p:2x2x1" for r in reports.values())
+    assert "TPU_WORKER_HOSTNAMES" not in done.stderr  # libtpu loaded off a TPU VM without its runtime's warnings
