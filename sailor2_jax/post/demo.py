@@ -41,8 +41,8 @@ def preference_stage(out: Path, summary: dict, console, step) -> None:
         shutil.rmtree(out / run, ignore_errors=True)
     step("9b. a reward model trained by Bradley-Terry on the embedded pairs, exported as a sequence classifier")
     # started from the SFT run: its decoder under a new score head
-    _, reward_losses = _train("reward", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=6",
-                                              "checkpoint.every=6"], base="demo_reward")
+    _, reward_losses = _train("reward", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4",
+                                              "checkpoint.every=4"], base="demo_reward")
     model, _ = load_checkpoint_model(out / "reward", compute=FP32)
     reward_dir = export_reward(model, out / "reward_hf", tokenizer=out / "base", overwrite=True)
 
@@ -64,6 +64,5 @@ def preference_stage(out: Path, summary: dict, console, step) -> None:
         return
     step("9d. on-policy DPO: from the off-policy checkpoint on the new pairs")
     _, dpo = _train("dpo_onpolicy", out, ["model=null", f"init.checkpoint={out / 'dpo'}", "steps=2",
-                                          "checkpoint.every=2", "objective.reference=precompute",
-                                          f"data.files=[{pairs}]"], base="demo_dpo")
+                                          "checkpoint.every=2", f"data.files=[{pairs}]"], base="demo_dpo")
     summary["preference"]["onpolicy_dpo_losses"] = dpo
