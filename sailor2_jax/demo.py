@@ -7,9 +7,10 @@ untied, as for Sailor2-1B) → (3) import onto a device mesh and a forward pass 
 checked against `transformers` (and the Splash TPU attention kernel against XLA attention) → (4) export and reload
 in `transformers` → (4b) a RegMix search of the stage-1 mixture (regmix/demo.py) → (5) stage-1 pre-training on
 the mixture it found through the real tokenizer, seqio and grain →
-(6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT and DPO steps of
-the same step family → (9) export of the final checkpoint, checked in `transformers` → (9b-d) a reward model trained
-by Bradley-Terry, one on-policy round with the language-consistency verifier, on-policy DPO → (10) chat generation from
+(6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT stage 1 on the
+embedded conversations, `select-sft`, SFT stage 2 on the selection, DPO on the embedded preference pairs → (9) export
+of the final checkpoint, checked in `transformers` → (9b-d) a reward model trained by Bradley-Terry, one on-policy
+round with the language-consistency verifier, on-policy DPO → (10) chat generation from
 the exported model in three languages → (11) the pre-training step compiled for a TPU slice by the real TPU
 compiler, with no TPU.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
@@ -29,7 +30,8 @@ from rich.console import Console
 from sailor2_jax.aot.demo import tpu_compile_stage
 from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
 from sailor2_jax.generate.demo import generate_stage
-from sailor2_jax.post.demo import preference_stage
+from sailor2_jax.post.demo import post_training_stage
+from sailor2_jax.post.preference_demo import preference_stage
 from sailor2_jax.regmix.demo import regmix_stage
 from sailor2_jax.sharding import make_mesh
 
@@ -171,7 +173,8 @@ def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrai
 
     cfg = load(TrainConfig, find_config("train", base), ["log.progress=false", *overrides])
     result = train(cfg, out / name)
-    losses = [json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+    rows = map(json.loads, (out / name / "metrics.jsonl").read_text().splitlines())
+    losses = [r["loss"] for r in rows if "loss" in r]  # (a file source also logs what it read, at the start)
     console.print(f"{name}: steps {result.resumed_from or 0} → {result.step}, loss {losses[0]:.3f} → "
                   f"{losses[-1]:.3f} ({len(losses)} logged steps; {out / name}/metrics.jsonl, curves in metrics.png)")
     return result, losses
@@ -182,7 +185,7 @@ def train_stage(out: Path, summary: dict, rates_file: Path) -> None:
     from sailor2_jax.train.export import load_checkpoint_model
 
     expanded = out / "expanded"
-    for run in ("stage1", "stage2", "sft", "dpo"):  # a rerun of the demo starts its training runs afresh
+    for run in ("stage1", "stage2", "sft", "select", "sft_stage2", "dpo"):  # a rerun of the demo starts its training runs afresh
         shutil.rmtree(out / run, ignore_errors=True)
     _step("5. continual pre-training, stage 1: the RegMix mixture (UDHR through tokenizer → seqio → grain)")
     # a 10-step schedule stopped after step 6 (as a preempted run would be), then resumed to its end
@@ -199,12 +202,7 @@ def train_stage(out: Path, summary: dict, rates_file: Path) -> None:
               "data.mixture=demo_stage2", "steps=4", "checkpoint.every=4", "log.eval_every=0",
               "optimizer.schedule={kind: wsd, peak_lr: 3.0e-3, warmup_steps: 0, decay_steps: 4, final_lr: 3.0e-4}"]
     _, stage2_losses = _train("stage2", out, stage2)
-    _step("8. the same step family for post-training: SFT (assistant-token loss), then DPO (precomputed reference)")
-    _, sft = _train("sft", out, ["model=null", f"init.checkpoint={out / 'stage2'}", "steps=4", "checkpoint.every=4"],
-                    base="demo_sft")
-    # DPO's reference log-probs computed by the initial model before training: no second model in memory
-    _, dpo = _train("dpo", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4", "checkpoint.every=4",
-                                 "objective.reference=precompute"], base="demo_dpo")
+    post = post_training_stage(out, out / "stage2", _train, _step, console)
     _step("9. export the DPO checkpoint to Hugging Face and check it in transformers")
     model, step = load_checkpoint_model(out / "dpo", compute=FP32)  # compared in fp32, as transformers runs here
     exported = export_hf(model, out / "hf_final", tokenizer=out / "base", overwrite=True)
@@ -213,7 +211,7 @@ def train_stage(out: Path, summary: dict, rates_file: Path) -> None:
     diff = float(np.abs(ours - torch_logits(exported, tokens))[segs.astype(bool)].max())
     console.print(f"[bold green]trained model (step {step}) in transformers: max |Δlogit| = {diff:.2e}")
     summary["train"] = {"stage1_losses": losses, "stage1_first_run": first, "stage2_losses": stage2_losses,
-                        "sft_losses": sft, "dpo_losses": dpo, "exported": str(exported),
+                        "post_training": post, "exported": str(exported),
                         "max_abs_logit_diff_trained_export_vs_transformers": diff}
     if diff > 1e-3 * max(1.0, float(np.abs(ours).max())):
         raise RuntimeError(f"exported trained model disagrees with ours: {diff}")

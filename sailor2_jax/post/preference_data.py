@@ -27,7 +27,7 @@ from sailor2_jax.data.config import Batching
 from sailor2_jax.data.loader import EpochShuffle
 from sailor2_jax.data.vocab import EOS_ID
 from sailor2_jax.post import chat
-from sailor2_jax.post.records import Accounting, PreferencePair, Rejection, read_preferences
+from sailor2_jax.post.records import Accounting, PreferencePair, Rejection, file_stamps, read_preferences
 from sailor2_jax.post.sft_data import TOKENIZE_CHUNK, Overlong, fingerprint, system_prompt
 
 SIDES = ("chosen", "rejected")
@@ -159,10 +159,11 @@ class PreferenceBatches:
 
 
 @functools.lru_cache(maxsize=4)
-def load_preferences(files: tuple[str, ...], seq_len: int, overlong: Overlong, system: str, progress: bool = True
-                     ) -> tuple[list[EncodedPair], Accounting]:
+def load_preferences(stamps: tuple[tuple[str, int, int], ...], seq_len: int, overlong: Overlong, system: str,
+                     progress: bool = True) -> tuple[list[EncodedPair], Accounting]:
+    """Read and encode once per process; `stamps` (`records.file_stamps`) name the files and key the cache."""
     acc = Accounting()
-    pairs = encode_pairs(read_preferences(files, acc), seq_len + 1, overlong=overlong, system=system_prompt(system),
+    pairs = encode_pairs(read_preferences([f for f, _, _ in stamps], acc), seq_len + 1, overlong=overlong, system=system_prompt(system),
                          acc=acc, progress=progress)
     if not acc.balanced:
         raise AssertionError(f"records lost: read {acc.read}, kept {acc.kept}, rejected {dict(acc.rejected)}")
@@ -171,6 +172,6 @@ def load_preferences(files: tuple[str, ...], seq_len: int, overlong: Overlong, s
 
 def preference_batches(data_cfg, batching: Batching, progress: bool = True) -> PreferenceBatches:
     """The preference source of a train config's `data` section (`BatchSourceConfig`)."""
-    pairs, acc = load_preferences(tuple(data_cfg.files), batching.seq_len, data_cfg.overlong, data_cfg.system_prompt,
+    pairs, acc = load_preferences(file_stamps(data_cfg.files), batching.seq_len, data_cfg.overlong, data_cfg.system_prompt,
                                   progress)
     return PreferenceBatches(pairs, batching, accounting=acc, description=f"preference {', '.join(data_cfg.files)}")

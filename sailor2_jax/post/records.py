@@ -104,14 +104,16 @@ class Accounting:
                f"{prefix}/rejected": sum(self.rejected.values())}
         return out | {f"{prefix}/rejected/{k}": v for k, v in sorted(self.rejected.items())}
 
-    def lines(self) -> list[str]:
-        """A summary line and the first rejections with file:line and reason, for the terminal."""
+    def lines(self, examples: int = 5) -> list[str]:
+        """A summary line and the first `examples` rejections with file:line and reason, for the terminal."""
         why = ", ".join(f"{k} {v}" for k, v in self.rejected.most_common())
         formats = ", ".join(f"{k} {v}" for k, v in sorted(self.formats.items()))
-        head = (f"{self.read} records read from {self.files} file(s) ({formats}): {self.kept} kept" + (f" ({self.truncated} cut at a turn boundary)" if self.truncated else "")
+        head = (f"{self.read} records read from {self.files} file(s) ({formats}): {self.kept} kept"
+                + (f" ({self.truncated} cut to fit)" if self.truncated else "")
                 + (f", {sum(self.rejected.values())} skipped: {why}" if self.rejected else ""))
-        more = sum(self.rejected.values()) - len(self.examples)
-        return [head] + [f"  skipped {r}" for r in self.examples] + ([f"  ... and {more} more"] if more > 0 else [])
+        shown = self.examples[:examples]
+        more = sum(self.rejected.values()) - len(shown)
+        return [head] + [f"  skipped {r}" for r in shown] + ([f"  ... and {more} more"] if more > 0 else [])
 
 
 def input_files(paths: Sequence[str]) -> list[str]:
@@ -122,6 +124,14 @@ def input_files(paths: Sequence[str]) -> list[str]:
     if not paths:
         raise ValueError("no input files given (data.files / --input)")
     return list_input_files([str(resolve_path(p)) for p in paths])
+
+
+def file_stamps(paths: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+    """(file, mtime ns, size) of every input file: a cache key that changes when a file does."""
+    import os
+
+    return tuple((f, (st := os.stat(f)).st_mtime_ns, st.st_size) if "://" not in f else (f, 0, 0)
+                 for f in input_files(paths))
 
 
 def _rows(paths: Sequence[str], acc: Accounting) -> Iterator[tuple[Source, dict | None, str | None]]:

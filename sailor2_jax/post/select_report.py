@@ -6,8 +6,8 @@
 - `selected.jsonl`: the selected records exactly as read (a training file for SFT stage 2);
 - `summary.json`: the accounting of the input (read, kept, skipped by reason), the config, per-group counts, quotas
   and cuts;
-- `selection.png`: per language, the distribution of the rank score of all examples and of the selected ones, with
-  the cut (the lowest selected score).
+- `selection.png`: per language, the perplexity distribution of all examples, the selected ones and the
+  near-duplicates, with the cut.
 All files are written atomically (temp + rename).
 """
 
@@ -81,6 +81,8 @@ def summary(examples: Sequence[TokenizedConversation], scores: Scores, sel: Sele
 
 
 def plot(path: Path, scores: Scores, sel: Selection, languages: Sequence[str | None]) -> None:
+    """Per language: the perplexity distribution of all examples, of the selected ones and of the near-duplicates,
+    with the cut (the lowest selected perplexity; with a reward in the rank, the reward median is in the title)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,23 +93,25 @@ def plot(path: Path, scores: Scores, sel: Selection, languages: Sequence[str | N
     rows = math.ceil(len(langs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     lang_of = np.asarray([lang or "unknown" for lang in languages])
-    bins = np.linspace(sel.rank_score.min(), sel.rank_score.max() + 1e-9, 21)
+    log_ppl = np.log10(scores.perplexity)
+    bins = np.linspace(log_ppl.min(), log_ppl.max() + 1e-9, 25)
     for ax, lang in zip(axes.flat, langs):
         idx = lang_of == lang
-        ax.hist(sel.rank_score[idx], bins=bins, color="0.75", label="all")
-        ax.hist(sel.rank_score[idx & sel.selected], bins=bins, color="tab:blue", label="selected")
+        chosen = idx & sel.selected
+        ax.hist(log_ppl[idx], bins=bins, color="0.75", label="all")
+        ax.hist(log_ppl[chosen], bins=bins, color="tab:blue", label="selected")
         dups = idx & (sel.duplicate_of >= 0)
         if dups.any():
-            ax.hist(sel.rank_score[dups], bins=bins, histtype="step", color="tab:red", label="near-duplicate")
-        if (idx & sel.selected).any():
-            ax.axvline(sel.rank_score[idx & sel.selected].min(), color="k", ls="--", lw=1)
-        ppl = np.median(scores.perplexity[idx])
-        ax.set_title(f"{lang}: {int((idx & sel.selected).sum())}/{int(idx.sum())} (ppl₅₀ {ppl:.3g})", fontsize=9)
+            ax.hist(log_ppl[dups], bins=bins, histtype="step", color="tab:red", label="near-duplicate")
+        if chosen.any():
+            ax.axvline(log_ppl[chosen].min(), color="k", ls="--", lw=1)
+        reward = "" if scores.reward is None else f", reward₅₀ {np.median(scores.reward[idx]):.3g}"
+        ax.set_title(f"{lang}: {int(chosen.sum())}/{int(idx.sum())} selected{reward}", fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(langs):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.supxlabel("rank score (weighted percentile ranks; dashed: the cut)", fontsize=9)
+    fig.supxlabel("log10 perplexity of the assistant tokens (dashed: the lowest selected)", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

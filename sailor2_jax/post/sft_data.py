@@ -36,7 +36,8 @@ from sailor2_jax.data.loader import EpochShuffle
 from sailor2_jax.data.packing import pack_without_splitting, sft_example, to_contract
 from sailor2_jax.data.vocab import EOS_ID
 from sailor2_jax.post import chat
-from sailor2_jax.post.records import Accounting, Conversation, ConversationFormat, Rejection, read_conversations
+from sailor2_jax.post.records import (Accounting, Conversation, ConversationFormat, Rejection, file_stamps,
+                                      read_conversations)
 
 Overlong = Literal["truncate", "drop"]
 Packing = Literal["first_fit", "best_fit"]
@@ -204,10 +205,12 @@ class SFTBatches:
 
 
 @functools.lru_cache(maxsize=4)
-def load_sft(files: tuple[str, ...], fmt: ConversationFormat, seq_len: int, overlong: Overlong, system: str,
-             progress: bool = True) -> tuple[list[TokenizedConversation], Accounting]:
-    """Read and tokenise once per process (the training and evaluation streams share it)."""
+def load_sft(stamps: tuple[tuple[str, int, int], ...], fmt: ConversationFormat, seq_len: int, overlong: Overlong,
+             system: str, progress: bool = True) -> tuple[list[TokenizedConversation], Accounting]:
+    """Read and tokenise once per process (the training and evaluation streams share it); `stamps`
+    (`records.file_stamps`) name the files and key the cache, so a file changed on disk is read again."""
     acc = Accounting()
+    files = [f for f, _, _ in stamps]
     examples = tokenize_conversations(read_conversations(files, fmt, acc), seq_len + 1, overlong=overlong,
                                       system=system_prompt(system), acc=acc, progress=progress)
     if not acc.balanced:  # an internal error, never the data's fault
@@ -217,7 +220,7 @@ def load_sft(files: tuple[str, ...], fmt: ConversationFormat, seq_len: int, over
 
 def sft_batches(data_cfg, batching: Batching, progress: bool = True) -> SFTBatches:
     """The SFT source of a train config's `data` section (`BatchSourceConfig`)."""
-    examples, acc = load_sft(tuple(data_cfg.files), data_cfg.format, batching.seq_len, data_cfg.overlong,
+    examples, acc = load_sft(file_stamps(data_cfg.files), data_cfg.format, batching.seq_len, data_cfg.overlong,
                              data_cfg.system_prompt, progress)
     return SFTBatches(examples, batching, packing=data_cfg.packing, accounting=acc,
                       description=f"sft {', '.join(data_cfg.files)}")
