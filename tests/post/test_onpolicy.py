@@ -12,6 +12,7 @@ from reward_helpers import policy_dir, reward_dir, udhr
 
 from sailor2_jax.cli import main
 from sailor2_jax.post.preference_data import load_preferences
+from sailor2_jax.post.records import file_stamps
 from sailor2_jax.post.reward import load_reward_model
 from sailor2_jax.post.verifier import LanguageVerifier
 
@@ -78,7 +79,8 @@ def test_onpolicy_round(setup):
             np.testing.assert_allclose(p["all_scores"], both[p["id"]]["all_scores"], rtol=1e-4, atol=1e-5)
 
     # the pairs are DPO training data as they are
-    encoded, acc = load_preferences((str(root / "loose.jsonl"),), 256, "truncate", "sailor2", progress=False)
+    encoded, acc = load_preferences(file_stamps([str(root / "loose.jsonl")]), 256, "truncate", "sailor2",
+                                    progress=False)
     assert acc.balanced and acc.read == len(loose) and len(encoded) + sum(acc.rejected.values()) == len(loose)
 
 
