@@ -25,7 +25,6 @@ gives neither the ranking formula nor the thresholds, so both are config (`Selec
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Literal

@@ -93,3 +93,19 @@ def test_refuses_what_is_not_a_one_score_classifier(save_hf, mesh1, tmp_path):
     path = save_hf(two)
     with pytest.raises(ValueError, match="2 labels"):
         import_reward(path, mesh1, FP32)
+
+
+def test_a_fresh_reward_model_exports_to_what_transformers_scores_alike(mesh8, tmp_path):
+    from sailor2_jax.config import load_model_config
+    from sailor2_jax.model.reward import create_reward
+
+    cfg = load_model_config("tiny").replace(vocab_size=VOCAB, num_layers=2)
+    model = create_reward(cfg, mesh8, pad_id=PAD, seed=3, compute=FP32)
+    assert model.score[...].shape == (cfg.hidden_size, 1)
+    out = export_reward(model, tmp_path / "rm")
+    x = right_padded([16, 5, 9, 2, 16, 11, 3, 8], 16, seed=4)
+    graphdef, state = nnx.split(model)
+    with jax.set_mesh(mesh8):
+        ours = np.asarray(jax.jit(lambda s, t: rewards(nnx.merge(graphdef, s), t))(state, x))
+    theirs = hf_scores(AutoModelForSequenceClassification.from_pretrained(out).eval(), x)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
