@@ -12,7 +12,8 @@ embedded conversations, `select-sft`, SFT stage 2 on the selection, DPO on the e
 of the final checkpoint, checked in `transformers` → (9b-d) a reward model trained by Bradley-Terry, one on-policy
 round with the language-consistency verifier, on-policy DPO → (10) chat generation from
 the exported model in three languages → (11) the pre-training step compiled for a TPU slice by the real TPU
-compiler, with no TPU.
+compiler, with no TPU → (12) the base, expanded and final models evaluated on held-out UDHR tasks (perplexity,
+multiple choice, translation) in all 15 languages, compared in one table.
 Each stage writes under `OUT/` and the run ends with `OUT/summary.json`.
 """
 
@@ -29,6 +30,7 @@ from rich.console import Console
 
 from sailor2_jax.aot.demo import tpu_compile_stage
 from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
+from sailor2_jax.eval.demo import eval_stage
 from sailor2_jax.generate.demo import generate_stage
 from sailor2_jax.post.demo import post_training_stage
 from sailor2_jax.post.preference_demo import preference_stage
@@ -230,6 +232,8 @@ def run_demo(out: str | Path) -> dict:
     generate_stage(out, summary, console)
     _step("11. the pre-training step and the generation engine compiled for a v5p-8 slice by the TPU compiler, here")
     tpu_compile_stage(out, summary, console)
+    _step("12. evaluate the base, expanded and final models on held-out UDHR tasks in 15 languages")
+    eval_stage(out, summary, console)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.rule(f"[bold]demo finished in {summary['seconds']}s — {out / 'summary.json'}")

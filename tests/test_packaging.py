@@ -21,7 +21,8 @@ def test_the_wheel_installs_and_trains_from_anywhere(tmp_path):
     wheel = next((tmp_path / "dist").glob("sailor2_jax-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for packaged in ("sailor2_jax/configs/train/demo_pretrain.yaml", "sailor2_jax/configs/model/sailor2-1b.yaml",
-                     "sailor2_jax/configs/data/demo_stage1.yaml", "sailor2_jax/assets/udhr/th.jsonl"):
+                     "sailor2_jax/configs/data/demo_stage1.yaml", "sailor2_jax/assets/udhr/th.jsonl",
+                     "sailor2_jax/configs/eval/demo.yaml", "sailor2_jax/assets/eval/udhr_translation.jsonl"):
         assert packaged in names, packaged
 
     # a fresh venv: the wheel installed into it; its dependencies seen through a .pth line (installing them from the

@@ -36,8 +36,10 @@ LM_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
 
 
 def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *, segment_ids_BT: jax.Array | None,
-                   positions_BT: jax.Array | None, chunk: int = 1024) -> jax.Array:
-    """log p(target_t | tokens_≤t) in fp32, [B, T].
+                   positions_BT: jax.Array | None, chunk: int = 1024, with_greedy: bool = False
+                   ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """log p(target_t | tokens_≤t) in fp32, [B, T]; with `with_greedy`, also whether each target is the most likely
+    token (bool [B, T]: its logit is the largest, what lm-eval's `is_greedy` asks).
 
     The LM head runs over T in chunks under `jax.checkpoint`, so neither the forward nor the backward pass holds
     the fp32 [B, T, V] logits (at V = 151,936 they would dwarf the rest of the activations).
@@ -55,12 +57,13 @@ def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk
     def chunk_logprobs(x_BCD, targets_BC):
         logits_BCV = model.logits(x_BCD)  # fp32
         target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-        return target_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
+        logp_BC = target_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
+        return (logp_BC, target_BC >= jnp.max(logits_BCV, axis=-1)) if with_greedy else logp_BC
 
     x_nBCD = x_BTD.reshape(B, T // C, C, D).swapaxes(0, 1)
     targets_nBC = targets_BT.reshape(B, T // C, C).swapaxes(0, 1)
-    _, logp_nBC = jax.lax.scan(lambda _, xs: (None, chunk_logprobs(*xs)), None, (x_nBCD, targets_nBC))
-    return logp_nBC.swapaxes(0, 1).reshape(B, T)
+    _, out_nBC = jax.lax.scan(lambda _, xs: (None, chunk_logprobs(*xs)), None, (x_nBCD, targets_nBC))
+    return jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(B, T), out_nBC)
 
 
 def _lm_logprobs(model: Qwen2, batch: Batch, prefix: str, chunk: int) -> jax.Array:

@@ -1,0 +1,161 @@
+"""Convert the public SailCompass datasets, downloaded by the user, to the task records of `configs/eval/`
+(flores, xcopa, belebele, m3exam, qa). Nothing is fetched here or at evaluation time.
+
+    python -m sailor2_jax.eval.sailcompass flores   --src flores200_dataset/      --out data/sailcompass
+    python -m sailor2_jax.eval.sailcompass xcopa    --src xcopa/data/             --out data/sailcompass
+    python -m sailor2_jax.eval.sailcompass belebele --src belebele/               --out data/sailcompass
+    python -m sailor2_jax.eval.sailcompass m3exam   --src M3Exam/data/text-question/ --out data/sailcompass
+    python -m sailor2_jax.eval.sailcompass tydiqa   --src tydiqa-goldp-v1.1-dev.json --out data/sailcompass
+    python -m sailor2_jax.eval.sailcompass xquad    --src xquad/                  --out data/sailcompass
+    sailor2-jax eval --model HF_DIR --tasks flores --output-dir runs/eval/flores data_dir=data/sailcompass
+
+Sources (their public release formats):
+- FLORES-200 (`flores200_dataset/{dev,devtest}/<code>.{dev,devtest}`, one sentence per line, aligned): en↔id, th,
+  vi; devtest is scored, dev is the few-shot pool → `flores/<src>-<tgt>.jsonl`, `flores/<src>-<tgt>.dev.jsonl`.
+- XCOPA (`data/<lang>/{val,test}.<lang>.jsonl`: premise, choice1, choice2, question cause|effect, label) for id,
+  th, vi; test scored, val the few-shot pool → `xcopa/<lang>.jsonl`, `xcopa/<lang>.val.jsonl`.
+- Belebele (`<code>.jsonl`: flores_passage, question, mc_answer1-4, correct_answer_num 1-4) for ind_Latn,
+  tha_Thai, vie_Latn → `belebele/<lang>.jsonl`.
+- M3Exam (`<language>-questions-{dev,test}.json`: question_text, background_description, options "1. …",
+  answer_text) for thai, vietnamese, javanese → `m3exam/<lang>.jsonl`, `m3exam/<lang>.dev.jsonl`.
+- TyDi QA GoldP (v1.1 SQuAD-format JSON, ids `indonesian-…`) and XQuAD (`xquad.<lang>.json`, SQuAD format) for th
+  and vi → `qa/{tydiqa_id,xquad_th,xquad_vi}.jsonl`; the first 50 questions (at most) are the few-shot pool
+  (`….dev.jsonl`), the rest are scored.
+
+Every source record is accounted for: written, or skipped with its reason (printed, counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+FLORES = {"en": "eng_Latn", "id": "ind_Latn", "th": "tha_Thai", "vi": "vie_Latn"}
+BELEBELE = {"id": "ind_Latn", "th": "tha_Thai", "vi": "vie_Latn"}
+M3EXAM = {"th": "thai", "vi": "vietnamese", "jv": "javanese"}
+QA_FEWSHOT = 50
+# XCOPA's question words in each language (the tasks' templates print them after the premise)
+XCOPA_QUESTION = {"id": {"cause": "Apa penyebabnya?", "effect": "Apa akibatnya?"},
+                  "th": {"cause": "สาเหตุคืออะไร?", "effect": "ผลลัพธ์คืออะไร?"},
+                  "vi": {"cause": "Nguyên nhân là gì?", "effect": "Kết quả là gì?"}}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    from sailor2_jax.eval.run import write_atomic
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"{path}: {len(rows)} records")
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"not found: {path}")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def flores(src: Path, out: Path) -> None:
+    for split, suffix in (("devtest", ""), ("dev", ".dev")):
+        text = {lang: _lines(src / split / f"{code}.{split}") for lang, code in FLORES.items()}
+        for lang in ("id", "th", "vi"):
+            if len(text[lang]) != len(text["en"]):
+                raise ValueError(f"{src / split}: {FLORES[lang]} has {len(text[lang])} lines, English "
+                                 f"{len(text['en'])}")
+            for s, t in (("en", lang), (lang, "en")):
+                _write(out / "flores" / f"{s}-{t}{suffix}.jsonl",
+                       [{"prompt": a, "references": [b], "language": f"{s}-{t}", "id": f"flores-{split}-{i}"}
+                        for i, (a, b) in enumerate(zip(text[s], text[t]))])
+
+
+def xcopa(src: Path, out: Path) -> None:
+    for lang in XCOPA_QUESTION:
+        for split, suffix in (("test", ""), ("val", ".val")):
+            rows = []
+            for number, line in enumerate(_lines(src / lang / f"{split}.{lang}.jsonl"), 1):
+                try:
+                    r = json.loads(line)
+                    rows.append({"context": r["premise"], "question": XCOPA_QUESTION[lang][r["question"]],
+                                 "choices": [r["choice1"], r["choice2"]], "gold": int(r["label"]), "language": lang,
+                                 "id": f"xcopa-{lang}-{split}-{r.get('idx', number)}"})
+                except (json.JSONDecodeError, KeyError, ValueError) as e:
+                    print(f"{src / lang}/{split}.{lang}.jsonl:{number}: {e!r}; skipped", file=sys.stderr)
+            _write(out / "xcopa" / f"{lang}{suffix}.jsonl", rows)
+
+
+def belebele(src: Path, out: Path) -> None:
+    for lang, code in BELEBELE.items():
+        rows = []
+        for number, line in enumerate(_lines(src / f"{code}.jsonl"), 1):
+            try:
+                r = json.loads(line)
+                rows.append({"context": r["flores_passage"], "question": r["question"],
+                             "choices": [r[f"mc_answer{k}"] for k in range(1, 5)],
+                             "gold": int(r["correct_answer_num"]) - 1, "language": lang,
+                             "id": f"belebele-{lang}-{number}"})
+            except (json.JSONDecodeError, KeyError, ValueError) as e:
+                print(f"{src / code}.jsonl:{number}: {e!r}; skipped", file=sys.stderr)
+        _write(out / "belebele" / f"{lang}.jsonl", rows)
+
+
+def m3exam(src: Path, out: Path) -> None:
+    for lang, name in M3EXAM.items():
+        for split, suffix in (("test", ""), ("dev", ".dev")):
+            file = src / f"{name}-questions-{split}.json"
+            if not file.is_file():
+                raise FileNotFoundError(f"not found: {file}")
+            rows = []
+            for k, q in enumerate(json.loads(file.read_text(encoding="utf-8"))):
+                try:
+                    background = "\n".join(q.get("background_description") or [])
+                    question = (background + "\n" if background else "") + q["question_text"]
+                    rows.append({"prompt": question + "\n" + "\n".join(q["options"]), "question": question,
+                                 "references": [str(q["answer_text"]).strip()], "language": lang,
+                                 "id": f"m3exam-{lang}-{split}-{k}"})
+                except (KeyError, TypeError) as e:
+                    print(f"{file}: question {k}: {e!r}; skipped", file=sys.stderr)
+            _write(out / "m3exam" / f"{lang}{suffix}.jsonl", rows)
+
+
+def _squad(file: Path, lang: str, keep=lambda qid: True) -> list[dict]:
+    if not file.is_file():
+        raise FileNotFoundError(f"not found: {file}")
+    rows = []
+    for article in json.loads(file.read_text(encoding="utf-8"))["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                if keep(qa["id"]):
+                    rows.append({"prompt": qa["question"], "context": para["context"], "question": qa["question"],
+                                 "references": [a["text"] for a in qa["answers"]], "language": lang,
+                                 "id": qa["id"]})
+    return rows
+
+
+def _qa(rows: list[dict], out: Path, name: str) -> None:
+    _write(out / "qa" / f"{name}.dev.jsonl", rows[:QA_FEWSHOT])
+    _write(out / "qa" / f"{name}.jsonl", rows[QA_FEWSHOT:])
+
+
+def tydiqa(src: Path, out: Path) -> None:
+    _qa(_squad(src, "id", lambda qid: qid.startswith("indonesian")), out, "tydiqa_id")
+
+
+def xquad(src: Path, out: Path) -> None:
+    for lang in ("th", "vi"):
+        _qa(_squad(src / f"xquad.{lang}.json", lang), out, f"xquad_{lang}")
+
+
+CONVERTERS = {"flores": flores, "xcopa": xcopa, "belebele": belebele, "m3exam": m3exam, "tydiqa": tydiqa,
+              "xquad": xquad}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dataset", choices=sorted(CONVERTERS))
+    p.add_argument("--src", type=Path, required=True, help="the downloaded dataset (file or directory, see above)")
+    p.add_argument("--out", type=Path, required=True, help="the tasks' data_dir")
+    args = p.parse_args(argv)
+    CONVERTERS[args.dataset](args.src, args.out)
+
+
+if __name__ == "__main__":
+    main()
