@@ -45,10 +45,11 @@ def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *,
     the fp32 [B, T, V] logits (at V = 151,936 they would dwarf the rest of the activations).
     """
     x_BTD = model.hidden(tokens_BT, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
-    return hidden_logprobs(model, x_BTD, targets_BT, chunk)
+    return hidden_logprobs(model, x_BTD, targets_BT, chunk, with_greedy=with_greedy)
 
 
-def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk: int = 1024) -> jax.Array:
+def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk: int = 1024, *,
+                    with_greedy: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """`token_logprobs` from the final-normed hidden states [B, T, D] (for callers that also use the states)."""
     B, T, D = x_BTD.shape
     C = chunk if T % chunk == 0 else T
