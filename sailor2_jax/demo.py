@@ -8,7 +8,9 @@ checked against `transformers` (and the Splash TPU attention kernel against XLA 
 in `transformers` → (4b) a RegMix search of the stage-1 mixture (regmix/demo.py) → (5) stage-1 pre-training on
 the mixture it found through the real tokenizer, seqio and grain →
 (6) resume from the checkpoint → (7) stage 2 with all 15 languages and stage-1 replay → (8) SFT stage 1 on the
-embedded conversations, `select-sft`, SFT stage 2 on the selection, DPO on the embedded preference pairs → (9) export of the final checkpoint, checked in `transformers` → (10) chat generation from
+embedded conversations, `select-sft`, SFT stage 2 on the selection, DPO on the embedded preference pairs → (9) export
+of the final checkpoint, checked in `transformers` → (9b-d) a reward model trained by Bradley-Terry, one on-policy
+round with the language-consistency verifier, on-policy DPO → (10) chat generation from
 the exported model in three languages → (11) the pre-training step compiled for a TPU slice by the real TPU
 compiler, with no TPU → (12) the base, expanded and final models evaluated on held-out UDHR tasks (perplexity,
 multiple choice, translation) in all 15 languages, compared in one table.
@@ -31,6 +33,7 @@ from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model
 from sailor2_jax.eval.demo import eval_stage
 from sailor2_jax.generate.demo import generate_stage
 from sailor2_jax.post.demo import post_training_stage
+from sailor2_jax.post.preference_demo import preference_stage
 from sailor2_jax.regmix.demo import regmix_stage
 from sailor2_jax.sharding import make_mesh
 
@@ -224,6 +227,7 @@ def run_demo(out: str | Path) -> dict:
     clean_stage(out, summary)
     model_stage(out, summary)
     train_stage(out, summary, regmix_stage(out, summary))
+    preference_stage(out, summary, console, _step)
     _step("10. generate from the exported DPO model with the chat template (en, vi, th; 2 samples each)")
     generate_stage(out, summary, console)
     _step("11. the pre-training step and the generation engine compiled for a v5p-8 slice by the TPU compiler, here")

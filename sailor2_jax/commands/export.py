@@ -1,4 +1,5 @@
-"""`sailor2-jax export`: a train checkpoint (pre-training, SFT or DPO alike) → a Hugging Face directory."""
+"""`sailor2-jax export`: a train checkpoint (pre-training, SFT or DPO alike) → a Hugging Face directory; a reward
+run's checkpoint → a `Qwen2ForSequenceClassification` directory."""
 
 from __future__ import annotations
 
@@ -28,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from sailor2_jax.model.hf import export_hf, push_to_hub
+    from sailor2_jax.model.reward import Qwen2Reward, export_reward
     from sailor2_jax.train.export import load_checkpoint_model
 
     model, step = load_checkpoint_model(args.checkpoint)
+    if isinstance(model, Qwen2Reward):  # a `reward` run: Qwen2ForSequenceClassification
+        export_hf = export_reward
     out = export_hf(model, args.out, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
                     overwrite=args.overwrite)
     if jax.process_index() == 0:  # the folder is process 0's; one upload, one report

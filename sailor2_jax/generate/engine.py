@@ -98,6 +98,12 @@ class Generator:
         axes = (axes,) if isinstance(axes, str) else (axes or ())
         self.data_parallel = int(np.prod([mesh.shape[a] for a in axes]))
 
+    def set_params(self, params) -> None:
+        """Decode with other values of the same parameters — e.g. the live parameters of a training run (online
+        preference tuning): no copy, no export, the compiled programs reused. `params` is a pure dict or an
+        `nnx.State` of the model's parameters, sharded as they were."""
+        self.params = nnx.state(nnx.merge(self.graphdef, params))
+
     # --- the two programs ---------------------------------------------------------------------------------------
     def _state_shardings(self, repetition_penalty: bool) -> DecodeState:
         def named(*names):

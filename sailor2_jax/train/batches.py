@@ -4,6 +4,10 @@ The loop takes any iterator of host (numpy) batches that also has `get_state() -
 `set_state(dict)` — grain's `DatasetIterator` has both — and saves that state in every checkpoint. This module sits
 below the checkpoint module: it imports nothing of the training engine.
 
+A source whose batches depend on the policy being trained (online preference tuning, post/online.py) also has
+`set_policy(graphdef, params, mesh)`: the loop calls it with the live parameters before drawing each batch, so such a
+source is a batch source like any other and the one loop (checkpoints, preemption, NaN guard, metrics) runs it.
+
 `SyntheticLM` / `SyntheticPreference` are a deterministic test and demo source, not real data: packed rows of short
 "documents" that count upwards from a random start with a random stride (mod the vocabulary), so a tiny model
 visibly learns them in a few steps. Batch `i` depends only on (seed, i), which makes exact resume checkable, and each

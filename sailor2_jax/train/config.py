@@ -16,7 +16,7 @@ import pydantic
 from sailor2_jax.config import ComputeConfig, Config, MeshConfig, ModelConfig, model_config_field
 from sailor2_jax.data.config import Batching
 
-PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo")
+PREFERENCE_OBJECTIVES = ("dpo", "ln_dpo", "simpo", "reward")  # objectives whose batches are (chosen, rejected) pairs
 
 
 class ScheduleConfig(Config):
@@ -62,9 +62,10 @@ class OptimizerConfig(Config):
 
 class ObjectiveConfig(Config):
     """`pretrain`/`sft`: token-averaged NLL under `loss_mask` (SFT masks carry assistant tokens only).
-    `dpo`, `ln_dpo` (length-normalised), `simpo` (reference-free): Oat's formulas (recipe.md §6.2)."""
+    `dpo`, `ln_dpo` (length-normalised), `simpo` (reference-free): Oat's formulas (recipe.md §6.2).
+    `reward`: Bradley-Terry training of a reward model (a Qwen2 with a one-score head) on the same pairs."""
 
-    kind: Literal["pretrain", "sft", "dpo", "ln_dpo", "simpo"] = "pretrain"
+    kind: Literal["pretrain", "sft", "dpo", "ln_dpo", "simpo", "reward"] = "pretrain"
     beta: float = pydantic.Field(0.1, gt=0)
     label_smoothing: float = pydantic.Field(0.0, ge=0, le=0.5)
     gamma_beta_ratio: float = 0.5
@@ -76,6 +77,9 @@ class ObjectiveConfig(Config):
         "`precompute`: computed by the initial model before training, for every batch the run reads (no reference "
         "model in memory while training); `cache`: from the batches' ref_chosen_logps/ref_rejected_logps")
     logits_chunk: int = pydantic.Field(1024, gt=0, description="T-chunk for log-probs: never a full fp32 [B,T,V]")
+    reward_pad_id: int | None = pydantic.Field(
+        None, ge=0, description="reward: the score is read at the last token that is not this id (the exported "
+        "config's pad_token_id); default: init.hf_dir's pad_token_id for a classifier, else <|endoftext|> (151643)")
 
     @property
     def is_preference(self) -> bool:
@@ -109,12 +113,13 @@ class BatchSourceConfig(Config):
     - `sft`: conversation files (`files`: JSONL/Parquet files or directories; OpenAI `messages` or ShareGPT
       `conversations`, `format`), chat-templated, loss on assistant turns, packed into rows (post/sft_data.py);
     - `preference`: (prompt, chosen, rejected) files for the DPO family (post/preference_data.py);
+    - `online`: pairs sampled from the live policy and scored while training (the `online` section, post/online.py);
     - `synthetic`: a deterministic test source for every objective (train/batches.py), by name only.
     Other sources plug in through `train(data_iter=...)`. Batch size, sequence length and seed live here only: the
     loaders take them as arguments (`batching()`)."""
 
-    source: Literal["mixture", "sft", "preference", "synthetic"] | None = pydantic.Field(
-        None, description="required to train: mixture | sft | preference | synthetic (tests)")
+    source: Literal["mixture", "sft", "preference", "online", "synthetic"] | None = pydantic.Field(
+        None, description="required to train: mixture | sft | preference | online | synthetic (tests)")
     mixture: str | None = pydantic.Field(None, description="source=mixture: a data config name or YAML path")
     mixture_overrides: list[str] = pydantic.Field(default_factory=list, description="dotted overrides for it")
     files: list[str] = pydantic.Field(default_factory=list, description="source=sft|preference: JSONL/Parquet "
@@ -164,6 +169,28 @@ class LogConfig(Config):
     peak_flops: float | None = pydantic.Field(None, description="per-device FLOP/s for MFU; default by device kind")
 
 
+class OnlineConfig(Config):
+    """Online preference tuning (`data.source: online`, train/../post/online.py): each round samples `samples`
+    responses to each of `prompts_per_round` prompts from the live policy, scores them with the reward model,
+    verifies their language, pairs them, and trains `steps_per_round` DPO steps on the round's pairs; `steps` is
+    `rounds` × `steps_per_round`. A round that yields no pair is counted and followed by the next prompts."""
+
+    prompts: list[str] = pydantic.Field(default_factory=list, description="prompt files (JSONL: `prompt` or "
+                                        "`messages`, optional `language`, `task: translation` + `target_language`)")
+    reward_model: str | None = pydantic.Field(None, description="a reward model directory (sequence classifier)")
+    reward_backend: Literal["jax", "transformers"] = "jax"
+    reward_batch_size: int = pydantic.Field(32, gt=0)
+    rounds: int = pydantic.Field(2, gt=0)
+    prompts_per_round: int = pydantic.Field(64, gt=0)
+    samples: int = pydantic.Field(4, ge=2, description="responses per prompt (they share one prefill)")
+    steps_per_round: int = pydantic.Field(1, gt=0)
+    temperature: float = pydantic.Field(0.8, ge=0)
+    top_p: float = pydantic.Field(1.0, gt=0, le=1)
+    max_new_tokens: int = pydantic.Field(512, gt=0)
+    language_check: bool = True
+    generation_batch_size: int = pydantic.Field(32, gt=0, description="prompts decoded together")
+
+
 class TrainConfig(Config):
     model: ModelConfig | None = None
     compute: ComputeConfig = ComputeConfig()
@@ -177,6 +204,7 @@ class TrainConfig(Config):
     steps: int = pydantic.Field(100, gt=0, description="where the run stops (the schedule's length is fixed at the "
                                 "first start: optimizer.schedule.total_steps)")
     nan_guard: NanGuardConfig = NanGuardConfig()
+    online: OnlineConfig = OnlineConfig()
 
     @pydantic.field_validator("model", mode="before")
     @classmethod
@@ -205,7 +233,15 @@ class TrainConfig(Config):
             raise ValueError(f"data.source=preference gives pairs for {'/'.join(PREFERENCE_OBJECTIVES)}, not {kind}")
         if data.epochs is not None and data.source not in ("sft", "preference"):
             raise ValueError("data.epochs needs a finite data set (data.source=sft or preference); use `steps`")
-        if self.objective.kind == "simpo" and self.objective.reference != "model":
-            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for simpo "
+        if data.source == "online":
+            online = self.online
+            if kind not in ("dpo", "ln_dpo", "simpo") or not online.prompts or not online.reward_model:
+                raise ValueError("data.source=online needs a DPO-family objective, online.prompts and "
+                                 "online.reward_model")
+            if self.objective.reference == "precompute" or self.log.eval_every:
+                raise ValueError("data.source=online: its batches do not exist before training, so "
+                                 "objective.reference=precompute and log.eval_every are not possible")
+        if kind in ("simpo", "reward") and self.objective.reference != "model":
+            raise ValueError(f"objective.reference={self.objective.reference} makes no sense for {kind} "
                              "(reference-free)")
         return self

@@ -1,4 +1,5 @@
-"""Load the model of a train checkpoint (any objective: the params item is the same), e.g. for HF export."""
+"""Load the model of a train checkpoint (any LM objective: the params item is the same; a `reward` run holds a
+reward model), e.g. for HF export."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ def load_checkpoint_model(path: str | Path, mesh: Mesh | None = None, compute: C
     executed as `compute` says (parameters restored in its param_dtype). Multi-host: every process calls this (and
     then `export_hf`)."""
     step_dir = ckpt.step_dir(path)
-    model_cfg = ModelConfig.model_validate(ckpt.read_config(step_dir)["model"])
+    saved = ckpt.read_config(step_dir)
+    model_cfg = ModelConfig.model_validate(saved["model"])
     mesh = mesh or make_mesh(MeshConfig())
-    graphdef, abstract_state = nnx.split(abstract_model(model_cfg, compute))
+    objective = saved["train"]["objective"]
+    if objective["kind"] == "reward":  # a Qwen2Reward (model/reward.py), exported as a sequence classifier
+        from sailor2_jax.model.reward import abstract_reward
+        abstract = abstract_reward(model_cfg, objective["reward_pad_id"], compute)
+    else:
+        abstract = abstract_model(model_cfg, compute)
+    graphdef, abstract_state = nnx.split(abstract)
     shardings = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
     target = ckpt.abstract_target(shardings, nnx.to_pure_dict(abstract_state))
     return nnx.merge(graphdef, ckpt.restore_params(step_dir, target)), int(step_dir.name)

@@ -5,7 +5,9 @@ iterator (fresh, or continuing the previous stage's streams)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -18,6 +20,7 @@ from sailor2_jax.model.expand import EXPANSION_FILE, read_expansion
 from sailor2_jax.model.hf import import_hf, read_hf_config
 from sailor2_jax.model.init import create_model
 from sailor2_jax.model.qwen2 import Qwen2
+from sailor2_jax.sharding import state_shardings
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.batches import CheckpointableIterator, SyntheticLM, SyntheticPreference
 from sailor2_jax.train.config import TrainConfig
@@ -29,11 +32,25 @@ Params = dict[str, Any]
 EVAL_SEED_OFFSET = 1_000_003  # the eval stream: an independent stream of the same source
 
 
+def is_reward_dir(hf_dir: str) -> bool:
+    """Whether an HF directory holds a reward model (`Qwen2ForSequenceClassification`) rather than a Qwen2 LM."""
+    from sailor2_jax.model.reward import ARCHITECTURE
+
+    file = Path(hf_dir) / "config.json"
+    try:
+        return json.loads(file.read_text()).get("architectures") == [ARCHITECTURE]
+    except (OSError, json.JSONDecodeError):
+        return False  # read_hf_config reports it
+
+
 def architecture(cfg: TrainConfig) -> ModelConfig:
     """The model architecture: `model`, else init.hf_dir's config.json, else init.checkpoint's saved one."""
     if cfg.model is not None:
         return cfg.model
     if cfg.init.hf_dir:
+        if is_reward_dir(cfg.init.hf_dir):
+            from sailor2_jax.model.reward import read_reward_config
+            return read_reward_config(cfg.init.hf_dir)[0]
         return read_hf_config(cfg.init.hf_dir)
     return ModelConfig.model_validate(ckpt.read_config(cfg.init.checkpoint)["model"])
 
@@ -66,8 +83,9 @@ def _saved_schedule_steps(mgr: ocp.CheckpointManager) -> int | None:
 
 def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: Any = None) -> TrainConfig:
     """`cfg` with what the run fixes at its first start filled in, so the checkpoints record it: the expansion mask,
-    `steps` from `data.epochs` (the data iterator's `batches_per_epoch`) and the schedule length (kept on resume
-    unless optimizer.schedule.total_steps is given explicitly)."""
+    `steps` from `data.epochs` (the data iterator's `batches_per_epoch`) or from the online rounds, the schedule
+    length (kept on resume unless optimizer.schedule.total_steps is given explicitly) and where a reward model
+    reads its score (`objective.reward_pad_id`)."""
     if cfg.data.epochs is not None:
         per_epoch = getattr(data_iter, "batches_per_epoch", None)
         if per_epoch is None:
@@ -75,6 +93,8 @@ def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: 
         steps = max(1, math.ceil(cfg.data.epochs * per_epoch))
         log(f"data.epochs {cfg.data.epochs:g} × {per_epoch} steps per epoch: steps {steps}")
         cfg = cfg.replace(steps=steps)
+    if cfg.data.source == "online":
+        cfg = cfg.replace(steps=cfg.online.rounds * cfg.online.steps_per_round)
     optimizer = cfg.optimizer
     if optimizer.trainable == "new_layers":
         optimizer = optimizer.replace(new_layers=new_layers(cfg))
@@ -87,18 +107,38 @@ def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: 
             "(optimizer.schedule.total_steps)")
     if schedule.warmup_ratio is not None:
         schedule = schedule.replace(warmup_steps=round(schedule.warmup_ratio * schedule.total_steps))
+    objective = cfg.objective
+    if objective.kind == "reward" and objective.reward_pad_id is None:
+        objective = objective.replace(reward_pad_id=_reward_pad_id(cfg))
     if cfg.steps > schedule.total_steps:
         log(f"steps {schedule.total_steps + 1}..{cfg.steps} run past the end of the learning-rate schedule "
             f"({schedule.total_steps} steps) at its final value; to extend the schedule set "
             "optimizer.schedule.total_steps")
-    return cfg.replace(optimizer=optimizer.replace(schedule=schedule))
+    return cfg.replace(optimizer=optimizer.replace(schedule=schedule), objective=objective)
+
+
+def _reward_pad_id(cfg: TrainConfig) -> int:
+    """Where a reward model reads its score (objective.reward_pad_id): a classifier's own pad_token_id, a previous
+    reward run's, else <|endoftext|>."""
+    from sailor2_jax.data.vocab import EOS_ID
+    from sailor2_jax.model.reward import read_reward_config
+
+    if cfg.init.hf_dir and is_reward_dir(cfg.init.hf_dir):
+        return read_reward_config(cfg.init.hf_dir)[1]
+    if cfg.init.checkpoint:
+        saved = ckpt.read_config(cfg.init.checkpoint)["train"]["objective"]
+        if saved.get("reward_pad_id") is not None:
+            return int(saved["reward_pad_id"])
+    return EOS_ID
 
 
 def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: StepSetup,
                    init_model: Qwen2 | None = None) -> Params:
     """The first parameters: a given model, an HF directory, a previous run's checkpoint, or a random init."""
     shardings = setup.shardings.params
-    if init_model is not None:
+    if cfg.objective.kind == "reward" and init_model is None:
+        params = _reward_params(cfg, model_cfg, mesh, setup)
+    elif init_model is not None:
         params = nnx.to_pure_dict(nnx.state(init_model, nnx.Param))
     elif cfg.init.hf_dir:
         params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, cfg.compute)))
@@ -107,6 +147,35 @@ def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: 
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed, cfg.compute)))
     return jax.device_put(params, shardings)
+
+
+def _reward_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: StepSetup) -> Params:
+    """A reward model's first parameters: a reward model (HF classifier directory or a reward run) as it is; a
+    language model (HF directory or an LM run, e.g. the SFT model) as the backbone under a new score head, as
+    reward models are usually started; or a random init."""
+    from sailor2_jax.model.init import abstract_model
+    from sailor2_jax.model.reward import create_reward, import_reward
+
+    if cfg.init.hf_dir and is_reward_dir(cfg.init.hf_dir):
+        return nnx.to_pure_dict(nnx.state(import_reward(cfg.init.hf_dir, mesh, cfg.compute)))
+    reward_run = (cfg.init.checkpoint is not None and
+                  ckpt.read_config(cfg.init.checkpoint)["train"]["objective"]["kind"] == "reward")
+    if reward_run:
+        return ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(setup.shardings.params, setup.shapes))
+    if not cfg.init.hf_dir and not cfg.init.checkpoint:
+        return nnx.to_pure_dict(nnx.state(create_reward(model_cfg, mesh, pad_id=cfg.objective.reward_pad_id,
+                                                        seed=cfg.init.seed, compute=cfg.compute)))
+    if cfg.init.hf_dir:
+        lm = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, cfg.compute)))
+    else:
+        _, abstract = nnx.split(abstract_model(model_cfg, cfg.compute))
+        lm_shardings = nnx.to_pure_dict(state_shardings(abstract, mesh))
+        lm = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(lm_shardings, nnx.to_pure_dict(abstract)))
+    lm.pop("lm_head", None)  # a reward model reads hidden states, never the LM head
+    shape = setup.shapes["score"]
+    score = jax.jit(lambda: 0.02 * jax.random.normal(jax.random.key(cfg.init.seed), shape.shape, shape.dtype),
+                    out_shardings=setup.shardings.params["score"])()
+    return {"backbone": lm, "score": score}
 
 
 def fresh_state(cfg: TrainConfig, params: Params, setup: StepSetup) -> TrainState:
@@ -142,6 +211,9 @@ def data_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previ
     if cfg.data.source == "preference":
         from sailor2_jax.post.preference_data import preference_batches
         return preference_batches(cfg.data, batching, progress)
+    if cfg.data.source == "online":
+        from sailor2_jax.post.online import OnlinePairs
+        return OnlinePairs(cfg, batching)
     if cfg.data.source == "synthetic":
         args = (batching.batch_size, batching.seq_len, vocab, batching.seed)
         if cfg.objective.is_preference:

@@ -209,8 +209,11 @@ class _Loop:
         step_fn = self.setup.compile(self.objective, self.mesh, cfg.data.micro_batches,
                                      with_reference=self.ref_params is not None)
         stopped, message, t = "done", "", self.start
+        live = hasattr(data_iter, "set_policy")
         with jax.set_mesh(self.mesh), Preemption() as stop:
             while t < cfg.steps:
+                if live:  # a source that samples from the policy (online DPO) reads the live parameters
+                    data_iter.set_policy(self.setup.graphdef, state.params, self.mesh)
                 state, metrics = step_fn(state, global_batch(next(data_iter), self.mesh), self.ref_params)
                 t += 1                                       # step t dispatched before step t-1's metrics are read
                 self.settle()

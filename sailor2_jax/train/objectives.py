@@ -14,6 +14,10 @@ Batch contract (numpy on host, global arrays on device):
 
 Preference formulas follow Oat (recipe.md §6.2); log π(y) is the *sum* of response-token log-probs (`dpo`) or its
 mean (`ln_dpo`, `simpo`).
+
+`reward` trains a reward model (model/reward.py `Qwen2Reward`) on the same preference batches: Bradley-Terry,
+−log σ(r(x, y_w) − r(x, y_l)), each side scored at its conversation's last token as `Qwen2ForSequenceClassification`
+scores it (so a trained model scores the same after export and in `transformers`).
 """
 
 from __future__ import annotations
@@ -171,6 +175,43 @@ def preference_metrics(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
                                      "chosen_logp", "rejected_logp")} | {"loss_tokens": sums["tokens"]}
 
 
+# --- reward model: Bradley-Terry on preference pairs -----------------------------------------------------------
+
+def conversation_tokens(batch: Batch, prefix: str, pad_id: int) -> jax.Array:
+    """The whole conversations of one side, [B, T + 1], right-padded with `pad_id`: the rows hold inputs
+    (`tokens`, ids[:-1]) and next-token `targets` (ids[1:]), so ids = tokens[:, :1] ++ targets. The reward is read at
+    the last id, which the inputs alone leave out."""
+    real_BT = batch[prefix + "segment_ids"] > 0 if prefix + "segment_ids" in batch else batch[prefix + "loss_mask"] > 0
+    ids_BT1 = jnp.concatenate([batch[prefix + "tokens"][:, :1], batch[prefix + "targets"]], axis=1)
+    real_BT1 = jnp.concatenate([real_BT[:, :1], real_BT], axis=1)
+    return jnp.where(real_BT1, ids_BT1, pad_id)
+
+
+def reward_loss(model, batch: Batch, cfg: ObjectiveConfig, ref_model=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum over pairs of −log σ(r_w − r_l); chosen and rejected scored in one forward pass ([2B, T + 1])."""
+    from sailor2_jax.model.reward import rewards
+
+    del ref_model
+    both = jnp.concatenate([conversation_tokens(batch, "chosen_", model.pad_id),
+                            conversation_tokens(batch, "rejected_", model.pad_id)])
+    r_b = rewards(model, both)
+    B = batch["chosen_tokens"].shape[0]
+    r_w_B, r_l_B = r_b[:B], r_b[B:]
+    margin_B = r_w_B - r_l_B
+    loss_B = -jax.nn.log_sigmoid(margin_B)
+    sums = {"loss": jnp.sum(loss_B), "pairs": jnp.asarray(B, jnp.float32),
+            "chosen_score": jnp.sum(r_w_B), "rejected_score": jnp.sum(r_l_B), "score_margin": jnp.sum(margin_B),
+            "accuracy": jnp.sum((margin_B > 0).astype(jnp.float32)),
+            "tokens": jnp.sum((both != model.pad_id).astype(jnp.float32))}
+    return sums["loss"], sums
+
+
+def reward_metrics(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    n = jnp.maximum(sums["pairs"], 1.0)
+    return {k: sums[k] / n for k in ("loss", "chosen_score", "rejected_score", "score_margin", "accuracy")
+            } | {"loss_tokens": sums["tokens"]}
+
+
 # --- dispatch ----------------------------------------------------------------------------------------------------
 
 class Objective:
@@ -178,7 +219,9 @@ class Objective:
 
     def __init__(self, cfg: ObjectiveConfig):
         self.cfg = cfg
-        if cfg.is_preference:
+        if cfg.kind == "reward":
+            self.weight, self._loss, self.metrics = preference_weight, reward_loss, reward_metrics
+        elif cfg.is_preference:
             self.weight, self._loss, self.metrics = preference_weight, preference_loss, preference_metrics
         else:
             self.weight, self._loss, self.metrics = lm_weight, lm_loss, lm_metrics
@@ -186,7 +229,7 @@ class Objective:
     @property
     def reference(self) -> str | None:
         """Where reference log-probs come from: `model`, `precompute`, `cache`, or None (no reference needed)."""
-        return self.cfg.reference if self.cfg.is_preference and self.cfg.kind != "simpo" else None
+        return self.cfg.reference if self.cfg.is_preference and self.cfg.kind not in ("simpo", "reward") else None
 
     def loss(self, model: Qwen2, batch: Batch, ref_model: Qwen2 | None) -> tuple[jax.Array, dict[str, jax.Array]]:
         return self._loss(model, batch, self.cfg, ref_model)

@@ -142,10 +142,22 @@ class StepSetup:
         return compile_step(step, mesh, self.shardings, self.shardings.params if with_reference else None)
 
 
+def abstract_for(cfg: TrainConfig, model_cfg: ModelConfig) -> nnx.Module:
+    """The module the run trains, as shapes: the Qwen2 LM, or for `objective.kind: reward` the reward model (the same
+    decoder with a one-score head; `objective.reward_pad_id` is resolved by train/init.py when a run starts)."""
+    if cfg.objective.kind == "reward":
+        from sailor2_jax.data.vocab import EOS_ID
+        from sailor2_jax.model.reward import abstract_reward
+        pad_id = cfg.objective.reward_pad_id
+        # unresolved only outside a run (e.g. AOT compilation), where the id changes no shape
+        return abstract_reward(model_cfg, EOS_ID if pad_id is None else pad_id, cfg.compute)
+    return abstract_model(model_cfg, cfg.compute)
+
+
 def setup_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> StepSetup:
     """The step of `cfg` (its optimiser's schedule spans `optimizer.schedule.total_steps`, else `steps`; the loop
     fixes it at a run's first start, train/init.py `resolve`)."""
-    graphdef, abstract = nnx.split(abstract_model(model_cfg, cfg.compute))
+    graphdef, abstract = nnx.split(abstract_for(cfg, model_cfg))
     shapes = nnx.to_pure_dict(abstract)
     mask = trainable_mask(cfg.optimizer, shapes)
     tx, lr = optimizer(cfg.optimizer, cfg.optimizer.schedule.total_steps or cfg.steps, mask)

@@ -34,9 +34,13 @@ def test_shipped_configs_load(path):
             assert cfg.init.checkpoint.endswith(f"sailor2-{size}_stage1")
             assert cfg.init.optimizer_state and cfg.optimizer.schedule.warmup_steps == 0  # stage 1's AdamW goes on
             assert cfg.optimizer.schedule.final_lr == 1e-5 and cfg.optimizer.schedule.decay_steps >= 0.9 * cfg.steps
+    elif path.stem == "demo_online":  # continues the demo's DPO run with the demo's reward model
+        assert cfg.model is None and cfg.init.checkpoint.endswith("demo/dpo") and cfg.online.reward_model
+        assert cfg.data.source == "online" and cfg.objective.kind == "dpo" and cfg.online.rounds >= 2
     else:
         assert cfg.model.num_layers == 4 and cfg.checkpoint.every == 5 and cfg.log.every == 1
-        assert cfg.data.source == {"demo_pretrain": "mixture", "demo_dpo": "preference"}.get(path.stem, "sft")
+        assert cfg.data.source == {"demo_pretrain": "mixture", "demo_dpo": "preference",
+                                   "demo_reward": "preference"}.get(path.stem, "sft")
 
 
 def test_demo_pretrain_is_twenty_steps_of_the_tiny_model():
