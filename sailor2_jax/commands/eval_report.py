@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sailor2_jax.eval.report import load_runs, plot, render, table
-    from sailor2_jax.eval.run import write_atomic
+    from sailor2_jax.files import write_atomic
 
     runs = load_runs(args.runs)
     rows = table(runs, args.languages)

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sailor2_jax.config import ComputeConfig, MeshConfig
     from sailor2_jax.post import filter_ppl
-    from sailor2_jax.post.onpolicy import write_jsonl, write_summary
+    from sailor2_jax.files import write_jsonl
+    from sailor2_jax.post.onpolicy import write_summary
     from sailor2_jax.post.records import Accounting, Rejection, read_preferences
     from sailor2_jax.post.select import score_policy
     from sailor2_jax.post.sft_data import system_prompt, tokenize_conversations

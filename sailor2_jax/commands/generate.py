@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from sailor2_jax.files import write_jsonl
 from sailor2_jax.generate.load import add_model_arguments, add_sampling_arguments
 
 NAME = "generate"
@@ -49,19 +48,6 @@ def parse_line(raw: str, chat: bool) -> tuple[dict, list[dict] | str]:
         raise ValueError("`prompt` must be a non-empty string")
     return record, [{"role": "user", "content": prompt}] if chat else prompt
 
-
-def write_jsonl_atomic(path: Path, records) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     out = [{**record, "completions": [{"text": text(c), "token_ids": c.token_ids, "finish_reason": c.finish_reason}
                                       for c in completions]}
            for record, completions in zip(records, results)]
-    write_jsonl_atomic(Path(args.output), out)
+    write_jsonl(args.output, out)
     tokens = sum(len(c.token_ids) for completions in results for c in completions)
     print(f"wrote {args.output}: {len(prompts)} prompts, {tokens} generated tokens in {seconds:.1f}s "
           f"({tokens / max(seconds, 1e-9):.1f} tokens/s, compilation included); {bad} malformed lines skipped")

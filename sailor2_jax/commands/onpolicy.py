@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sailor2_jax.data.vocab import IM_END_ID
+    from sailor2_jax.files import write_jsonl
     from sailor2_jax.generate import load as loading
     from sailor2_jax.post import onpolicy
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     reward = load_reward_model(args.reward_model, args.reward_backend, batch_size=args.reward_batch_size,
                                dtype=args.reward_dtype)
     pairs = onpolicy.make_pairs(prompts, responses, reward, verifier, counts)
-    onpolicy.write_jsonl(args.out, pairs)
+    write_jsonl(args.out, pairs)
     onpolicy.write_summary(f"{args.out}.summary.json", counts, samples=args.samples, policy=loaded.source,
                            reward_model=reward.source, language_check=args.language_check,
                            sampling=sampling.model_dump(), generation_seconds=round(seconds, 2))

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,20 +27,9 @@ from sailor2_jax.eval import metrics
 from sailor2_jax.eval.config import GenerationTask, MultipleChoiceTask, PerplexityTask, TaskBase, TasksFile
 from sailor2_jax.eval.records import FewShot, choice_texts, read_records
 from sailor2_jax.eval.score import Scorer, encode_pair, pair_row, rolling_rows
+from sailor2_jax.files import write_atomic
 from sailor2_jax.generate.load import Loaded
 
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _by_language(records: list[dict], metric: Callable[[list[int]], dict[str, float]]) -> dict[str, float]:

@@ -33,6 +33,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sailor2_jax.files import write_jsonl
+
 FLORES = {"en": "eng_Latn", "id": "ind_Latn", "th": "tha_Thai", "vi": "vie_Latn"}
 BELEBELE = {"id": "ind_Latn", "th": "tha_Thai", "vi": "vie_Latn"}
 M3EXAM = {"th": "thai", "vi": "vietnamese", "jv": "javanese"}
@@ -44,8 +46,7 @@ XCOPA_QUESTION = {"id": {"cause": "Apa penyebabnya?", "effect": "Apa akibatnya?"
 
 
 def _write(path: Path, rows: list[dict]) -> None:
-    from sailor2_jax.eval.run import write_atomic
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(path, rows)
     print(f"{path}: {len(rows)} records")
 
 

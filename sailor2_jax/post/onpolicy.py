@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sailor2_jax.files import write_json
 from sailor2_jax.post.reward import RewardModel
 from sailor2_jax.post.verifier import LanguageVerifier, Pair, choose_pair
 
@@ -123,11 +123,6 @@ def make_pairs(prompts: Sequence[PromptRecord], responses: Sequence[Sequence[str
     return out
 
 
-def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
-    from sailor2_jax.commands.generate import write_jsonl_atomic
-
-    write_jsonl_atomic(Path(path), records)
-
 
 def summary_line(counts: collections.Counter, k: int) -> str:
     no_pair = {r: counts[r] for r in ("no_consistent_response", "all_scores_equal") if counts[r]}
@@ -138,11 +133,4 @@ def summary_line(counts: collections.Counter, k: int) -> str:
 
 def write_summary(path: str | Path, counts: collections.Counter, **extra: Any) -> None:
     """`counts` and `extra` as JSON, atomically."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(dict(counts) | extra, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_json(path, dict(counts) | extra)

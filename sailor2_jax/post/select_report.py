@@ -16,28 +16,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from sailor2_jax.files import write_atomic
 from sailor2_jax.post.records import Accounting
 from sailor2_jax.post.select import Scores, SelectConfig, Selection
 from sailor2_jax.post.sft_data import TokenizedConversation
 
-
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(x: float) -> float | None:
@@ -123,8 +112,8 @@ def write_outputs(out: Path, examples: Sequence[TokenizedConversation], scores: 
                   summary_: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = score_rows(examples, scores, sel)
-    _atomic_write(out / "scores.jsonl", (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    _atomic_write(out / "selected.jsonl", (json.dumps(ex.conversation.record, ensure_ascii=False) + "\n"
+    write_atomic(out / "scores.jsonl", (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(out / "selected.jsonl", (json.dumps(ex.conversation.record, ensure_ascii=False) + "\n"
                                            for ex, s in zip(examples, sel.selected) if s))
-    _atomic_write(out / "summary.json", [json.dumps(summary_, indent=2, ensure_ascii=False) + "\n"])
+    write_atomic(out / "summary.json", [json.dumps(summary_, indent=2, ensure_ascii=False) + "\n"])
     plot(out / "selection.png", scores, sel, [ex.conversation.language for ex in examples])

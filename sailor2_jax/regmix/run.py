@@ -30,6 +30,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from rich.console import Console
 
+from sailor2_jax import files
 from sailor2_jax.regmix.config import RegMixConfig
 from sailor2_jax.regmix.data import ProxyData
 from sailor2_jax.regmix.sample import normalised, sample_mixtures
@@ -38,11 +39,8 @@ console = Console()
 
 
 def write_atomic(path: Path, text: str) -> None:
-    if jax.process_index() != 0:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    if jax.process_index() == 0:  # one writer per run directory
+        files.write_atomic(path, text)
 
 
 def write_json(path: Path, obj: Any) -> None:
