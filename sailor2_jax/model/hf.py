@@ -104,15 +104,19 @@ def check_keys(src: SafetensorsDir, cfg: ModelConfig, extra: tuple[str, ...] = (
                          f" (config.json says {cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings})")
 
 
-def read_hf_config(hf_dir: str | Path) -> ModelConfig:
+def read_config_json(hf_dir: str | Path) -> dict:
+    """An HF directory's config.json, or a one-line error naming the file."""
     cfg_file = Path(hf_dir) / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{hf_dir}: config.json not found")
     try:
-        hf = json.loads(cfg_file.read_text())
+        return json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file}: not valid JSON: {e}") from None
-    return ModelConfig.from_hf(hf)
+
+
+def read_hf_config(hf_dir: str | Path) -> ModelConfig:
+    return ModelConfig.from_hf(read_config_json(hf_dir))
 
 
 # --- HF -> ours --------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ scoring): `rewards` is the pure function for jitted code, `score_sequences` the 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from jax.sharding import Mesh
 
 from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.batched import apply_batched
-from sailor2_jax.model.hf import Row, check_keys, load_module, module_specs, rows_for, write_specs
+from sailor2_jax.model.hf import Row, check_keys, load_module, module_specs, read_config_json, rows_for, write_specs
 from sailor2_jax.model.qwen2 import Qwen2, _normal, _param
 from sailor2_jax.model.safetensors_io import SafetensorsDir
 from sailor2_jax.sharding import batch_sharding
@@ -89,13 +88,8 @@ def _rows(cfg: ModelConfig) -> tuple[Row, ...]:
 
 def read_reward_config(hf_dir: str | Path) -> tuple[ModelConfig, int]:
     """(architecture, pad_token_id) of a HF `Qwen2ForSequenceClassification` directory with one label."""
+    hf = read_config_json(hf_dir)
     cfg_file = Path(hf_dir) / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{hf_dir}: config.json not found")
-    try:
-        hf = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file}: not valid JSON: {e}") from None
     archs = hf.get("architectures")
     if archs != [ARCHITECTURE]:
         raise ValueError(f"{cfg_file}: architectures is {archs}, a reward model is [{ARCHITECTURE!r}]")

@@ -28,7 +28,7 @@ from sailor2_jax.data.loader import EpochShuffle
 from sailor2_jax.data.vocab import EOS_ID
 from sailor2_jax.post import chat
 from sailor2_jax.post.records import Accounting, PreferencePair, Rejection, file_stamps, read_preferences
-from sailor2_jax.post.sft_data import TOKENIZE_CHUNK, Overlong, fingerprint, system_prompt
+from sailor2_jax.post.sft_data import Overlong, fingerprint, system_prompt, tokenize_chunks
 
 SIDES = ("chosen", "rejected")
 
@@ -84,14 +84,9 @@ def encode_pairs(pairs: Iterable[PreferencePair], max_tokens: int, *, overlong: 
             acc.truncated += cut
             out.append(EncodedPair(ids, mask, pair, cut))
         bar.update(len(chunk))
-        chunk.clear()
 
-    chunk: list[PreferencePair] = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == TOKENIZE_CHUNK:
-            flush(chunk)
-    flush(chunk)
+    for chunk in tokenize_chunks(pairs):
+        flush(chunk)
     bar.close()
     return out
 

@@ -24,8 +24,8 @@ import dataclasses
 import functools
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 
 import grain
 import numpy as np
@@ -43,6 +43,20 @@ Overlong = Literal["truncate", "drop"]
 Packing = Literal["first_fit", "best_fit"]
 PACKING_BINS = 16          # open rows of the packer (grain flushes all of them when an example fits none)
 TOKENIZE_CHUNK = 1024      # conversations per call of the batch tokenizer
+T = TypeVar("T")
+
+
+def tokenize_chunks(items: Iterable[T]) -> Iterator[list[T]]:
+    """`items` in lists of TOKENIZE_CHUNK (the last one shorter): one batch-tokenizer call each, and a stream of
+    records is never held whole as text."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == TOKENIZE_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 SYSTEM_PROMPTS = {"sailor2": chat.SAILOR2_SYSTEM_PROMPT, "qwen": chat.QWEN_SYSTEM_PROMPT, "none": None}
 
 
@@ -97,14 +111,9 @@ def tokenize_conversations(conversations: Iterable[Conversation], max_tokens: in
             acc.truncated += truncated
             out.append(TokenizedConversation(ids, mask, LANGUAGE_INDEX.get(conv.language, -1), conv, truncated))
         bar.update(len(chunk))
-        chunk.clear()
 
-    chunk: list[Conversation] = []
-    for conv in conversations:
-        chunk.append(conv)
-        if len(chunk) == TOKENIZE_CHUNK:
-            flush(chunk)
-    flush(chunk)
+    for chunk in tokenize_chunks(conversations):
+        flush(chunk)
     bar.close()
     return out
 
