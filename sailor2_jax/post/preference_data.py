@@ -27,7 +27,8 @@ from sailor2_jax.data.config import Batching
 from sailor2_jax.data.loader import EpochShuffle
 from sailor2_jax.data.vocab import EOS_ID
 from sailor2_jax.post import chat
-from sailor2_jax.post.records import Accounting, PreferencePair, Rejection, file_stamps, read_preferences
+from sailor2_jax.post.records import (Accounting, PreferencePair, Rejection, file_stamps, process_rows,
+                                      read_preferences)
 from sailor2_jax.post.sft_data import Overlong, fingerprint, system_prompt, tokenize_chunks
 
 SIDES = ("chosen", "rejected")
@@ -97,15 +98,10 @@ class PreferenceBatches:
     def __init__(self, pairs: Sequence[EncodedPair], batching: Batching, *, accounting: Accounting | None = None,
                  pad_id: int = EOS_ID, process_index: int | None = None, process_count: int | None = None,
                  description: str = "preference"):
-        import jax
-
         if not pairs:
             raise ValueError(f"{description}: no preference pairs left to train on "
                              f"({'; '.join((accounting or Accounting()).lines()[:1])})")
-        self.process_index = jax.process_index() if process_index is None else process_index
-        self.process_count = jax.process_count() if process_count is None else process_count
-        if batching.batch_size % self.process_count:
-            raise ValueError(f"batch size {batching.batch_size} is not divisible by {self.process_count} processes")
+        self.process_index, self.process_count = process_rows(batching, process_index, process_count)
         self.batching, self.accounting, self.description = batching, accounting or Accounting(), description
         self.pad_id = pad_id
         self.pairs = list(pairs)

@@ -116,6 +116,17 @@ class Accounting:
         return [head] + [f"  skipped {r}" for r in shown] + ([f"  ... and {more} more"] if more > 0 else [])
 
 
+def process_rows(batching, process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    """(this process, processes) over which a file source's global batch is split (JAX's unless given)."""
+    import jax
+
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if batching.batch_size % count:
+        raise ValueError(f"batch size {batching.batch_size} is not divisible by {count} processes")
+    return index, count
+
+
 def input_files(paths: Sequence[str]) -> list[str]:
     """Files and directories (searched recursively) → the JSONL/Parquet files, sorted; a missing path is an error."""
     from sailor2_jax.config import resolve_path

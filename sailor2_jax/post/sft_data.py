@@ -37,7 +37,7 @@ from sailor2_jax.data.packing import pack_without_splitting, sft_example, to_con
 from sailor2_jax.data.vocab import EOS_ID
 from sailor2_jax.post import chat
 from sailor2_jax.post.records import (Accounting, Conversation, ConversationFormat, Rejection, file_stamps,
-                                      read_conversations)
+                                      process_rows, read_conversations)
 
 Overlong = Literal["truncate", "drop"]
 Packing = Literal["first_fit", "best_fit"]
@@ -155,15 +155,10 @@ class SFTBatches:
     def __init__(self, examples: Sequence[TokenizedConversation], batching: Batching, *,
                  packing: Packing = "first_fit", accounting: Accounting | None = None, pad_id: int = EOS_ID,
                  process_index: int | None = None, process_count: int | None = None, description: str = "sft"):
-        import jax
-
         if not examples:
             raise ValueError(f"{description}: no conversations left to train on "
                              f"({'; '.join((accounting or Accounting()).lines()[:1])})")
-        self.process_index = jax.process_index() if process_index is None else process_index
-        self.process_count = jax.process_count() if process_count is None else process_count
-        if batching.batch_size % self.process_count:
-            raise ValueError(f"batch size {batching.batch_size} is not divisible by {self.process_count} processes")
+        self.process_index, self.process_count = process_rows(batching, process_index, process_count)
         self.batching, self.packing, self.accounting = batching, packing, accounting or Accounting()
         self.description = description
         self.local_rows = batching.batch_size // self.process_count
