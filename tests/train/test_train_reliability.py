@@ -126,19 +126,26 @@ def test_expand_leaves_no_temporary_directory_when_interrupted(tmp_path, signum)
     Qwen2ForCausalLM(Qwen2Config(vocab_size=4096, hidden_size=512, intermediate_size=2048, num_hidden_layers=8,
                                  num_attention_heads=8, num_key_value_heads=2)).save_pretrained(tmp_path / "base")
     cmd = cli_cmd("expand", "--base", str(tmp_path / "base"), "--layers", "16", "--out", str(tmp_path / "out"))
-    for _ in range(3):  # on a loaded machine the write (~0.6 s) may end before the signal lands: then once more
+    for _ in range(3):
         proc = subprocess.Popen(cmd, cwd=ROOT, env=cpu_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".out.tmp-*")):
             time.sleep(0.01)
         assert proc.poll() is None, "the expansion finished before its output directory appeared"
-        proc.send_signal(signum)
+        # Frozen while it writes (a loaded machine may otherwise finish the ~0.6 s write before the signal lands),
+        # signalled, then let go: the signal is handled mid-write.
+        proc.send_signal(signal.SIGSTOP)
+        writing = bool(list(tmp_path.glob(".out.tmp-*")))
+        if writing:
+            proc.send_signal(signum)
+        proc.send_signal(signal.SIGCONT)
         _, err = proc.communicate(timeout=60)
-        if proc.returncode != 0:
+        if writing:
             break
-        assert (tmp_path / "out").is_dir() and not list(tmp_path.glob(".out.tmp-*"))  # finished, and atomically
+        assert proc.returncode == 0 and (tmp_path / "out").is_dir()  # it had finished, atomically: once more
         shutil.rmtree(tmp_path / "out")
+    assert writing, "the expansion always finished before it could be interrupted"
     assert proc.returncode == (130 if signum == signal.SIGINT else 143), err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("sailor2-jax expand: ")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
