@@ -127,8 +127,10 @@ def test_expand_leaves_no_temporary_directory_when_interrupted(tmp_path, signum)
                                  num_attention_heads=8, num_key_value_heads=2)).save_pretrained(tmp_path / "base")
     cmd = cli_cmd("expand", "--base", str(tmp_path / "base"), "--layers", "16", "--out", str(tmp_path / "out"))
     for _ in range(3):
+        # Ctrl-C handled as in a terminal, whatever this test runner inherited (a job started with `&` by a
+        # non-interactive shell ignores SIGINT, and so would its children)
         proc = subprocess.Popen(cmd, cwd=ROOT, env=cpu_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".out.tmp-*")):
             time.sleep(0.01)
