@@ -15,10 +15,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from sailor2_jax.sharding import global_batch
+from sailor2_jax.sharding import batch_sharding
 
 Example = Mapping[str, np.ndarray]
 
@@ -37,10 +38,8 @@ def apply_batched(step: Callable[[Any, dict[str, jax.Array]], jax.Array], params
                   desc: str = "score", progress: bool = True) -> np.ndarray:
     """`step(params, batch) -> [B, ...]` (jitted by the caller) over every example; returns [n, ...] in order.
 
-    `batch_size` is rounded up to a multiple of the data-parallel devices. Single-process: every example is scored
-    here (the host's devices split each batch)."""
-    if jax.process_count() > 1:
-        raise NotImplementedError("batched scoring runs in one process (score shards of the data per process)")
+    `batch_size` is rounded up to a multiple of the data-parallel devices. Every process passes the same
+    `examples`: each puts its own devices' rows of a batch on them, and all get every result back."""
     if not examples:
         return np.zeros((0,), np.float32)
     data_parallel = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
@@ -54,7 +53,9 @@ def apply_batched(step: Callable[[Any, dict[str, jax.Array]], jax.Array], params
         for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
             idx = order[start:start + rows]
             length = max(bucket, math.ceil(int(lengths[idx].max()) / bucket) * bucket)
-            batch = global_batch(padded_batch([examples[i] for i in idx], rows, length, pad), mesh)
+            padded = padded_batch([examples[i] for i in idx], rows, length, pad)
+            batch = {k: jax.make_array_from_callback(v.shape, batch_sharding(mesh, v.ndim), lambda i, v=v: v[i])
+                     for k, v in padded.items()}
             pending.append((idx, step(params, batch)))  # dispatched; read back below, so batches overlap
             if len(pending) > 2:
                 _collect(pending.pop(0), results)
@@ -65,7 +66,7 @@ def apply_batched(step: Callable[[Any, dict[str, jax.Array]], jax.Array], params
 
 def _collect(item: tuple[np.ndarray, jax.Array], results: list) -> None:
     idx, out = item
-    host = np.asarray(jax.device_get(out))
+    host = np.asarray(multihost_utils.process_allgather(out, tiled=True))  # rows held by other processes too
     for r, i in enumerate(idx):
         results[i] = host[r]
 
