@@ -21,6 +21,11 @@ runs its 1,000 proxies (one job each): a fresh step function (so a compilation),
 the one program's whole run (build, compile, `proxy.steps` steps) for all P. Data loading and process start-up, which
 a separate job would also pay, are left out of both.
 
+`--profile` traces one round of each side (jax.profiler) and reports the time XLA's CPU ops were running, summed
+over threads, per proxy step: what the proxies' kernels cost, without dispatch and waiting. Since one program
+cannot run its kernels faster than one proxy runs the same kernels, the sequential side's wall time over its op
+time per core (`no_overhead_bound`) bounds what batching the dispatch could gain on this machine.
+
 Shapes: `demo` is configs/regmix/demo.yaml's proxy (d 64, 4 x 64 tokens per step); `1m` is RegMix's 1M proxy
 (configs/model/regmix-1m.yaml, d 256) with the compact vocabulary, at a CPU-sized batch.
 """
@@ -28,10 +33,14 @@ Shapes: `demo` is configs/regmix/demo.yaml's proxy (d 64, 4 x 64 tokens per step
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import math
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -44,6 +53,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--devices", type=int, default=1, help="CPU devices the vmapped program spreads proxies over")
     p.add_argument("--separate-runs", type=int, default=2, help="whole single-proxy runs timed (0: none)")
+    p.add_argument("--profile", action="store_true", help="also report XLA op time per proxy step of each side")
     args = p.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -138,6 +148,10 @@ def main() -> None:
         return time.perf_counter() - t0
 
     runs = [separate_run(weights[i]) for i in range(args.separate_runs)]
+    op_ms = {}
+    if args.profile:
+        op_ms = {"vmapped": op_seconds(lambda: vmapped(False)) * 1e3 / (S * P),
+                 "sequential": op_seconds(lambda: sequential(False)) * 1e3 / (S * P)}
     one_program = vmapped_compile + (proxy.steps - 1) * best["vmapped_e2e"] / S
     report = {
         "machine": f"{os.cpu_count()} CPU cores, {jax.device_count()} JAX CPU devices",
@@ -151,10 +165,39 @@ def main() -> None:
         "whole_runs": {"steps": proxy.steps, "one_program_s": round(one_program, 1),
                        "separate_run_s": [round(r, 1) for r in runs],
                        "speedup": round(P * min(runs) / one_program, 1) if runs else None},
+        "op_ms_per_proxy_step": {k: round(v, 2) for k, v in op_ms.items()},
+        "wall_ms_per_proxy_step": {k: round(1e3 * best[f"{k}_step"] / (S * P), 2) for k in ("vmapped", "sequential")},
+        "no_overhead_bound": (round(1e3 * best["sequential_step"] / (S * P) / (op_ms["sequential"] / os.cpu_count()), 2)
+                              if op_ms else None),
         "load_average": os.getloadavg(),
     }
     json.dump(report, sys.stdout, indent=2)
     print()
+
+
+def op_seconds(fn) -> float:
+    """Seconds XLA's CPU ops ran during `fn()`, summed over threads (per thread the union of its op events, so ops
+    nested in loops count once; dispatch, waiting and Python are not ops)."""
+    import jax
+
+    wrappers = ("ThunkExecutor", "$", "PjitFunction", "CommonPjRt", "SlinkyThreadPool")
+    with tempfile.TemporaryDirectory() as d:
+        jax.profiler.start_trace(d)
+        fn()
+        jax.profiler.stop_trace()
+        with gzip.open(next(Path(d).rglob("*.trace.json.gz"))) as f:
+            events = json.load(f)["traceEvents"]
+    spans: dict[tuple, list[tuple[float, float]]] = {}
+    for e in events:
+        if e.get("ph") == "X" and not e["name"].startswith(wrappers):
+            spans.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    busy = 0.0
+    for intervals in spans.values():
+        end = -math.inf
+        for a, b in sorted(intervals):
+            busy += max(0.0, b - max(a, end))
+            end = max(end, b)
+    return busy * 1e-6
 
 
 if __name__ == "__main__":

@@ -32,25 +32,16 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sailor2_jax.config import ComputeConfig, MeshConfig
-    from sailor2_jax.post import filter_ppl
     from sailor2_jax.files import write_jsonl
+    from sailor2_jax.generate.load import load_model, model_or_run
+    from sailor2_jax.post import filter_ppl
     from sailor2_jax.post.onpolicy import write_summary
     from sailor2_jax.post.records import Accounting, Rejection, read_preferences
     from sailor2_jax.post.select import score_policy
     from sailor2_jax.post.sft_data import system_prompt, tokenize_conversations
-    from sailor2_jax.sharding import make_mesh
 
     keep = 0.9 if args.keep is None and args.max_ppl is None else args.keep
-    mesh = make_mesh(MeshConfig(data=-1, fsdp=1, tensor=1))
-    compute = ComputeConfig(param_dtype=args.dtype, dtype=args.dtype, remat="none")
-    model_dir = Path(args.model)
-    if (model_dir / "config.json").is_file():
-        from sailor2_jax.model.hf import import_hf
-        model = import_hf(model_dir, mesh, compute)
-    else:
-        from sailor2_jax.train.export import load_checkpoint_model
-        model, _ = load_checkpoint_model(model_dir, mesh, compute)
+    model, mesh, _ = load_model(model_or_run(args.model, mesh="-1,1,1", dtype=args.dtype))
     system = system_prompt(args.system)
 
     acc = Accounting()

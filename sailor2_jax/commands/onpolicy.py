@@ -4,7 +4,6 @@ verdicts, (chosen, rejected) pairs for DPO (post/onpolicy.py)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sailor2_jax.generate.load import add_sampling_arguments
 
@@ -62,12 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.max_new_tokens < 1 or args.reward_batch_size < 1:
         raise ValueError("--batch-size, --reward-batch-size and --max-new-tokens must be at least 1")
     sampling = loading.sampling_from(args)
-    policy = Path(args.policy)
-    if not policy.is_dir():
-        raise FileNotFoundError(f"--policy {policy}: not a directory")
-    hf = (policy / "config.json").is_file()
-    loaded = loading.load(argparse.Namespace(model=str(policy) if hf else None, checkpoint=None if hf else str(policy),
-                                             tokenizer=args.tokenizer, dtype=args.dtype, mesh=args.mesh))
+    loaded = loading.load(loading.model_or_run(args.policy, tokenizer=args.tokenizer, dtype=args.dtype,
+                                               mesh=args.mesh))
     counts: collections.Counter = collections.Counter()
     prompts = onpolicy.read_prompts(args.prompts, counts)
     verifier = LanguageVerifier() if args.language_check == "on" else None

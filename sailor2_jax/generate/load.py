@@ -87,6 +87,16 @@ def load(args: argparse.Namespace) -> Loaded:
                   source)
 
 
+def model_or_run(path: str | Path, **flags) -> argparse.Namespace:
+    """`load`/`load_model`'s arguments for one path that is either a Hugging Face directory (it has config.json) or
+    a training run (a run, checkpoints or step directory); `flags` are the rest (mesh, dtype, ...)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a directory (a Hugging Face model or a training run)")
+    hf = (path / "config.json").is_file()
+    return argparse.Namespace(model=str(path) if hf else None, checkpoint=None if hf else str(path), **flags)
+
+
 def load_model(args: argparse.Namespace):
     """(model, mesh, description) of `--model`/`--checkpoint` on the `--mesh`, in `--dtype`."""
     from sailor2_jax.config import ComputeConfig, MeshConfig
@@ -104,7 +114,11 @@ def load_model(args: argparse.Namespace):
         model = import_hf(args.model, mesh, compute)
         source = args.model
     else:
+        from sailor2_jax.model.qwen2 import Qwen2
         from sailor2_jax.train.export import load_checkpoint_model
         model, step = load_checkpoint_model(args.checkpoint, mesh, compute)
+        if not isinstance(model, Qwen2):  # a reward run's classifier: it scores text, it has no LM head
+            raise ValueError(f"{args.checkpoint}: a reward model's run (objective kind: reward) cannot generate or "
+                             "score tokens; give it where a reward model is asked for (e.g. --reward-model)")
         source = f"{args.checkpoint} (step {step})"
     return model, mesh, source

@@ -22,11 +22,8 @@ import json
 from pathlib import Path
 
 from sailor2_jax.config import ASSETS_DIR
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.data.config import LANGUAGE_NAMES, LANGUAGES
 
-LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "vi": "Vietnamese", "id": "Indonesian", "th": "Thai",
-                  "ms": "Malay", "my": "Burmese", "tl": "Tagalog", "km": "Khmer", "lo": "Lao", "jv": "Javanese",
-                  "su": "Sundanese", "ceb": "Cebuano", "war": "Waray", "ilo": "Ilocano"}
 UDHR = "the Universal Declaration of Human Rights"
 
 

@@ -244,4 +244,7 @@ class TrainConfig(Config):
         if kind in ("simpo", "reward") and self.objective.reference != "model":
             raise ValueError(f"objective.reference={self.objective.reference} makes no sense for {kind} "
                              "(reference-free)")
+        if kind == "reward" and self.optimizer.trainable == "new_layers":
+            raise ValueError("optimizer.trainable=new_layers with objective.kind=reward: the score head is not a "
+                             "layer, so it would stay at its random initialisation (train all parameters)")
         return self

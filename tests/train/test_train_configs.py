@@ -54,6 +54,8 @@ def test_demo_pretrain_is_twenty_steps_of_the_tiny_model():
     (["data.batch_size=6", "data.micro_batches=4"], "multiple of data.micro_batches"),
     (["init.hf_dir=/x"], "init.hf_dir's config.json defines the model"),
     (["optimizer.trainabel=all"], "optimizer.trainabel"),
+    (["objective.kind=reward", "data.source=preference", "data.files=[x.jsonl]", "optimizer.trainable=new_layers"],
+     "the score head is not a layer"),
 ])
 def test_config_errors_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -107,6 +107,15 @@ def test_reward_run_exports_as_a_transformers_classifier(reward_run, tmp_path):
     assert np.mean(theirs[:16] > theirs[16:]) >= 0.9     # and it still ranks unseen pairs after export
 
 
+def test_reward_run_is_refused_where_a_language_model_is_asked_for(reward_run, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi", "language": "en"}) + "\n")
+    assert main(["onpolicy", "--policy", str(reward_run), "--reward-model", str(reward_run), "--prompts",
+                 str(prompts), "--out", str(tmp_path / "pairs.jsonl")]) != 0
+    assert "a reward model's run (objective kind: reward) cannot generate" in capsys.readouterr().err
+    assert not (tmp_path / "pairs.jsonl").exists()
+
+
 def test_reward_run_starts_from_a_language_model(tmp_path):
     """init.hf_dir = a Qwen2 LM: its decoder under a new score head (the LM head dropped); lr 0 keeps them."""
     from flax import nnx
