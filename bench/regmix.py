@@ -33,6 +33,7 @@ Shapes: `demo` is configs/regmix/demo.yaml's proxy (d 64, 4 x 64 tokens per step
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import math
@@ -137,8 +138,9 @@ def main() -> None:
 
     def separate_run(weights_i) -> float:
         t0 = time.perf_counter()
-        fresh = setup_step(train_cfg, model_cfg, mesh1).compile(Objective(train_cfg.objective), mesh1,
-                                                                 proxy.micro_batches, with_reference=False)
+        # a copy of the setup holds no compiled step: this run compiles its own, as a separate job would
+        fresh = dataclasses.replace(setup_step(train_cfg, model_cfg, mesh1)).compile(
+            Objective(train_cfg.objective), mesh1, proxy.micro_batches, with_reference=False)
         it = data.iterator(weights_i, "run")
         with jax.set_mesh(mesh1):
             s = first_state(params)

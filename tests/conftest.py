@@ -7,3 +7,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long files first: `make test` hands whole files to two workers in this order, so starting the multi-process,
+    subprocess and training-loop files early keeps one worker from running the last long file alone."""
+    def long(item) -> bool:
+        return item.path.parent.name == "train" or any(i.get_closest_marker("slow") for i in by_file[item.path])
+
+    by_file: dict = {}
+    for item in items:
+        by_file.setdefault(item.path, []).append(item)
+    items.sort(key=lambda item: not long(item))  # stable: each group keeps its order

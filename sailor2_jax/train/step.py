@@ -10,7 +10,9 @@ so each micro-batch stays spread over every data-parallel device; each micro-bat
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -121,7 +123,7 @@ def compile_step(step: Callable, mesh: Mesh, shardings: TrainState, ref_sharding
                    out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared by identity: its compiled steps belong to it
 class StepSetup:
     """What a run's step is built from: the model graph and parameter shapes, the trainable mask, the optimiser and
     its schedule, and the shardings of the whole train state (`setup_step`)."""
@@ -132,14 +134,21 @@ class StepSetup:
     tx: optax.GradientTransformation
     lr_schedule: optax.Schedule
     shardings: TrainState
+    _compiled: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def abstract_state(self) -> TrainState:
         """The train state's shapes and dtypes (nothing allocated)."""
         return jax.eval_shape(lambda p: init_state(p, self.tx, 0), self.shapes)
 
     def compile(self, objective: Objective, mesh: Mesh, micro_batches: int, with_reference: bool) -> Callable:
-        step = make_step(self.graphdef, objective, self.tx, self.lr_schedule, self.mask, micro_batches)
-        return compile_step(step, mesh, self.shardings, self.shardings.params if with_reference else None)
+        """The jitted step, built once per objective and batching for this setup (a `dataclasses.replace`d copy
+        starts with none)."""
+        key = (objective.cfg.model_dump_json(), mesh, micro_batches, with_reference)
+        if key not in self._compiled:
+            step = make_step(self.graphdef, objective, self.tx, self.lr_schedule, self.mask, micro_batches)
+            self._compiled[key] = compile_step(step, mesh, self.shardings,
+                                               self.shardings.params if with_reference else None)
+        return self._compiled[key]
 
 
 def abstract_for(cfg: TrainConfig, model_cfg: ModelConfig) -> nnx.Module:
@@ -156,9 +165,26 @@ def abstract_for(cfg: TrainConfig, model_cfg: ModelConfig) -> nnx.Module:
 
 def setup_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> StepSetup:
     """The step of `cfg` (its optimiser's schedule spans `optimizer.schedule.total_steps`, else `steps`; the loop
-    fixes it at a run's first start, train/init.py `resolve`)."""
-    graphdef, abstract = nnx.split(abstract_for(cfg, model_cfg))
-    shapes = nnx.to_pure_dict(abstract)
-    mask = trainable_mask(cfg.optimizer, shapes)
-    tx, lr = optimizer(cfg.optimizer, cfg.optimizer.schedule.total_steps or cfg.steps, mask)
-    return StepSetup(graphdef, shapes, mask, tx, lr, train_state_shardings(abstract, tx, mesh))
+    fixes it at a run's first start, train/init.py `resolve`).
+
+    A process keeps the last few setups, so a run started again in it with the same settings (a resume or a longer
+    run, a demo stage of the same shapes, a test) gets the same setup and reuses its compiled programs."""
+    total_steps = cfg.optimizer.schedule.total_steps or cfg.steps
+    key = (json.dumps([model_cfg.model_dump(mode="json"), cfg.compute.model_dump(mode="json"),
+                       cfg.objective.model_dump(mode="json"), cfg.optimizer.model_dump(mode="json"), total_steps],
+                      sort_keys=True), mesh)
+    setup = _SETUPS.pop(key, None)
+    if setup is None:
+        graphdef, abstract = nnx.split(abstract_for(cfg, model_cfg))
+        shapes = nnx.to_pure_dict(abstract)
+        mask = trainable_mask(cfg.optimizer, shapes)
+        tx, lr = optimizer(cfg.optimizer, total_steps, mask)
+        setup = StepSetup(graphdef, shapes, mask, tx, lr, train_state_shardings(abstract, tx, mesh))
+    _SETUPS[key] = setup  # the most recently used last
+    while len(_SETUPS) > _SETUPS_KEPT:
+        _SETUPS.popitem(last=False)
+    return setup
+
+
+_SETUPS: collections.OrderedDict[tuple, StepSetup] = collections.OrderedDict()
+_SETUPS_KEPT = 4

@@ -235,3 +235,25 @@ def test_cosine_schedule_closed_form():
 def test_a_schedule_longer_than_its_run_is_refused():
     with pytest.raises(ValueError, match="warmup_steps \\(10\\) \\+ decay_steps \\(20\\) exceed the schedule's 25 steps"):
         schedule(ScheduleConfig(kind="wsd", warmup_steps=10, decay_steps=20), total_steps=25)
+
+
+def test_the_same_settings_reuse_the_compiled_step_and_other_settings_do_not():
+    cfg = load(TrainConfig, None, BASE)
+    mesh = make_mesh(cfg.mesh)
+
+    def step(cfg, micro_batches=1, with_reference=False):
+        setup = setup_step(cfg, cfg.model, mesh)
+        return setup, setup.compile(Objective(cfg.objective), mesh, micro_batches, with_reference)
+
+    setup, first = step(cfg)
+    again = step(load(TrainConfig, None, BASE))  # an equal config, loaded anew: a rerun in the same process
+    assert again[0] is setup and again[1] is first
+    for other in (cfg.replace(steps=20),  # the schedule's length is part of the program
+                  cfg.replace(optimizer=cfg.optimizer.replace(weight_decay=0.5)),
+                  cfg.replace(objective=cfg.objective.replace(logits_chunk=16)),
+                  cfg.replace(compute=cfg.compute.replace(remat="none"))):
+        assert step(other)[1] is not first, other
+    assert step(cfg, micro_batches=2)[1] is not first and step(cfg, with_reference=True)[1] is not first
+    # a copy with another optimiser (as the reference-optimiser tests make) builds its own step
+    copy = dataclasses.replace(setup, tx=optax.sgd(1e-2))
+    assert copy.compile(Objective(cfg.objective), mesh, 1, False) is not first
