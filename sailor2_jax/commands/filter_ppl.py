@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     write_jsonl(out / "kept.jsonl", [record(*k) for k in result.kept])
     write_jsonl(out / "removed.jsonl", [record(*k) for k in result.removed])
     write_summary(out / "summary.json", acc.metrics("pairs"), cut=result.cut, keep=keep, max_ppl=args.max_ppl,
-                  model=str(model_dir))
+                  model=str(args.model))
     for line in acc.lines():
         print(line)
     print(f"wrote {out}: {len(result.kept)} pairs kept, {len(result.removed)} above the perplexity cut "
