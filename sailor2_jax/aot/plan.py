@@ -82,7 +82,7 @@ def _divisors(n: int) -> list[int]:
 
 def candidates(cfg: TrainConfig, model: ModelConfig, chips: int, max_tensor: int = 8) -> list[Candidate]:
     """Every mesh/remat/micro-batch/chunk combination the sharding rules and the batch admit."""
-    B, T = cfg.data.batch_size * (2 if cfg.objective.is_preference else 1), cfg.data.seq_len
+    T = cfg.data.seq_len
     chunks = [c for c in CHUNKS if c <= T and T % c == 0] or [T]
     out = []
     for tensor in _divisors(chips):

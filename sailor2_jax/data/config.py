@@ -18,7 +18,7 @@ from typing import Literal
 
 import pydantic
 
-from sailor2_jax.config import Config, find_config, load, resolve_path
+from sailor2_jax.config import Config, find_config, load
 
 # The 15 Sailor2 languages in the fixed order that batches index into (`languages` holds positions in this tuple).
 LANGUAGES: tuple[str, ...] = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war",
