@@ -8,14 +8,30 @@
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$w"; done
 #   cp ../shared/bench/hf_torch_baseline.py bench/      # the PyTorch peer (../shared does not travel)
-# Then: run(command="bash bench/device_check.sh", carry=[".whl"], timeout_s=540)
+# Then two calls, each inside one command's time limit:
+#   run(command="bash bench/device_check.sh train", carry=[".whl"], timeout_s=540)     # cuDNN, train step (issue 3)
+#   run(command="bash bench/device_check.sh generate", carry=[".whl"], timeout_s=420)  # decode (10), RegMix (13)
 set -euo pipefail
+PART=${1:-train}
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD" JAX_PLATFORMS=cuda PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+if [ "$PART" = generate ]; then
+  # issue 10: our decode loop beside transformers' generate on the same card (batch 1, 32, 128; prompt 128, 256 new)
+  timeout 300 python3 bench/decode.py --timeout 120 --out "$OUT/decode.json" 2>&1 | tail -20 | tee "$OUT/decode.txt" \
+    || true
+  # issue 13: 64 RegMix 1M proxies as one program vs one after another (random rows: the image has no seqio/grain;
+  # compare the step-only figures), at the CPU's batch and at a GPU-sized one
+  for b in "4 128" "16 512"; do
+    set -- $b
+    timeout 100 python3 bench/regmix.py --synthetic --shape 1m --batch-size "$1" --seq-len "$2" --rounds 2 \
+      --steps 3 --separate-runs 1 2>/dev/null | tee "$OUT/regmix_${1}x${2}.json" || true
+  done
+  exit 0
+fi
 # 1. the fused cuDNN kernel on packed batches equals the XLA reference (skipped on CPU)
 python3 -m pytest -q -p no:cacheprovider tests/model/test_model_attention.py 2>&1 | tee "$OUT/cudnn_test.txt" || true
 # 2. tokens/s, MFU and peak memory: Sailor2-1B shape (seq 4096) and a 4-layer 8B slice, beside transformers eager

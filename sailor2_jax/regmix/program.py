@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -31,13 +31,15 @@ from sailor2_jax.config import MeshConfig, ModelConfig
 from sailor2_jax.data.config import LANGUAGE_INDEX
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.regmix.config import ProxyConfig
-from sailor2_jax.regmix.data import ProxyBatches, ProxyData
 from sailor2_jax.sharding import logical_to_spec, make_mesh
 from sailor2_jax.train import checkpoint as ckpt
 from sailor2_jax.train.config import BatchSourceConfig, InitConfig, ObjectiveConfig, TrainConfig
 from sailor2_jax.train.objectives import Batch, Objective
 from sailor2_jax.train.state import TrainState, init_state
 from sailor2_jax.train.step import make_step, setup_step
+
+if TYPE_CHECKING:  # the data side (grain, seqio) is imported where a search reads data, not by the program itself
+    from sailor2_jax.regmix.data import ProxyData
 
 PROXY_MESH = MeshConfig(data=-1, fsdp=1, tensor=1)  # every device on the axis the proxies are sharded over
 
@@ -132,6 +134,8 @@ def train_program(program: ProxyProgram, data: ProxyData, ids: Sequence[int], we
     checkpoint if it holds one; their per-language validation losses [n, K] and last training losses [n].
 
     Rows past n (padding up to `program.size`) repeat the last mixture; their results are dropped."""
+    from sailor2_jax.regmix.data import ProxyBatches
+
     n = len(ids)
     pad = program.size - n
     names = [f"mixture_{i}" for i in ids] + [f"padding_{j}" for j in range(pad)]

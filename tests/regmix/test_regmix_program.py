@@ -112,3 +112,15 @@ def test_program_size_must_fit_the_devices():
     data, model_cfg, train_cfg = _setup(cfg)
     with pytest.raises(ValueError, match="multiple of the device count"):
         ProxyProgram(train_cfg, model_cfg, make_mesh(MeshConfig(data=4, fsdp=1, tensor=1), jax.devices()[:4]), 6)
+
+
+def test_the_program_needs_no_data_stack():
+    """An accelerator image without grain/seqio/TensorFlow can build proxies (bench/regmix.py --synthetic)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('grain', 'seqio', 'tensorflow'): sys.modules[m] = None  # importing them fails\n"
+            "import sailor2_jax.regmix.config, sailor2_jax.regmix.program, sailor2_jax.train.batches\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
