@@ -17,6 +17,8 @@ import sys
 
 from sailor2_jax import commands
 
+PROG = "sailor2-jax"
+
 
 def _command_modules():
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -78,16 +80,34 @@ def main(argv: list[str] | None = None) -> int:
 
         from sailor2_jax.config import describe
         text = f"invalid {e.title}: {describe(e)}" if isinstance(e, pydantic.ValidationError) else str(e)
-        print(f"sailor2-jax {args.command}: error: {text}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sailor2-jax {args.command}: interrupted (Ctrl-C); partial output removed", file=sys.stderr)
+        _interrupted()
+        print(f"{PROG} {args.command}: interrupted (Ctrl-C); partial output removed", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"sailor2-jax {args.command}: terminated (SIGTERM); partial output removed", file=sys.stderr)
+        _interrupted()
+        print(f"{PROG} {args.command}: terminated (SIGTERM); partial output removed", file=sys.stderr)
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted() -> None:
+    """The one line is the whole report of an interruption: an object the signal caught half-built (e.g. a tqdm bar
+    interrupted in its constructor) may fail in its destructor when it is collected, and Python would print that
+    failure's traceback after our line ("Exception ignored in ..."); such failures are dropped from here on."""
+    sys.unraisablehook = lambda unraisable: None
+
+
+def run_command(argv: list[str], console) -> None:
+    """`sailor2-jax ARGV` in this process, echoed first as a user would type it (the demo's stages run the real
+    commands); a failing command raises, naming it."""
+    console.print(f"{PROG} {' '.join(argv)}")
+    rc = main(argv)
+    if rc != 0:
+        raise RuntimeError(f"{PROG} {argv[0]} failed (exit {rc})")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def pytest_collection_modifyitems(config, items):
     """Long files first: `make test` hands whole files to two workers in this order, so starting the multi-process,
     subprocess and training-loop files early keeps one worker from running the last long file alone."""
-    def long(item) -> bool:
-        return item.path.parent.name == "train" or any(i.get_closest_marker("slow") for i in by_file[item.path])
-
-    by_file: dict = {}
-    for item in items:
-        by_file.setdefault(item.path, []).append(item)
-    items.sort(key=lambda item: not long(item))  # stable: each group keeps its order
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: not (item.path.parent.name == "train" or item.path in slow_files))  # stable

@@ -135,8 +135,8 @@ def resume(cmd: list[str], out: Path, killed_at: int, before: dict[int, dict], k
            ) -> tuple[dict[int, dict], str]:
     """Rerun a killed training run to its end; it must resume from `killed_at` and log, bitwise, what the killed run
     logged for the steps after it (the uninterrupted run's values: at least two steps, so the optimiser state and
-    the learning-rate schedule are checked as well as the weights and the data position). Returns every step logged
-and the rerun's standard output."""
+    the learning-rate schedule are checked as well as the weights and the data position); the steps up to the
+    checkpoint must be kept as they were. Returns every step logged and the rerun's standard output."""
     redone = sorted(s for s in before if s > killed_at)
     assert len(redone) >= 2, f"killed at step {max(before)}, {len(redone)} step(s) after checkpoint {killed_at}"
     rerun = subprocess.run(cmd, cwd=ROOT, env=cpu_env(8), capture_output=True, text=True, timeout=600, check=False)

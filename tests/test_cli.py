@@ -42,3 +42,32 @@ def test_an_installed_tpu_compiler_without_a_tpu_starts_jax_quietly():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("cpu", "gpu")
     assert "TPU" not in done.stderr, done.stderr  # libtpu's runtime was never started
+
+
+def test_an_interruption_is_one_line_even_when_it_leaves_a_half_built_object():
+    """Ctrl-C inside a constructor (e.g. a tqdm bar's) leaves an object whose destructor fails when it is collected
+    at exit; the report stays our one line, with no traceback after it."""
+    code = """
+import sys
+import sailor2_jax.commands.inspect_data as command
+from sailor2_jax.cli import main
+
+class HalfBuilt:
+    def __init__(self):
+        raise KeyboardInterrupt          # the signal lands before the object is complete
+    def __del__(self):
+        self.closed                      # AttributeError: what tqdm.__del__ meets
+
+def run(args):
+    global keep
+    try:
+        HalfBuilt()
+    except KeyboardInterrupt as e:
+        keep = e                         # the traceback keeps the half-built object alive until exit
+        raise
+command.run = run
+sys.exit(main(["inspect-data", "--config", "demo_stage1"]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == ["sailor2-jax inspect-data: interrupted (Ctrl-C); partial output removed"]

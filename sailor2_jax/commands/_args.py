@@ -53,12 +53,13 @@ def executor_overrides(args: argparse.Namespace) -> dict[str, int]:
 def run_stages(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:
     """Run a staged command and report its summary; a broken accounting (kept + rejected != read) exits 1, a Slurm
     submission says where its jobs log."""
+    from sailor2_jax.cli import PROG
     from sailor2_jax.data.clean.summary import AccountingError
 
     try:
         summary = run()
     except AccountingError as e:  # records went missing: the outputs are not to be trusted
-        print(f"sailor2-jax {command}: error: {e}", file=sys.stderr)
+        print(f"{PROG} {command}: error: {e}", file=sys.stderr)
         return 1
     if summary.get("submitted"):
         print(f"submitted to Slurm; logs under {summary['logs']}; summary.json appears when the last stage ends")

@@ -10,20 +10,15 @@ MODELS = (("base", "base"), ("expanded", "expanded"), ("final", "hf_final"))  # 
 
 
 def eval_stage(out: Path, summary: dict, console) -> None:
-    from sailor2_jax.cli import main
+    from sailor2_jax.cli import run_command
 
     runs = []
     for name, directory in MODELS:
-        argv = ["eval", "--model", str(out / directory), "--tasks", "demo", "--output-dir", str(out / "eval" / name),
-                "--name", name, "--dtype", "float32", "limit=15", "max_length=1024"]
-        console.print(f"sailor2-jax {' '.join(argv)}")
-        if main(argv) != 0:
-            raise RuntimeError(f"the eval command failed on {out / directory}")
+        run_command(["eval", "--model", str(out / directory), "--tasks", "demo", "--output-dir",
+                     str(out / "eval" / name), "--name", name, "--dtype", "float32", "limit=15", "max_length=1024"],
+                    console)
         runs.append(str(out / "eval" / name))
-    argv = ["eval-report", *runs, "--output-dir", str(out / "eval" / "report")]
-    console.print(f"sailor2-jax {' '.join(argv)}")
-    if main(argv) != 0:
-        raise RuntimeError("the eval-report command failed")
+    run_command(["eval-report", *runs, "--output-dir", str(out / "eval" / "report")], console)
     report = json.loads((out / "eval" / "report" / "report.json").read_text())
     summary["eval"] = {"report": str(out / "eval" / "report"),
                        **{f"{r['task']}/{r['metric']}": r["values"] for r in report["rows"]}}

@@ -14,16 +14,14 @@ DEMO_CHATS = [
 
 def generate_stage(out: Path, summary: dict, console) -> None:
     """`sailor2-jax generate --chat` on three prompts (en, vi, th), two samples each, from `out/hf_final`."""
-    from sailor2_jax.cli import main
+    from sailor2_jax.cli import run_command
 
     prompts, completions = out / "generate" / "prompts.jsonl", out / "generate" / "completions.jsonl"
     prompts.parent.mkdir(parents=True, exist_ok=True)
     prompts.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in DEMO_CHATS), encoding="utf-8")
     argv = ["generate", "--model", str(out / "hf_final"), "--input", str(prompts), "--output", str(completions),
             "--num-samples", "2", "--temperature", "0.8", "--top-p", "0.9", "--max-new-tokens", "24"]
-    console.print(f"sailor2-jax {' '.join(argv)}")
-    if main(argv) != 0:
-        raise RuntimeError("the generate command failed")
+    run_command(argv, console)
     records = [json.loads(line) for line in completions.read_text(encoding="utf-8").splitlines()]
     for r in records:
         for i, c in enumerate(r["completions"]):

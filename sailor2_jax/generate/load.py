@@ -114,11 +114,7 @@ def load_model(args: argparse.Namespace):
         model = import_hf(args.model, mesh, compute)
         source = args.model
     else:
-        from sailor2_jax.model.qwen2 import Qwen2
         from sailor2_jax.train.export import load_checkpoint_model
-        model, step = load_checkpoint_model(args.checkpoint, mesh, compute)
-        if not isinstance(model, Qwen2):  # a reward run's classifier: it scores text, it has no LM head
-            raise ValueError(f"{args.checkpoint}: a reward model's run (objective kind: reward) cannot generate or "
-                             "score tokens; give it where a reward model is asked for (e.g. --reward-model)")
+        model, step = load_checkpoint_model(args.checkpoint, mesh, compute, language_model=True)
         source = f"{args.checkpoint} (step {step})"
     return model, mesh, source

@@ -19,18 +19,16 @@ SELECT_KEEP = 0.05
 def post_training_stage(out: Path, start_checkpoint: Path, train: Callable, step: Callable, console) -> dict:
     """Runs `sft`, `select`, `sft_stage2` and `dpo` under `out`; `train(name, out, overrides, base=config)` is the
     demo's training call. Returns the stage's summary."""
-    from sailor2_jax.cli import main
+    from sailor2_jax.cli import run_command
 
     step("8. SFT stage 1 on the embedded conversations (15 languages; loss on assistant turns, packed)")
     _, sft1 = train("sft", out, ["model=null", f"init.checkpoint={start_checkpoint}", f"data.epochs={SFT1_EPOCHS}"],
                     base="demo_sft")
     step(f"8b. select-sft: perplexity under the SFT model + embedding near-duplicates, {SELECT_KEEP:.0%} per language")
     select_dir = out / "select"
-    rc = main(["select-sft", "--checkpoint", str(out / "sft"), "--input", "assets/post/sft.jsonl", "--output",
-               str(select_dir), "--keep", str(SELECT_KEEP), "--seq-len", "256", "--overlong", "drop", "--dtype",
-               "float32", "--batch-size", "16"])
-    if rc != 0:
-        raise RuntimeError(f"select-sft failed ({rc})")
+    run_command(["select-sft", "--checkpoint", str(out / "sft"), "--input", "assets/post/sft.jsonl", "--output",
+                 str(select_dir), "--keep", str(SELECT_KEEP), "--seq-len", "256", "--overlong", "drop", "--dtype",
+                 "float32", "--batch-size", "16"], console)
     selection = json.loads((select_dir / "summary.json").read_text())
     console.print(f"selected {selection['selected']} of {selection['scored']} scored conversations "
                   f"({selection['near_duplicates']} near-duplicates), by language: {selection['selected_by_language']}"

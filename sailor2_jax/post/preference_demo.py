@@ -32,7 +32,7 @@ def onpolicy_prompts(path: Path) -> int:
 
 
 def preference_stage(out: Path, summary: dict, console, step) -> None:
-    from sailor2_jax.cli import main
+    from sailor2_jax.cli import run_command
     from sailor2_jax.demo import FP32, _train
     from sailor2_jax.model.reward import export_reward
     from sailor2_jax.train.export import load_checkpoint_model
@@ -51,9 +51,7 @@ def preference_stage(out: Path, summary: dict, console, step) -> None:
     n = onpolicy_prompts(prompts)
     argv = ["onpolicy", "--policy", str(out / "dpo"), "--reward-model", str(reward_dir), "--prompts", str(prompts),
             "--samples", "4", "--temperature", "0.8", "--max-new-tokens", "16", "--out", str(pairs)]
-    console.print(f"sailor2-jax {' '.join(argv)}")
-    if main(argv) != 0:
-        raise RuntimeError("the onpolicy command failed")
+    run_command(argv, console)
     counts = json.loads((out / "onpolicy" / "pairs.jsonl.summary.json").read_text())
     summary["preference"] = {"reward_losses": reward_losses, "reward_model": str(reward_dir), "prompts": n,
                              "onpolicy": {k: counts.get(k, 0) for k in ("pairs", "rejected_for_language",
