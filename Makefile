@@ -1,14 +1,18 @@
-# Two commands do all setup on a fresh machine: `make demo` and `make test`.
+# Two commands do all setup on a fresh machine: `make demo` and `make test`. Both install exactly the set of
+# packages in requirements-lock.txt (pip constraints over the `test` extra), so every machine gets what was tested;
+# `make lock` re-resolves that set from the newest releases pyproject.toml allows (see README, "Dependencies").
 PY ?= python3
 VENV := .venv
+LOCK := requirements-lock.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test lock clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -c $(LOCK) pip setuptools wheel
+	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -16,6 +20,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q tests
+
+# Re-resolve the lock in a scratch venv from the newest releases the ranges in pyproject.toml admit. Commit the new
+# lock only after `make test` and `make demo` pass on it.
+lock:
+	rm -rf .venv-lock
+	$(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip setuptools wheel
+	.venv-lock/bin/pip install -q '.[test]'
+	{ echo "# The tested environment of sailor2_jax[test]: every package pinned (pip constraints). Made by 'make lock'"; \
+	  echo "# on $$(date -u +%Y-%m-%d) with $$($(PY) --version); refresh on purpose, then run make test and make demo."; \
+	  .venv-lock/bin/pip freeze --all --exclude sailor2_jax --exclude sailor2-jax; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
+	rm -f $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,8 @@ class _WriteShard(beam.DoFn):
         self._cache_dir = cache_dir
         self._num_shards = num_shards
 
-    def process(self, element: tuple[tuple[str, int], Sequence[tuple[int, int, bytes]]]) -> Iterator[Any]:
+    # Beam type-checks this hint against what GroupByKey emits (an Iterable of values, not a Sequence)
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple[int, int, bytes]]]) -> Iterator[Any]:
         from array_record.python.array_record_module import ArrayRecordWriter
 
         (name, shard), records = element

@@ -42,7 +42,7 @@ def convert_to_ctranslate2(hf_dir: str | Path, out_dir: str | Path) -> Path:
         return out
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    files = [str(Path(hf_dir) / f) for f in _TOKENIZER_FILES if (Path(hf_dir) / f).is_file()]
+    files = [f for f in _TOKENIZER_FILES if (Path(hf_dir) / f).is_file()]  # names inside hf_dir, not paths
     TransformersConverter(str(hf_dir), copy_files=files, load_as_float16=False).convert(str(tmp), force=True)
     tmp.rename(out)
     return out
