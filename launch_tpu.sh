@@ -61,9 +61,9 @@ run "${GC[@]}" scp "$TARBALL" "$NAME:~/sailor2_jax.tar.gz" "${COMMON[@]}" --work
 run "${GC[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command \
   "mkdir -p ~/$REMOTE_DIR && tar xzf ~/sailor2_jax.tar.gz -C ~/$REMOTE_DIR"
 
-# 3. install (TPU JAX wheels) on every worker
+# 3. install on every worker: the locked versions (requirements-lock.txt), TPU JAX through the tpu extra
 run "${GC[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command \
-  "cd ~/$REMOTE_DIR && python3 -m pip install -q -U pip && python3 -m pip install -q -e . 'jax[tpu]'"
+  "cd ~/$REMOTE_DIR && python3 -m pip install -q -U pip && python3 -m pip install -q -c requirements-lock.txt -e '.[tpu]'"
 
 # 4. train on every worker at once; each keeps its own log
 TRAIN="set -o pipefail; cd ~/$REMOTE_DIR && python3 -m sailor2_jax.cli train --config $(printf '%q' "$CONFIG") --output-dir $(printf '%q' "$OUTPUT_DIR")"

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 def requests():
     from lm_eval.api.instance import Instance
 
-    from sailor2_jax.config import ASSETS_DIR
+    from sailor2_jax.config import DATA_DIR
     out = []
-    for line in (ASSETS_DIR / "eval" / "udhr_continuation.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (DATA_DIR / "eval" / "udhr_continuation.jsonl").read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         for c in r["choices"]:
             out.append(Instance(request_type="loglikelihood", doc={}, arguments=(r["context"], c), idx=len(out)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -220,19 +221,32 @@ def model_config_field(value: Any) -> Any:
     return value
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIG_DIR = PACKAGE_DIR / "configs"  # shipped inside the package, so an installed wheel has them too
-ASSETS_DIR = PACKAGE_DIR / "assets"   # the embedded demo data (assets/README.md: provenance, licence)
+def _shipped(package: str) -> Path:
+    """A directory shipped as a data package: top-level `configs/` and `data/` of the checkout, which pyproject.toml
+    installs as `sailor2_jax.configs` and `sailor2_jax.data_files` (an editable install maps them to the checkout)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{package} is not installed: install sailor2_jax (pip install -e . in a checkout)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+CONFIG_DIR = _shipped("sailor2_jax.configs")   # configs/ of the checkout
+DATA_DIR = _shipped("sailor2_jax.data_files")  # data/ of the checkout: the embedded data (README.md: provenance)
+_SHIPPED = {"configs": CONFIG_DIR, "data": DATA_DIR}
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A path as given where it exists (or is absolute), else relative to the package directory: the shipped
-    configs name the embedded data as `assets/udhr/en.jsonl`, and `configs/train/x.yaml` finds a packaged config
-    from any working directory, checkout or installed wheel alike."""
+    """A path as given where it exists (or is absolute); else a relative `configs/...` or `data/...` names the shipped
+    files, so the packaged configs' `data/udhr/en.jsonl` and a `configs/train/x.yaml` resolve from any working
+    directory, checkout or installed wheel alike."""
     path = Path(path).expanduser()
     if path.is_absolute() or path.exists() or glob.glob(str(path)):
         return path
-    return PACKAGE_DIR / path
+    if len(path.parts) > 1 and path.parts[0] in _SHIPPED:
+        shipped = _SHIPPED[path.parts[0]].joinpath(*path.parts[1:])
+        if shipped.exists() or glob.glob(str(shipped)):
+            return shipped
+    return path  # missing: errors name it as the user gave it
 
 
 def find_config(kind: str, name_or_path: str | Path) -> Path:

@@ -29,7 +29,7 @@ import numpy as np
 from rich.console import Console
 
 from sailor2_jax.aot.demo import tpu_compile_stage
-from sailor2_jax.config import ASSETS_DIR, ComputeConfig, MeshConfig, load_model_config
+from sailor2_jax.config import DATA_DIR, ComputeConfig, MeshConfig, load_model_config
 from sailor2_jax.eval.demo import eval_stage
 from sailor2_jax.generate.demo import generate_stage
 from sailor2_jax.post.demo import post_training_stage
@@ -74,7 +74,7 @@ def demo_texts(per_language_tokens: int = 128) -> tuple[list[str], np.ndarray, n
     tok = load_tokenizer()
     langs, rows, segs = [], [], []
     for lang in DEMO_LANGUAGES:
-        first_line = (ASSETS_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
+        first_line = (DATA_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[0]
         text = json.loads(first_line)["text"]
         ids = tok.encode(text).ids[:per_language_tokens]
         pad = per_language_tokens - len(ids)

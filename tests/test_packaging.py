@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -20,10 +21,12 @@ def test_the_wheel_installs_and_trains_from_anywhere(tmp_path):
                     str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path / "dist").glob("sailor2_jax-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for packaged in ("sailor2_jax/configs/train/demo_pretrain.yaml", "sailor2_jax/configs/model/sailor2-1b.yaml",
-                     "sailor2_jax/configs/data/demo_stage1.yaml", "sailor2_jax/assets/udhr/th.jsonl",
-                     "sailor2_jax/configs/eval/demo.yaml", "sailor2_jax/assets/eval/udhr_translation.jsonl"):
-        assert packaged in names, packaged
+    # top-level configs/ and data/ of the checkout, shipped inside the package: every file of theirs
+    shipped = {f"sailor2_jax/configs/{p.relative_to(ROOT / 'configs')}" for p in (ROOT / "configs").rglob("*.yaml")}
+    shipped |= {f"sailor2_jax/data_files/{p.relative_to(ROOT / 'data')}" for p in (ROOT / "data").rglob("*")
+                if p.is_file() and p.suffix in (".jsonl", ".jinja", ".md")}
+    assert len(shipped) > 60 and "sailor2_jax/data_files/udhr/th.jsonl" in shipped
+    assert sorted(shipped - set(names)) == []
 
     # a fresh venv: the wheel installed into it; its dependencies seen through a .pth line (installing them from the
     # registry would take gigabytes), which does not run the checkout's editable-install hook
@@ -48,3 +51,12 @@ def test_the_wheel_installs_and_trains_from_anywhere(tmp_path):
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] > 0 for r in rows)
     assert any(k.startswith("loss/") for k in rows[0])  # real text of the packaged mixture, per language
     assert not Path(ROOT / "run").exists()
+
+
+def test_every_code_package_is_listed_in_pyproject():
+    """pyproject.toml lists the packages explicitly (it maps configs/ and data/ into the package, which setuptools'
+    discovery cannot combine with): a new subpackage missing from that list would be left out of the wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "sailor2_jax").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+    assert listed - found == {"sailor2_jax.configs", "sailor2_jax.data_files"}

@@ -5,7 +5,7 @@ mixture, where the cache lives and how batches are built. A stage-2 file names t
 the stage-1 tasks are defined once.
 
 Relative paths of inputs (data files, `rates_file`, `replay.config`) are resolved against the directory the command
-runs in first and then against the package directory (`sailor2_jax.config.resolve_path`), so the shipped configs and
+runs in first and then as the shipped `data/`/`configs/` files (`sailor2_jax.config.resolve_path`), so the shipped configs and
 their embedded data work from anywhere, in a checkout or an installed wheel. `cache_dir` is an output: relative to
 the working directory.
 """

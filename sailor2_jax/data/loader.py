@@ -400,7 +400,7 @@ def switch_stage(previous: PretrainIterator, cfg: DataConfig | str, mesh: Any = 
 
 def demo_iterator(stage: int, mesh: Any = None, seq_len: int = 128, batch_size: int = 8,
                   overrides: Sequence[str] = ()) -> PretrainIterator:
-    """The demo's stage-1 or stage-2 batches over the embedded UDHR text (assets/udhr), real tokenizer, seqio,
+    """The demo's stage-1 or stage-2 batches over the embedded UDHR text (data/udhr), real tokenizer, seqio,
     grain. Move from stage 1 to stage 2 with `switch_stage(stage1_iterator, "demo_stage2", mesh)`."""
     if stage not in (1, 2):
         raise ValueError(f"the demo has stages 1 and 2, not {stage}")

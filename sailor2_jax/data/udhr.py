@@ -1,6 +1,6 @@
-"""Regenerate the embedded demo data `sailor2_jax/assets/udhr/<lang>.jsonl` from the UDHR text that `gflanguages` ships.
+"""Regenerate the embedded demo data `data/udhr/<lang>.jsonl` from the UDHR text that `gflanguages` ships.
 
-    python -m sailor2_jax.data.udhr [--out sailor2_jax/assets/udhr]
+    python -m sailor2_jax.data.udhr [--out data/udhr]
 
 gflanguages keeps, for every language, sample texts taken from its UDHR translation (articles and paragraphs, 1.4–3
 KB per language). Each distinct paragraph becomes one document, so a language has a dozen or so documents of a few
@@ -14,7 +14,7 @@ import functools
 import json
 from pathlib import Path
 
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.config import LANGUAGES
 
 # gflanguages keys (language_script) of the UDHR translation used for each Sailor2 language
@@ -57,7 +57,7 @@ def write(out: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ASSETS_DIR / "udhr")
+    parser.add_argument("--out", type=Path, default=DATA_DIR / "udhr")
     counts = write(parser.parse_args().out)
     print(json.dumps(counts))
 

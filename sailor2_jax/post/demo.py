@@ -1,4 +1,4 @@
-"""The demo's post-training stage on the embedded conversations and preference pairs (assets/post/, built from
+"""The demo's post-training stage on the embedded conversations and preference pairs (data/post/, built from
 the UDHR passages of all 15 languages): SFT stage 1 → `select-sft` → SFT stage 2 on the selection → DPO.
 
 The recipe's lengths are one epoch (stage 1) and several (stage 2); on the demo's CPU the runs are cut to a fraction
@@ -26,7 +26,7 @@ def post_training_stage(out: Path, start_checkpoint: Path, train: Callable, step
                     base="demo_sft")
     step(f"8b. select-sft: perplexity under the SFT model + embedding near-duplicates, {SELECT_KEEP:.0%} per language")
     select_dir = out / "select"
-    run_command(["select-sft", "--checkpoint", str(out / "sft"), "--input", "assets/post/sft.jsonl", "--output",
+    run_command(["select-sft", "--checkpoint", str(out / "sft"), "--input", "data/post/sft.jsonl", "--output",
                  str(select_dir), "--keep", str(SELECT_KEEP), "--seq-len", "256", "--overlong", "drop", "--dtype",
                  "float32", "--batch-size", "16"], console)
     selection = json.loads((select_dir / "summary.json").read_text())

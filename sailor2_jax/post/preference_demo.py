@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sailor2_jax.config import resolve_path
 
-PREFERENCES = "assets/post/preference.jsonl"
+PREFERENCES = "data/post/preference.jsonl"
 
 
 def onpolicy_prompts(path: Path) -> int:

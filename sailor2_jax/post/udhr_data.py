@@ -1,7 +1,7 @@
 """The embedded post-training data: conversations and preference pairs built from the UDHR passages of all 15
-languages (`assets/udhr/`), written to `assets/post/sft.jsonl` and `assets/post/preference.jsonl`.
+languages (`data/udhr/`), written to `data/post/sft.jsonl` and `data/post/preference.jsonl`.
 
-    python -m sailor2_jax.post.udhr_data [--out sailor2_jax/assets/post]
+    python -m sailor2_jax.post.udhr_data [--out data/post]
 
 The passages gflanguages ships are excerpts of different articles in each language (not translations of each
 other), so no task here pretends they are aligned; every answer is a true statement about, or a true part of, a
@@ -21,17 +21,17 @@ import argparse
 import json
 from pathlib import Path
 
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.config import LANGUAGE_NAMES, LANGUAGES
 
 UDHR = "the Universal Declaration of Human Rights"
 
 
 def passages() -> dict[str, list[str]]:
-    """language → its UDHR passages (assets/udhr/<lang>.jsonl), in file order."""
+    """language → its UDHR passages (data/udhr/<lang>.jsonl), in file order."""
     out = {}
     for lang in LANGUAGES:
-        with open(ASSETS_DIR / "udhr" / f"{lang}.jsonl", encoding="utf-8") as f:
+        with open(DATA_DIR / "udhr" / f"{lang}.jsonl", encoding="utf-8") as f:
             out[lang] = [json.loads(line)["text"] for line in f if line.strip()]
     return out
 
@@ -105,7 +105,7 @@ def write(out: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ASSETS_DIR / "post")
+    parser.add_argument("--out", type=Path, default=DATA_DIR / "post")
     print(json.dumps(write(parser.parse_args().out)))
 
 

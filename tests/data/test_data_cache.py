@@ -11,7 +11,7 @@ import pytest
 from data_helpers import write_config
 
 from sailor2_jax.cli import main
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.config import LANGUAGE_INDEX, load_data_config
 from sailor2_jax.data.vocab import EOS_ID, get_vocabulary
 
@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 def expected_documents(lang: str) -> list[tuple[int, ...]]:
-    """Independent tokenisation of assets/udhr/<lang>.jsonl: NFC, stripped, Qwen tokens, then <|endoftext|>."""
+    """Independent tokenisation of data/udhr/<lang>.jsonl: NFC, stripped, Qwen tokens, then <|endoftext|>."""
     tok = get_vocabulary().tokenizer
     out = []
-    for line in (ASSETS_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (DATA_DIR / "udhr" / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines():
         text = unicodedata.normalize("NFC", json.loads(line)["text"]).strip()
         out.append(tuple(tok.encode(text, add_special_tokens=False).ids) + (EOS_ID,))
     return out

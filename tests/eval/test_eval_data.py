@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.config import LANGUAGES
 from sailor2_jax.eval.config import load_tasks
 from sailor2_jax.eval.records import read_records
@@ -14,7 +14,7 @@ from sailor2_jax.eval.udhr import HELDOUT_ARTICLES, SPLITS, TRAINING_ARTICLES, s
 
 
 def _rows(name):
-    return [json.loads(line) for line in (ASSETS_DIR / "eval" / name).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in (DATA_DIR / "eval" / name).read_text(encoding="utf-8").splitlines()]
 
 
 def _sentences(text):
@@ -51,7 +51,7 @@ def test_no_eval_sentence_in_other_embedded_data():
             for t in filter(None, texts):
                 eval_sentences |= _sentences(t)
     assert len(eval_sentences) > 300
-    others = [p for p in ASSETS_DIR.rglob("*.jsonl") if p.parent.name != "eval"]
+    others = [p for p in DATA_DIR.rglob("*.jsonl") if p.parent.name != "eval"]
     assert others, "the demo's embedded training text"
     for path in others:
         text = path.read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.vocab import EOS_ID, save_hf_tokenizer
 
 VOCAB = 151_936
@@ -44,5 +44,5 @@ def policy_dir(path: Path, seed: int = 0) -> Path:
 
 
 def udhr(language: str, i: int = 0) -> str:
-    lines = (ASSETS_DIR / "udhr" / f"{language}.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (DATA_DIR / "udhr" / f"{language}.jsonl").read_text(encoding="utf-8").splitlines()
     return json.loads(lines[i])["text"]

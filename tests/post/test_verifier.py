@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from sailor2_jax.config import ASSETS_DIR
+from sailor2_jax.config import DATA_DIR
 from sailor2_jax.post.verifier import (ALL_EQUAL, NO_CONSISTENT, LanguageVerifier, Pair, choose_pair,
                                        prompt_text)
 
 
 def udhr(language: str, i: int = 0) -> str:
-    lines = (ASSETS_DIR / "udhr" / f"{language}.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (DATA_DIR / "udhr" / f"{language}.jsonl").read_text(encoding="utf-8").splitlines()
     return json.loads(lines[i])["text"]
 
 

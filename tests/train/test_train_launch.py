@@ -24,8 +24,8 @@ def test_dry_run_prints_the_gcloud_commands():
     assert scp[4] == "scp" and "--worker=all" in scp and scp[6] == "sailor-test:~/sailor2_jax.tar.gz"
     assert all(["--zone", "us-east5-a"] == c[c.index("--zone"):c.index("--zone") + 2] for c in gcloud)
     assert unpack[4] == "ssh" and "--worker=all" in unpack and "tar xzf" in unpack[-1]
-    assert install[4] == "ssh" and "--worker=all" in install and "pip install" in install[-1] and "jax[tpu]" in \
-        install[-1]
+    assert install[4] == "ssh" and "--worker=all" in install and "pip install -q -c requirements-lock.txt -e '.[tpu]'" \
+        in install[-1]  # the locked versions (TPU JAX through the project's tpu extra)
     assert train[4] == "ssh" and "--worker=all" in train
     remote = train[-1]
     assert ("python3 -m sailor2_jax.cli train --config configs/train/sailor2-1b_stage1.yaml --output-dir "
