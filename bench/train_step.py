@@ -62,7 +62,7 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     from sailor2_jax.config import ComputeConfig, MeshConfig, load_model_config
     from sailor2_jax.model.init import create_model
     from sailor2_jax.sharding import global_batch, make_mesh
-    from sailor2_jax.train.checkpoint import abstract_target
+    from sailor2_jax.model.run_dir import abstract_target
     from sailor2_jax.train.config import TrainConfig
     from sailor2_jax.train.objectives import Objective
     from sailor2_jax.train.step import init_state, setup_step

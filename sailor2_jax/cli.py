@@ -16,8 +16,7 @@ import signal
 import sys
 
 from sailor2_jax import commands
-
-PROG = "sailor2-jax"
+from sailor2_jax.commands._args import PROG
 
 
 def _command_modules():
@@ -34,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sailor2-jax", description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)

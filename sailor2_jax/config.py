@@ -139,6 +139,16 @@ class MeshConfig(Config):
                              f"fsdp={self.fsdp}, tensor={self.tensor}")
         return self
 
+    @classmethod
+    def parse(cls, text: str) -> "MeshConfig":
+        """`DATA,FSDP,TENSOR` or `DATAxFSDPxTENSOR` (as flags and lm-eval's model_args write meshes)."""
+        parts = text.replace("x", ",").split(",")
+        try:
+            data, fsdp, tensor = (int(s) for s in parts)
+        except ValueError:
+            raise ValueError(f"mesh {text!r}: expected three integer sizes DATA,FSDP,TENSOR") from None
+        return cls(data=data, fsdp=fsdp, tensor=tensor)
+
 
 # --- loading -----------------------------------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ def make_base_checkpoint(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from sailor2_jax.data.vocab import save_hf_tokenizer
+    from sailor2_jax.tokenizer import save_hf_tokenizer
 
     cfg = load_model_config("tiny")
     hf_cfg = Qwen2Config(**{k: v for k, v in cfg.to_hf("float32").items() if k not in ("architectures", "model_type")})
@@ -69,7 +69,7 @@ def make_base_checkpoint(out: Path, seed: int = 0) -> Path:
 
 def demo_texts(per_language_tokens: int = 128) -> tuple[list[str], np.ndarray, np.ndarray]:
     """First UDHR document of each demo language, tokenised and cut to a fixed length (rows of one batch)."""
-    from sailor2_jax.data.vocab import EOS_ID, load_tokenizer
+    from sailor2_jax.tokenizer import EOS_ID, load_tokenizer
 
     tok = load_tokenizer()
     langs, rows, segs = [], [], []
@@ -155,7 +155,7 @@ def model_stage(out: Path, summary: dict) -> None:
     roundtrip = float(np.abs(ours - reloaded)[real].max())
     from transformers import AutoTokenizer
 
-    from sailor2_jax.data.vocab import load_tokenizer
+    from sailor2_jax.tokenizer import load_tokenizer
     probe = "Xin chào thế giới. สวัสดีชาวโลก. Kumusta mundo."
     same_ids = AutoTokenizer.from_pretrained(exported)(probe).input_ids == load_tokenizer().encode(probe).ids
     console.print(f"[bold green]largest logit difference, ours vs transformers on the exported model: "
@@ -184,7 +184,7 @@ def _train(name: str, out: Path, overrides: list[str], base: str = "demo_pretrai
 
 def train_stage(out: Path, summary: dict, rates_file: Path) -> None:
     from sailor2_jax.model.hf import export_hf
-    from sailor2_jax.train.export import load_checkpoint_model
+    from sailor2_jax.model.source import open_run
 
     expanded = out / "expanded"
     for run in ("stage1", "stage2", "sft", "select", "sft_stage2", "dpo"):  # a rerun of the demo starts its training runs afresh
@@ -206,7 +206,7 @@ def train_stage(out: Path, summary: dict, rates_file: Path) -> None:
     _, stage2_losses = _train("stage2", out, stage2)
     post = post_training_stage(out, out / "stage2", _train, _step, console)
     _step("9. export the DPO checkpoint to Hugging Face and check it in transformers")
-    model, step = load_checkpoint_model(out / "dpo", compute=FP32)  # compared in fp32, as transformers runs here
+    model, step = open_run(out / "dpo", dtype="float32")  # compared in fp32, as transformers runs here
     exported = export_hf(model, out / "hf_final", tokenizer=out / "base", overwrite=True)
     _, tokens, segs = demo_texts()
     ours = logits(model, tokens)

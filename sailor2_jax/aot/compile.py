@@ -153,7 +153,7 @@ def resolve_model(cfg: TrainConfig, model: str | None) -> ModelConfig:
 
 def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) -> CompileReport:
     """Compile cfg's training step for `target` and report memory, FLOPs and a roofline estimate (see module)."""
-    from sailor2_jax.train.checkpoint import abstract_target
+    from sailor2_jax.model.run_dir import abstract_target
     from sailor2_jax.train.step import setup_step
 
     mesh = make_mesh(cfg.mesh, target.devices())
@@ -256,7 +256,8 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
     `max_new` new tokens (the loop's FLOPs are counted for all of them: no row stops early), the weights gathered
     over FSDP once per decode call unless `gather` is off (`Generator`). Model FLOPs are the
     forward third of the PaLM count, attention over the prompt (prefill) or over every cache slot (decode)."""
-    from sailor2_jax.generate.engine import DEFAULT_EOS_IDS, Generator, length_bucket
+    from sailor2_jax.generate.engine import Generator, length_bucket
+    from sailor2_jax.tokenizer import DEFAULT_EOS_IDS
     from sailor2_jax.generate.sampling import SamplingConfig
     from sailor2_jax.model.init import abstract_model
 

@@ -1,4 +1,5 @@
-"""What the commands share: argument types (a bad value is refused by argparse in one line naming the flag), the
+"""What the commands share: the program's name, argument types (a bad value is refused by argparse in one line
+naming the flag), the model flags (→ a `ModelSource`) and sampling flags of the commands that read a model, the
 flags of the TPU-slice commands (compile, plan), and the flags and reporting of the commands that run as datatrove
 stages (clean, translate, quality select)."""
 
@@ -7,6 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sailor2_jax.config import MeshConfig
+    from sailor2_jax.generate.sampling import SamplingConfig
+    from sailor2_jax.model.source import ModelSource
+
+PROG = "sailor2-jax"
 
 
 def positive_int(text: str) -> int:
@@ -27,6 +36,72 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
     return value
+
+
+def mesh_sizes(text: str) -> MeshConfig:
+    """`DATA,FSDP,TENSOR` (or `DxFxT`; -1 takes the remaining devices) as a typed mesh."""
+    import pydantic
+
+    from sailor2_jax.config import MeshConfig, describe
+
+    try:
+        return MeshConfig.parse(text)
+    except pydantic.ValidationError as e:
+        raise argparse.ArgumentTypeError(f"mesh {text!r}: {describe(e)}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model HF_DIR | --checkpoint RUN_DIR [--step N], --tokenizer, --dtype, --mesh: see `model_source`."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="HF_DIR", help="a Hugging Face Qwen2 directory (e.g. what export writes)")
+    src.add_argument("--checkpoint", metavar="RUN_DIR", help="a training run's output dir (latest checkpoint), "
+                     "its checkpoints/ dir or one step's dir")
+    p.add_argument("--step", type=non_negative_int, help="with --checkpoint: that step (default: the latest)")
+    add_model_runtime_arguments(p)
+
+
+def add_model_runtime_arguments(p: argparse.ArgumentParser, dtype: str = "bfloat16") -> None:
+    """How a model given by path runs: --tokenizer, --dtype, --mesh."""
+    p.add_argument("--tokenizer", help="tokenizer.json (or a directory holding one); default: the model "
+                   "directory's, else the Qwen2.5 tokenizer")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=dtype, help="weights, activations, KV cache")
+    p.add_argument("--mesh", type=mesh_sizes, default=mesh_sizes("-1,1,1"), metavar="DATA,FSDP,TENSOR",
+                   help="device mesh sizes (-1: the remaining devices); default: rows split over all devices")
+
+
+def model_source(args: argparse.Namespace, path: str | None = None, head: str = "lm") -> ModelSource:
+    """The `ModelSource` of the model flags: `--model`/`--checkpoint` (or `path`, an HF directory or a run, for
+    commands that take one path such as --policy), `--step`, `--tokenizer`, `--dtype`, `--mesh`."""
+    from sailor2_jax.model.source import ModelSource
+
+    step = None
+    if path is None:
+        path, step = args.model or args.checkpoint, args.step
+        if args.model and step is not None:
+            raise ValueError("--step selects a step of --checkpoint RUN_DIR; --model is a Hugging Face directory")
+    return ModelSource(path=str(path), step=step, dtype=args.dtype, mesh=args.mesh, tokenizer=args.tokenizer,
+                       head=head)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def sampling_from(args: argparse.Namespace) -> SamplingConfig:
+    from sailor2_jax.generate.sampling import SamplingConfig
+
+    try:
+        return SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              repetition_penalty=args.repetition_penalty)
+    except Exception as e:  # pydantic's message names the field
+        raise ValueError(f"invalid sampling flags: {e}") from None
 
 
 def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +128,6 @@ def executor_overrides(args: argparse.Namespace) -> dict[str, int]:
 def run_stages(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:
     """Run a staged command and report its summary; a broken accounting (kept + rejected != read) exits 1, a Slurm
     submission says where its jobs log."""
-    from sailor2_jax.cli import PROG
     from sailor2_jax.data.clean.summary import AccountingError
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sailor2_jax.generate.load import add_model_arguments, add_sampling_arguments
+from sailor2_jax.commands._args import add_model_arguments, add_sampling_arguments, model_source, sampling_from
 
 NAME = "chat"
 HELP = "chat with a model in the terminal (tokens stream as they are produced; /reset, /system TEXT, Ctrl-D quits)"
@@ -39,16 +39,18 @@ class TextStream:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.data.vocab import IM_END_ID
-    from sailor2_jax.generate import load as loading
+    from sailor2_jax.generate.engine import Generator
+    from sailor2_jax.model.source import open_model
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT, encode
+    from sailor2_jax.tokenizer import IM_END_ID
 
-    sampling = loading.sampling_from(args)
-    loaded = loading.load(args)
-    eos_ids = tuple(dict.fromkeys(loaded.eos_ids + (IM_END_ID,)))  # a chat turn ends with <|im_end|>
+    sampling = sampling_from(args)
+    opened = open_model(model_source(args))
+    generator = Generator(opened.model, opened.mesh)
+    eos_ids = tuple(dict.fromkeys(opened.eos_ids + (IM_END_ID,)))  # a chat turn ends with <|im_end|>
     system = SAILOR2_SYSTEM_PROMPT if args.system is None else args.system
     interactive = sys.stdin.isatty()
-    print(f"chatting with {loaded.source}; {COMMANDS_HELP}", file=sys.stderr)
+    print(f"chatting with {opened.description}; {COMMANDS_HELP}", file=sys.stderr)
     messages: list[dict[str, str]] = [{"role": "system", "content": system}]
     turn = 0
     while True:
@@ -70,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
             print("(system prompt set; conversation reset)", file=sys.stderr)
             continue
         messages.append({"role": "user", "content": line})
-        prompt = encode(messages, add_generation_prompt=True, tokenizer=loaded.tokenizer).ids
+        prompt = encode(messages, add_generation_prompt=True, tokenizer=opened.tokenizer).ids
         print("assistant> ", end="", flush=True)
-        stream = TextStream(loaded.tokenizer)
+        stream = TextStream(opened.tokenizer)
         stopped = False
-        for token in loaded.generator.stream(prompt.tolist(), sampling=sampling, max_new_tokens=args.max_new_tokens,
+        for token in generator.stream(prompt.tolist(), sampling=sampling, max_new_tokens=args.max_new_tokens,
                                              seed=args.seed + turn, eos_ids=eos_ids):
             if token in eos_ids:
                 stopped = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.generate.load import add_model_arguments
+from sailor2_jax.commands._args import add_model_arguments, model_source
 
 NAME = "eval"
 HELP = ("evaluate a model on the tasks of a tasks file (perplexity, multiple choice, generation); writes "
@@ -27,11 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     from sailor2_jax.eval.config import load_tasks
     from sailor2_jax.eval.run import Evaluator
-    from sailor2_jax.generate import load as loading
+    from sailor2_jax.model.source import open_model
 
     tasks = load_tasks(args.tasks, args.overrides, args.only)
-    loaded = loading.load(args)
-    summary = Evaluator(loaded, tasks).run(Path(args.output_dir), args.name or args.model or args.checkpoint)
+    summary = Evaluator(open_model(model_source(args)), tasks).run(Path(args.output_dir), args.name or args.model or args.checkpoint)
     width = max(len(n) for n in summary["tasks"])
     for name, values in summary["tasks"].items():
         head = {k: v for k, v in values.items() if "/" not in k}

@@ -28,14 +28,16 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    from sailor2_jax.config import MeshConfig
     from sailor2_jax.model.hf import export_hf, push_to_hub
     from sailor2_jax.model.reward import Qwen2Reward, export_reward
-    from sailor2_jax.train.export import load_checkpoint_model
+    from sailor2_jax.model.source import ModelSource, open_model
 
-    model, step = load_checkpoint_model(args.checkpoint)
-    if isinstance(model, Qwen2Reward):  # a `reward` run: Qwen2ForSequenceClassification
-        export_hf = export_reward
-    out = export_hf(model, args.out, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
+    # parameters as trained, split over every device of the job (FSDP): no process holds a whole copy
+    opened = open_model(ModelSource(path=args.checkpoint, mesh=MeshConfig(), head="any"))
+    model, step = opened.model, opened.step
+    write = export_reward if isinstance(model, Qwen2Reward) else export_hf  # reward: Qwen2ForSequenceClassification
+    out = write(model, args.out, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
                     overwrite=args.overwrite)
     if jax.process_index() == 0:  # the folder is process 0's; one upload, one report
         print(f"exported step {step} to {out}")

@@ -33,15 +33,17 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sailor2_jax.files import write_jsonl
-    from sailor2_jax.generate.load import load_model, model_or_run
+    from sailor2_jax.config import MeshConfig
+    from sailor2_jax.model.source import ModelSource, open_model
     from sailor2_jax.post import filter_ppl
     from sailor2_jax.post.onpolicy import write_summary
-    from sailor2_jax.post.records import Accounting, Rejection, read_preferences
+    from sailor2_jax.post.conversation_files import Accounting, Rejection, read_preferences
     from sailor2_jax.post.select import score_policy
     from sailor2_jax.post.sft_data import system_prompt, tokenize_conversations
 
     keep = 0.9 if args.keep is None and args.max_ppl is None else args.keep
-    model, mesh, _ = load_model(model_or_run(args.model, mesh="-1,1,1", dtype=args.dtype))
+    opened = open_model(ModelSource(path=args.model, dtype=args.dtype, mesh=MeshConfig(data=-1, fsdp=1, tensor=1)))
+    model, mesh = opened.model, opened.mesh
     system = system_prompt(args.system)
 
     acc = Accounting()

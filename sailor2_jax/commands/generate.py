@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
+from sailor2_jax.commands._args import add_model_arguments, add_sampling_arguments, model_source, sampling_from
 from sailor2_jax.files import write_jsonl
-from sailor2_jax.generate.load import add_model_arguments, add_sampling_arguments
 
 NAME = "generate"
 HELP = ("generate completions for each line of a JSONL file (`prompt`: raw text, or `messages`: a chat) with the "
@@ -29,70 +27,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
 
 
-def parse_line(raw: str, chat: bool) -> tuple[dict, list[dict] | str]:
-    """(the record, its messages or raw prompt), or a ValueError saying what is wrong with the line."""
-    from sailor2_jax.post.chat import check_messages
-
-    try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e.msg})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    if ("prompt" in record) == ("messages" in record):
-        raise ValueError("needs exactly one of `prompt` and `messages`")
-    if "messages" in record:
-        return record, check_messages(record["messages"], "messages")
-    prompt = record["prompt"]
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError("`prompt` must be a non-empty string")
-    return record, [{"role": "user", "content": prompt}] if chat else prompt
-
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sailor2_jax.data.vocab import IM_END_ID
-    from sailor2_jax.generate import load as loading
+    from sailor2_jax.generate.engine import Generator
+    from sailor2_jax.model.source import open_model
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT, encode
+    from sailor2_jax.post.conversation_files import parse_prompt_line, prompt_lines
+    from sailor2_jax.tokenizer import IM_END_ID
 
-    sampling = loading.sampling_from(args)
+    sampling = sampling_from(args)
     if args.num_samples < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
         raise ValueError("--num-samples, --batch-size and --max-new-tokens must be at least 1")
-    source = Path(args.input)
-    if not source.is_file():
-        raise FileNotFoundError(f"input file not found: {source}")
-    loaded = loading.load(args)
-    tok = loaded.tokenizer
+    lines = list(prompt_lines(args.input))  # (a missing file is refused before the model is read)
+    opened = open_model(model_source(args))
+    tok = opened.tokenizer
     system = SAILOR2_SYSTEM_PROMPT if args.system is None else args.system
 
     records, prompts, bad, any_chat = [], [], 0, False
-    with source.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record, prompt = parse_line(raw, args.chat)
-                if isinstance(prompt, str):
-                    ids = tok.encode(prompt, add_special_tokens=False).ids
-                else:
-                    ids = encode(prompt, add_generation_prompt=True, default_system=system, tokenizer=tok).ids
-                    any_chat = True
-            except ValueError as e:
-                print(f"{source}:{number}: {e}; line skipped", file=sys.stderr)
-                bad += 1
-                continue
-            records.append(record)
-            prompts.append(list(ids))
+    for number, raw in lines:
+        try:
+            record, prompt = parse_prompt_line(raw, args.chat)
+            if isinstance(prompt, str):
+                ids = tok.encode(prompt, add_special_tokens=False).ids
+            else:
+                ids = encode(prompt, add_generation_prompt=True, default_system=system, tokenizer=tok).ids
+                any_chat = True
+        except ValueError as e:
+            print(f"{args.input}:{number}: {e}; line skipped", file=sys.stderr)
+            bad += 1
+            continue
+        records.append(record)
+        prompts.append(list(ids))
     # a chat turn ends with <|im_end|> whatever the model's generation_config says
-    eos_ids = tuple(dict.fromkeys(loaded.eos_ids + ((IM_END_ID,) if any_chat else ())))
+    eos_ids = tuple(dict.fromkeys(opened.eos_ids + ((IM_END_ID,) if any_chat else ())))
 
-    print(f"{len(prompts)} prompts from {source} ({bad} malformed lines skipped); model {loaded.source}; "
+    print(f"{len(prompts)} prompts from {args.input} ({bad} malformed lines skipped); model {opened.description}; "
           f"{sampling.model_dump()}, {args.num_samples} samples each, eos ids {list(eos_ids)}", file=sys.stderr)
     start = time.perf_counter()
     with tqdm(total=len(prompts), desc="generating", unit="prompt", file=sys.stderr) as bar:
-        results = loaded.generator.generate(prompts, sampling=sampling, max_new_tokens=args.max_new_tokens,
+        results = Generator(opened.model, opened.mesh).generate(prompts, sampling=sampling, max_new_tokens=args.max_new_tokens,
                                             num_samples=args.num_samples, seed=args.seed, eos_ids=eos_ids,
                                             batch_size=args.batch_size, on_batch=bar.update)
     seconds = time.perf_counter() - start

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.generate.load import add_sampling_arguments
+from sailor2_jax.commands._args import (add_model_runtime_arguments, add_sampling_arguments, model_source,
+                                       sampling_from)
 
 NAME = "onpolicy"
 HELP = ("one on-policy round: K samples per prompt from the policy (one shared prefill), scored by a reward model, "
@@ -35,9 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the language-consistency verifier (fastText lid.176)")
     p.add_argument("--system", help="system prompt of the policy's chats (default: Sailor2's)")
     p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="the policy's dtype")
-    p.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR", help="the policy's device mesh")
-    p.add_argument("--tokenizer", help="the policy's tokenizer.json (default: its directory's, else Qwen2.5's)")
+    add_model_runtime_arguments(p)  # the policy's --tokenizer, --dtype, --mesh
     add_sampling_arguments(p, max_new_tokens=512)
     p.set_defaults(temperature=0.8)
 
@@ -48,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from sailor2_jax.data.vocab import IM_END_ID
+    from sailor2_jax.tokenizer import IM_END_ID
     from sailor2_jax.files import write_jsonl
-    from sailor2_jax.generate import load as loading
+    from sailor2_jax.generate.engine import Generator
+    from sailor2_jax.model.source import open_model
     from sailor2_jax.post import onpolicy
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
     from sailor2_jax.post.reward import load_reward_model
@@ -60,29 +60,28 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples {args.samples}: a pair needs at least 2 samples per prompt")
     if args.batch_size < 1 or args.max_new_tokens < 1 or args.reward_batch_size < 1:
         raise ValueError("--batch-size, --reward-batch-size and --max-new-tokens must be at least 1")
-    sampling = loading.sampling_from(args)
-    loaded = loading.load(loading.model_or_run(args.policy, tokenizer=args.tokenizer, dtype=args.dtype,
-                                               mesh=args.mesh))
+    sampling = sampling_from(args)
+    policy = open_model(model_source(args, path=args.policy))
     counts: collections.Counter = collections.Counter()
     prompts = onpolicy.read_prompts(args.prompts, counts)
     verifier = LanguageVerifier() if args.language_check == "on" else None
     system = SAILOR2_SYSTEM_PROMPT if args.system is None else args.system
-    eos_ids = tuple(dict.fromkeys(loaded.eos_ids + (IM_END_ID,)))
-    print(f"{len(prompts)} prompts from {args.prompts}; policy {loaded.source}; {args.samples} samples each, "
+    eos_ids = tuple(dict.fromkeys(policy.eos_ids + (IM_END_ID,)))
+    print(f"{len(prompts)} prompts from {args.prompts}; policy {policy.description}; {args.samples} samples each, "
           f"{sampling.model_dump()}; reward model {args.reward_model} ({args.reward_backend}); language check "
           f"{args.language_check}")
     start = time.perf_counter()
     with tqdm(total=len(prompts), desc="sampling", unit="prompt") as bar:
-        sample = onpolicy.generator_sampler(loaded.generator, loaded.tokenizer, sampling=sampling,
+        sample = onpolicy.generator_sampler(Generator(policy.model, policy.mesh), policy.tokenizer, sampling=sampling,
                                             max_new_tokens=args.max_new_tokens, seed=args.seed, eos_ids=eos_ids,
                                             batch_size=args.batch_size, on_batch=bar.update)
-        responses = sample(onpolicy.encode_prompts(prompts, loaded.tokenizer, system), args.samples)
+        responses = sample(onpolicy.encode_prompts(prompts, policy.tokenizer, system), args.samples)
     seconds = time.perf_counter() - start
     reward = load_reward_model(args.reward_model, args.reward_backend, batch_size=args.reward_batch_size,
                                dtype=args.reward_dtype)
     pairs = onpolicy.make_pairs(prompts, responses, reward, verifier, counts)
     write_jsonl(args.out, pairs)
-    onpolicy.write_summary(f"{args.out}.summary.json", counts, samples=args.samples, policy=loaded.source,
+    onpolicy.write_summary(f"{args.out}.summary.json", counts, samples=args.samples, policy=policy.description,
                            reward_model=reward.source, language_check=args.language_check,
                            sampling=sampling.model_dump(), generation_seconds=round(seconds, 2))
     print(f"wrote {args.out}: {onpolicy.summary_line(counts, args.samples)}")

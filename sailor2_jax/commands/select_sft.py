@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sailor2_jax.commands._args import positive_int
+from sailor2_jax.commands._args import add_model_arguments, model_source, positive_int
 
 NAME = "select-sft"
 HELP = ("score SFT conversations (assistant-token perplexity under a model, optional reward model, embedding "
@@ -26,8 +26,6 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sailor2_jax.generate.load import add_model_arguments
-
     add_model_arguments(p)  # --model HF_DIR | --checkpoint RUN_DIR, --tokenizer, --dtype, --mesh
     p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR",
                    help="conversation files (JSONL/Parquet, messages or ShareGPT) or directories of them")
@@ -57,9 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from sailor2_jax.config import ComputeConfig
-    from sailor2_jax.generate.load import load_model
-    from sailor2_jax.post.records import Accounting, read_conversations
+    from sailor2_jax.model.source import open_model
+    from sailor2_jax.post.conversation_files import Accounting, read_conversations
     from sailor2_jax.post.select import SelectConfig, score_all, select
     from sailor2_jax.post.select_report import summary, write_outputs
     from sailor2_jax.post.sft_data import system_prompt, tokenize_conversations
@@ -78,12 +75,11 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     if not examples:
         raise ValueError("no conversations left to score")
-    model, mesh, source = load_model(args)
+    opened = open_model(model_source(args))
+    model, mesh, source = opened.model, opened.mesh, opened.description
     reward_model = None
     if args.reward_model:
-        from sailor2_jax.model.reward import import_reward
-        reward_model = import_reward(args.reward_model, mesh, ComputeConfig(param_dtype=args.dtype, dtype=args.dtype,
-                                                                            remat="none"))
+        reward_model = open_model(model_source(args, path=args.reward_model, head="reward"), mesh).model
     scores = score_all(model, examples, mesh, cfg, system=system, reward_model=reward_model)
     languages = [e.conversation.language for e in examples]
     sel = select(scores, languages, [e.conversation.domain for e in examples], cfg)

@@ -21,7 +21,6 @@ log-likelihoods and generations with lm-eval's `hf` model on the same directory.
 
 from __future__ import annotations
 
-import argparse
 
 import lm_eval.models  # noqa: F401  lm-eval fills its registry with its own models only while it is empty
 from lm_eval.api.model import LM
@@ -38,19 +37,22 @@ class Sailor2JaxLM(LM):
                  dtype: str = "bfloat16", mesh: str = "-1x1x1", max_length: int | None = None,
                  max_gen_toks: int = 256, batch_size: int | str = 16, **ignored):
         super().__init__()
-        from sailor2_jax.generate.load import load
+        from sailor2_jax.config import MeshConfig
+        from sailor2_jax.generate.engine import Generator
+        from sailor2_jax.model.source import ModelSource, open_model
 
         if (path is None) == (checkpoint is None):
             raise ValueError("sailor2_jax model_args: give exactly one of path=HF_DIR and checkpoint=RUN_DIR")
-        self.loaded = load(argparse.Namespace(model=path, checkpoint=checkpoint, tokenizer=tokenizer, dtype=dtype,
-                                              mesh=str(mesh).replace("x", ",").replace(";", ",")))
-        self.tok = self.loaded.tokenizer
-        model_len = self.loaded.generator.cfg.max_position_embeddings
+        opened = open_model(ModelSource(path=path or checkpoint, tokenizer=tokenizer, dtype=dtype,
+                                        mesh=MeshConfig.parse(str(mesh).replace(";", ","))))
+        self.tok, self.eos_ids = opened.tokenizer, opened.eos_ids
+        self.generator = Generator(opened.model, opened.mesh)
+        model_len = self.generator.cfg.max_position_embeddings
         self.max_length = min(int(max_length), model_len) if max_length else model_len
         self.max_gen_toks = int(max_gen_toks)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16  # "auto": our default
-        self.scorer = Scorer(self.loaded.generator, batch_size=self.batch_size)
-        self.prefix_id = self.loaded.eos_ids[0]
+        self.scorer = Scorer(self.generator, batch_size=self.batch_size)
+        self.prefix_id = self.eos_ids[0]
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
@@ -93,9 +95,9 @@ class Sailor2JaxLM(LM):
                     raise ValueError(f"max_gen_toks {max_new} leaves no room for a context of max_length "
                                      f"{self.max_length}")
                 prompts = [self.encode(requests[i].args[0])[-keep:] or [self.prefix_id] for i in idx]
-                completions = self.loaded.generator.generate(
+                completions = self.generator.generate(
                     prompts, sampling=SamplingConfig(temperature=temperature), max_new_tokens=max_new,
-                    eos_ids=self.loaded.eos_ids, batch_size=self.batch_size, on_batch=bar.update)
+                    eos_ids=self.eos_ids, batch_size=self.batch_size, on_batch=bar.update)
                 for i, (c,) in zip(idx, completions):
                     ids = c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids
                     out[i] = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), settings[i][0])

@@ -25,10 +25,11 @@ from tqdm import tqdm
 
 from sailor2_jax.eval import metrics
 from sailor2_jax.eval.config import GenerationTask, MultipleChoiceTask, PerplexityTask, TaskBase, TasksFile
-from sailor2_jax.eval.records import FewShot, choice_texts, read_records
+from sailor2_jax.eval.task_records import FewShot, choice_texts, read_records
 from sailor2_jax.eval.score import Scorer, encode_pair, pair_row, rolling_rows
 from sailor2_jax.files import write_atomic
-from sailor2_jax.generate.load import Loaded
+from sailor2_jax.generate.engine import Generator
+from sailor2_jax.model.source import OpenModel
 
 
 
@@ -45,12 +46,12 @@ def _by_language(records: list[dict], metric: Callable[[list[int]], dict[str, fl
 
 
 class Evaluator:
-    def __init__(self, loaded: Loaded, tasks: TasksFile):
-        self.loaded, self.tasks, self.tok = loaded, tasks, loaded.tokenizer
-        model_len = loaded.generator.cfg.max_position_embeddings
-        self.max_length = min(tasks.max_length, model_len)
-        self.scorer = Scorer(loaded.generator, batch_size=tasks.batch_size)
-        self.prefix_id = loaded.eos_ids[0]
+    def __init__(self, opened: OpenModel, tasks: TasksFile):
+        self.tasks, self.tok, self.eos_ids = tasks, opened.tokenizer, opened.eos_ids
+        self.generator = Generator(opened.model, opened.mesh)
+        self.max_length = min(tasks.max_length, self.generator.cfg.max_position_embeddings)
+        self.scorer = Scorer(self.generator, batch_size=tasks.batch_size)
+        self.prefix_id = opened.eos_ids[0]
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
@@ -122,9 +123,9 @@ class Evaluator:
         fewshot = self._fewshot(task)
         keep = max(1, self.max_length - task.max_new_tokens)
         prompts = [self.encode(fewshot.prompt(r, i))[-keep:] for i, r in enumerate(records)]
-        completions = self.loaded.generator.generate(
+        completions = self.generator.generate(
             prompts, sampling=SamplingConfig(temperature=0.0), max_new_tokens=task.max_new_tokens,
-            eos_ids=self.loaded.eos_ids, batch_size=self.tasks.batch_size, on_batch=bar.update)
+            eos_ids=self.eos_ids, batch_size=self.tasks.batch_size, on_batch=bar.update)
         rows, outputs, refs = [], [], []
         for r, (c,) in zip(records, completions):
             ids = c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding
 
 from sailor2_jax.generate.engine import Generator, batch_bucket, length_bucket
 from sailor2_jax.sharding import logical_to_spec
-from sailor2_jax.train.objectives import token_logprobs
+from sailor2_jax.model.logprobs import token_logprobs
 
 Row = tuple[list[int], int]
 

@@ -33,10 +33,8 @@ from jax.sharding import PartitionSpec as P
 from sailor2_jax.generate.sampling import SamplingConfig, next_tokens
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
 from sailor2_jax.sharding import RULES, logical_to_spec, state_shardings
+from sailor2_jax.tokenizer import DEFAULT_EOS_IDS
 
-# Qwen2.5's <|endoftext|> and <|im_end|> (data/vocab.py EOS_ID, IM_END_ID; not imported from there: the engine
-# needs no tokenizer, TensorFlow or seqio, so it also runs on a bare accelerator image): chat models stop on either
-DEFAULT_EOS_IDS = (151_643, 151_645)
 MIN_LENGTH_BUCKET = 16
 
 

@@ -93,7 +93,7 @@ def encode_batch(conversations: Sequence[Sequence[Mapping[str, str]]], *, add_ge
                  default_system: str | None = SAILOR2_SYSTEM_PROMPT, tokenizer=None) -> list[ChatEncoding]:
     """`encode` for many conversations, tokenised in one call (the tokenizer's batch encoder)."""
     if tokenizer is None:
-        from sailor2_jax.data.vocab import load_tokenizer
+        from sailor2_jax.tokenizer import load_tokenizer
         tokenizer = load_tokenizer()
     rendered = [render(m, add_generation_prompt=add_generation_prompt, default_system=default_system)
                 for m in conversations]

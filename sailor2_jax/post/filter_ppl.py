@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sailor2_jax.post.records import Accounting, Conversation, PreferencePair, Rejection
+from sailor2_jax.post.conversation_files import Accounting, Conversation, PreferencePair, Rejection
 
 
 @dataclasses.dataclass

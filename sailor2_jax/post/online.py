@@ -32,10 +32,10 @@ from tqdm import tqdm
 from sailor2_jax.config import resolve_path
 from sailor2_jax.data.config import Batching
 from sailor2_jax.data.loader import EpochShuffle
-from sailor2_jax.data.vocab import EOS_ID
+from sailor2_jax.tokenizer import EOS_ID
 from sailor2_jax.post import onpolicy
 from sailor2_jax.post.preference_data import SIDES, encode_pairs
-from sailor2_jax.post.records import Accounting, PreferencePair, Source
+from sailor2_jax.post.conversation_files import Accounting, PreferencePair, Source
 from sailor2_jax.post.sft_data import system_prompt
 
 MAX_EMPTY_ROUNDS = 8  # generations in a row without a pair before the run stops (the policy or the data is broken)
@@ -52,7 +52,7 @@ class OnlinePairs:
     def __init__(self, cfg, batching: Batching, *, process_index: int | None = None,
                  process_count: int | None = None):
         """`cfg`: the run's TrainConfig (its `online`, `data` and `mesh` sections)."""
-        from sailor2_jax.data.vocab import load_tokenizer
+        from sailor2_jax.tokenizer import load_tokenizer
         from sailor2_jax.post.reward import load_reward_model
         from sailor2_jax.post.verifier import LanguageVerifier
         from sailor2_jax.sharding import make_mesh
@@ -130,7 +130,7 @@ class OnlinePairs:
         return self.generator
 
     def _new_round(self) -> None:
-        from sailor2_jax.generate.engine import DEFAULT_EOS_IDS
+        from sailor2_jax.tokenizer import DEFAULT_EOS_IDS
         from sailor2_jax.generate.sampling import SamplingConfig
 
         cfg = self.online

@@ -8,7 +8,7 @@ accounted for: read = malformed + no pair (by reason) + pairs.
 
 A prompt line is `{"prompt": text}` or `{"messages": [...]}` (a chat whose last turn is the user's), optionally with
 `language`, and `task: translation` with `target_language`; other fields are kept. A pair line is what the
-preference loader reads (post/records.py), with the evidence: `prompt` (as given, or the messages), `chosen`,
+preference loader reads (post/conversation_files.py), with the evidence: `prompt` (as given, or the messages), `chosen`,
 `rejected`, `chosen_score`, `rejected_score`, `language` (the expected one), `languages` and `consistent` (per
 sample), `all_scores`, `rejected_for` (`language` or `score`) and the prompt's other fields.
 
@@ -44,29 +44,23 @@ class PromptRecord:
 
 def read_prompts(path: str | Path, counts: collections.Counter | None = None, *, log=None) -> list[PromptRecord]:
     """The good prompts of a JSONL file; a malformed line is reported (file:line: reason) and counted."""
-    from sailor2_jax.commands.generate import parse_line
+    from sailor2_jax.post.conversation_files import parse_prompt_line, prompt_lines
 
     counts = counts if counts is not None else collections.Counter()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file not found: {path}")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            counts["read"] += 1
-            try:
-                record, messages = parse_line(raw, chat=True)
-                if messages[-1]["role"] != "user":
-                    raise ValueError("the chat must end with a user turn (the policy answers it)")
-                if record.get("task") == "translation" and not isinstance(record.get("target_language"), str):
-                    raise ValueError("task: translation needs `target_language`")
-            except ValueError as e:
-                counts["malformed"] += 1
-                (log or (lambda m: print(m, file=sys.stderr)))(f"{path}:{number}: {e}; prompt skipped")
-                continue
-            out.append(PromptRecord(record, messages, f"{path}:{number}"))
+    for number, raw in prompt_lines(path):
+        counts["read"] += 1
+        try:
+            record, messages = parse_prompt_line(raw, chat=True)
+            if messages[-1]["role"] != "user":
+                raise ValueError("the chat must end with a user turn (the policy answers it)")
+            if record.get("task") == "translation" and not isinstance(record.get("target_language"), str):
+                raise ValueError("task: translation needs `target_language`")
+        except ValueError as e:
+            counts["malformed"] += 1
+            (log or (lambda m: print(m, file=sys.stderr)))(f"{path}:{number}: {e}; prompt skipped")
+            continue
+        out.append(PromptRecord(record, messages, f"{path}:{number}"))
     return out
 
 

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from sailor2_jax.data.config import Batching
 from sailor2_jax.data.loader import EpochShuffle
-from sailor2_jax.data.vocab import EOS_ID
+from sailor2_jax.tokenizer import EOS_ID
 from sailor2_jax.post import chat
-from sailor2_jax.post.records import (Accounting, PreferencePair, Rejection, file_stamps, process_rows,
+from sailor2_jax.post.conversation_files import (Accounting, PreferencePair, Rejection, file_stamps, process_rows,
                                       read_preferences)
 from sailor2_jax.post.sft_data import Overlong, fingerprint, system_prompt, tokenize_chunks
 

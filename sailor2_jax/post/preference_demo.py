@@ -35,7 +35,7 @@ def preference_stage(out: Path, summary: dict, console, step) -> None:
     from sailor2_jax.cli import run_command
     from sailor2_jax.demo import FP32, _train
     from sailor2_jax.model.reward import export_reward
-    from sailor2_jax.train.export import load_checkpoint_model
+    from sailor2_jax.model.source import open_run
 
     for run in ("reward", "dpo_onpolicy", "onpolicy"):
         shutil.rmtree(out / run, ignore_errors=True)
@@ -43,7 +43,7 @@ def preference_stage(out: Path, summary: dict, console, step) -> None:
     # started from the SFT run: its decoder under a new score head
     _, reward_losses = _train("reward", out, ["model=null", f"init.checkpoint={out / 'sft'}", "steps=4",
                                               "checkpoint.every=4"], base="demo_reward")
-    model, _ = load_checkpoint_model(out / "reward", compute=FP32)
+    model, _ = open_run(out / "reward", dtype="float32")
     reward_dir = export_reward(model, out / "reward_hf", tokenizer=out / "base", overwrite=True)
 
     step("9c. one on-policy round: 4 samples per prompt from the DPO policy, reward scores, language verifier")

@@ -124,12 +124,11 @@ def jax_scorer(model_dir: str | Path, *, mesh=None, batch_size: int = 8, dtype: 
                progress: bool = True) -> Scorer:
     """The project's Qwen2 reward model (model/reward.py), imported onto `mesh` (default: rows over every device)
     and sharded like the policy; batches by length, jitted."""
-    from sailor2_jax.config import ComputeConfig, MeshConfig
-    from sailor2_jax.model.reward import import_reward, score_sequences
-    from sailor2_jax.sharding import make_mesh
+    from sailor2_jax.model.reward import score_sequences
+    from sailor2_jax.model.source import ModelSource, open_model
 
-    mesh = mesh or make_mesh(MeshConfig(data=-1, fsdp=1, tensor=1))
-    model = import_reward(model_dir, mesh, ComputeConfig(param_dtype=dtype, dtype=dtype, remat="none"))
+    opened = open_model(ModelSource(path=str(model_dir), dtype=dtype, head="reward"), mesh)
+    model, mesh = opened.model, opened.mesh
     return lambda ids: score_sequences(model, [np.asarray(x, np.int32) for x in ids], mesh, batch_size=batch_size,
                                        progress=progress)
 

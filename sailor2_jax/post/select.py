@@ -37,7 +37,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sailor2_jax.config import Config
-from sailor2_jax.data.vocab import EOS_ID
+from sailor2_jax.tokenizer import EOS_ID
 from sailor2_jax.model.batched import apply_batched
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.post import chat
@@ -110,7 +110,7 @@ def policy_embeddings(model: Qwen2, examples: Sequence[TokenizedConversation], m
 def _policy_pass(model: Qwen2, examples: Sequence[TokenizedConversation], mesh: Mesh, system: str | None,
                  batch_size: int, chunk: int, progress: bool, logprobs: bool) -> np.ndarray:
     """[n, 2 + D] (mean NLL, assistant tokens, embedding) or, without `logprobs`, [n, D]."""
-    from sailor2_jax.train.objectives import hidden_logprobs
+    from sailor2_jax.model.logprobs import hidden_logprobs
 
     graphdef, state = nnx.split(model)
 

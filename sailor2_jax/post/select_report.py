@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sailor2_jax.files import write_atomic
-from sailor2_jax.post.records import Accounting
+from sailor2_jax.post.conversation_files import Accounting
 from sailor2_jax.post.select import Scores, SelectConfig, Selection
 from sailor2_jax.post.sft_data import TokenizedConversation
 

@@ -1,6 +1,6 @@
 """SFT batches from conversation files: chat template → assistant-token loss masks → first-fit packing → batches.
 
-    files (JSONL/Parquet, messages or ShareGPT; records.py: bad records skipped and counted)
+    files (JSONL/Parquet, messages or ShareGPT; conversation_files.py: bad records skipped and counted)
       └─ chat.encode_batch: ids and the mask of assistant contents + their <|im_end|>
            └─ over-long: cut after the last assistant turn that fits (`truncate`) or dropped (`drop`), counted
                 └─ global shuffle, a new order every epoch, endless (loader.EpochShuffle); process p of P takes
@@ -34,9 +34,9 @@ from tqdm import tqdm
 from sailor2_jax.data.config import LANGUAGE_INDEX, Batching
 from sailor2_jax.data.loader import EpochShuffle
 from sailor2_jax.data.packing import pack_without_splitting, sft_example, to_contract
-from sailor2_jax.data.vocab import EOS_ID
+from sailor2_jax.tokenizer import EOS_ID
 from sailor2_jax.post import chat
-from sailor2_jax.post.records import (Accounting, Conversation, ConversationFormat, Rejection, file_stamps,
+from sailor2_jax.post.conversation_files import (Accounting, Conversation, ConversationFormat, Rejection, file_stamps,
                                       process_rows, read_conversations)
 
 Overlong = Literal["truncate", "drop"]

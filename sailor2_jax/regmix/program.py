@@ -33,6 +33,7 @@ from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.regmix.config import ProxyConfig
 from sailor2_jax.sharding import logical_to_spec, make_mesh
 from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.model import run_dir
 from sailor2_jax.train.config import BatchSourceConfig, InitConfig, ObjectiveConfig, TrainConfig
 from sailor2_jax.train.objectives import Batch, Objective
 from sailor2_jax.train.state import TrainState, init_state
@@ -148,7 +149,7 @@ def train_program(program: ProxyProgram, data: ProxyData, ids: Sequence[int], we
         if start is None:
             state, start = program.init(), 0
         else:
-            target = ckpt.abstract_target(program.state_shardings, program.abstract_state)
+            target = run_dir.abstract_target(program.state_shardings, program.abstract_state)
             state = ckpt.restore(mgr, start, target, batches)
         tokens_per_step = program.size * proxy.batch_size * proxy.seq_len
         bar = tqdm(total=proxy.steps, initial=start, desc=f"{n} proxies", unit="step", leave=False,

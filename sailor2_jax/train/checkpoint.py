@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from sailor2_jax.config import ModelConfig
+from sailor2_jax.model.run_dir import as_epath, read_config, step_dir
 from sailor2_jax.train.batches import CheckpointableIterator
 from sailor2_jax.train.config import OptimizerConfig, TrainConfig
 from sailor2_jax.train.state import TrainState
@@ -81,20 +82,10 @@ class IteratorRestore(ocp.args.CheckpointArgs):
 
 # --- the manager ---------------------------------------------------------------------------------------------------
 
-def _path(path: str | Path) -> epath.Path:
-    """Local paths made absolute; bucket URLs (gs://...) kept as they are (orbax writes to either)."""
-    return epath.Path(path) if "://" in str(path) else epath.Path(Path(path).absolute())
-
-
 def manager(directory: str | Path, every: int, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
                                            enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(_path(directory), options=options, item_names=ITEMS)
-
-
-def abstract_target(shardings: Any, shapes: Any) -> Any:
-    """Restore targets: each shape/dtype (arrays or ShapeDtypeStructs) with the sharding wanted now."""
-    return jax.tree.map(lambda sh, s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shardings, shapes)
+    return ocp.CheckpointManager(as_epath(directory), options=options, item_names=ITEMS)
 
 
 def _train_item(state: TrainState) -> dict[str, Any]:
@@ -191,34 +182,11 @@ def restore_newest(mgr: ocp.CheckpointManager, target: TrainState, data_iter: Ch
     raise ValueError(f"no checkpoint in {mgr.directory} restores completely: " + "; ".join(failures))
 
 
-# --- reading a checkpoint outside the loop (export, init from a previous stage) ------------------------------------
-
-def step_dir(path: str | Path) -> epath.Path:
-    """A step directory from a step dir, a checkpoints dir or a run's output dir (latest step)."""
-    path = _path(path)
-    if (path / "params").is_dir():
-        return path
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    steps = sorted((int(p.name), p) for p in root.glob("*") if p.name.isdigit() and (p / "params").is_dir())
-    if not steps:
-        raise FileNotFoundError(f"no finished checkpoint under {path}")
-    return steps[-1][1]
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """{'train': ..., 'model': ...} as saved with the checkpoint."""
-    d = step_dir(path)
-    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(d / "config")
-
+# --- a new stage's optimiser and data iterator from a previous run (its parameters: model/run_dir.py) -----------
 
 def restore_iterator(path: str | Path, item: CheckpointableIterator) -> None:
     """Position `item` where a checkpoint's data iterator was (see IteratorHandler)."""
     item.set_state(IteratorHandler.state_for(step_dir(path) / "data", item))
-
-
-def restore_params(path: str | Path, target: Any) -> Any:
-    """Only the parameters of a checkpoint, onto `target` (abstract arrays with shardings)."""
-    return ocp.StandardCheckpointer().restore(step_dir(path) / "params", target)
 
 
 def _array_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -22,6 +22,7 @@ from sailor2_jax.model.init import create_model
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import state_shardings
 from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.model import run_dir
 from sailor2_jax.train.batches import CheckpointableIterator, SyntheticLM, SyntheticPreference
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.optim import restart_schedule
@@ -52,7 +53,7 @@ def architecture(cfg: TrainConfig) -> ModelConfig:
             from sailor2_jax.model.reward import read_reward_config
             return read_reward_config(cfg.init.hf_dir)[0]
         return read_hf_config(cfg.init.hf_dir)
-    return ModelConfig.model_validate(ckpt.read_config(cfg.init.checkpoint)["model"])
+    return ModelConfig.model_validate(run_dir.read_config(cfg.init.checkpoint)["model"])
 
 
 def new_layers(cfg: TrainConfig) -> list[bool]:
@@ -74,7 +75,7 @@ def _saved_schedule_steps(mgr: ocp.CheckpointManager) -> int | None:
     """The schedule length the run being resumed was started with (its newest readable saved config)."""
     for step in sorted(mgr.all_steps(), reverse=True):
         try:
-            saved = ckpt.read_config(mgr.directory / str(step))["train"]
+            saved = run_dir.read_config(mgr.directory / str(step))["train"]
         except Exception:  # noqa: BLE001 -- a damaged step; restore_newest reports it
             continue
         return saved["optimizer"]["schedule"].get("total_steps") or saved["steps"]
@@ -120,13 +121,13 @@ def resolve(cfg: TrainConfig, mgr: ocp.CheckpointManager, log=print, data_iter: 
 def _reward_pad_id(cfg: TrainConfig) -> int:
     """Where a reward model reads its score (objective.reward_pad_id): a classifier's own pad_token_id, a previous
     reward run's, else <|endoftext|>."""
-    from sailor2_jax.data.vocab import EOS_ID
+    from sailor2_jax.tokenizer import EOS_ID
     from sailor2_jax.model.reward import read_reward_config
 
     if cfg.init.hf_dir and is_reward_dir(cfg.init.hf_dir):
         return read_reward_config(cfg.init.hf_dir)[1]
     if cfg.init.checkpoint:
-        saved = ckpt.read_config(cfg.init.checkpoint)["train"]["objective"]
+        saved = run_dir.read_config(cfg.init.checkpoint)["train"]["objective"]
         if saved.get("reward_pad_id") is not None:
             return int(saved["reward_pad_id"])
     return EOS_ID
@@ -143,7 +144,7 @@ def initial_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: 
     elif cfg.init.hf_dir:
         params = nnx.to_pure_dict(nnx.state(import_hf(cfg.init.hf_dir, mesh, cfg.compute)))
     elif cfg.init.checkpoint:
-        params = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(shardings, setup.shapes))
+        params = run_dir.restore_params(cfg.init.checkpoint, run_dir.abstract_target(shardings, setup.shapes))
     else:
         params = nnx.to_pure_dict(nnx.state(create_model(model_cfg, mesh, cfg.init.seed, cfg.compute)))
     return jax.device_put(params, shardings)
@@ -159,9 +160,9 @@ def _reward_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: 
     if cfg.init.hf_dir and is_reward_dir(cfg.init.hf_dir):
         return nnx.to_pure_dict(nnx.state(import_reward(cfg.init.hf_dir, mesh, cfg.compute)))
     reward_run = (cfg.init.checkpoint is not None and
-                  ckpt.read_config(cfg.init.checkpoint)["train"]["objective"]["kind"] == "reward")
+                  run_dir.read_config(cfg.init.checkpoint)["train"]["objective"]["kind"] == "reward")
     if reward_run:
-        return ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(setup.shardings.params, setup.shapes))
+        return run_dir.restore_params(cfg.init.checkpoint, run_dir.abstract_target(setup.shardings.params, setup.shapes))
     if not cfg.init.hf_dir and not cfg.init.checkpoint:
         return nnx.to_pure_dict(nnx.state(create_reward(model_cfg, mesh, pad_id=cfg.objective.reward_pad_id,
                                                         seed=cfg.init.seed, compute=cfg.compute)))
@@ -170,7 +171,7 @@ def _reward_params(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh, setup: 
     else:
         _, abstract = nnx.split(abstract_model(model_cfg, cfg.compute))
         lm_shardings = nnx.to_pure_dict(state_shardings(abstract, mesh))
-        lm = ckpt.restore_params(cfg.init.checkpoint, ckpt.abstract_target(lm_shardings, nnx.to_pure_dict(abstract)))
+        lm = run_dir.restore_params(cfg.init.checkpoint, run_dir.abstract_target(lm_shardings, nnx.to_pure_dict(abstract)))
     lm.pop("lm_head", None)  # a reward model reads hidden states, never the LM head
     shape = setup.shapes["score"]
     score = jax.jit(lambda: 0.02 * jax.random.normal(jax.random.key(cfg.init.seed), shape.shape, shape.dtype),
@@ -183,7 +184,7 @@ def fresh_state(cfg: TrainConfig, params: Params, setup: StepSetup) -> TrainStat
     schedule."""
     opt_state = None
     if cfg.init.optimizer_state:
-        target = ckpt.abstract_target(setup.shardings, setup.abstract_state())
+        target = run_dir.abstract_target(setup.shardings, setup.abstract_state())
         opt_state = ckpt.restore_optimizer(cfg.init.checkpoint, target, cfg.optimizer)
 
     def first(p, o):
@@ -224,7 +225,7 @@ def data_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previ
 
     it = PretrainIterator(load_data_config(cfg.data.mixture, cfg.data.mixture_overrides), batching)
     if previous_run is not None and not for_eval:
-        prev_cfg = TrainConfig.model_validate(ckpt.read_config(previous_run)["train"])
+        prev_cfg = TrainConfig.model_validate(run_dir.read_config(previous_run)["train"])
         if prev_cfg.data.source == "mixture":
             previous = PretrainIterator(load_data_config(prev_cfg.data.mixture, prev_cfg.data.mixture_overrides),
                                         prev_cfg.data.batching())

@@ -30,6 +30,7 @@ from sailor2_jax.config import ModelConfig
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import global_batch, make_mesh
 from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.model import run_dir
 from sailor2_jax.train import init
 from sailor2_jax.train.batches import CheckpointableIterator
 from sailor2_jax.train.config import TrainConfig
@@ -83,7 +84,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, *, data_iter: Checkpointable
         data_iter = init.data_iterator(cfg, model_cfg.vocab_size, previous_run=cfg.init.checkpoint if fresh else None)
     cfg = init.resolve(cfg, mgr, log=say, data_iter=data_iter)
     setup = setup_step(cfg, model_cfg, mesh)
-    restored = ckpt.restore_newest(mgr, ckpt.abstract_target(setup.shardings, setup.abstract_state()), data_iter,
+    restored = ckpt.restore_newest(mgr, run_dir.abstract_target(setup.shardings, setup.abstract_state()), data_iter,
                                    step=restore_step, log=say)
     if restored is None:
         state, resumed_from = init.fresh_state(cfg, init.initial_params(cfg, model_cfg, mesh, setup, init_model),
@@ -292,7 +293,7 @@ class _Loop:
             return None, f"{streak} and nothing to roll back to: {why}; stopping"
         to = max(candidates)
         self.rolled_back_to.add(to)
-        target = ckpt.abstract_target(self.setup.shardings, self.setup.abstract_state())
+        target = run_dir.abstract_target(self.setup.shardings, self.setup.abstract_state())
         good = ckpt.restore(self.mgr, to, target, None)
         applied = int(jax.device_get(good.step)) - int(jax.device_get(good.skipped_steps))
         state = dataclasses.replace(good, step=jnp.asarray(t, jnp.int32), bad_steps=jnp.zeros((), jnp.int32),

@@ -1,4 +1,5 @@
-"""Training objectives on one shared core: fp32 token log-probs, then either masked NLL or a DPO-family loss.
+"""Training objectives on one shared core (model/logprobs.py: fp32 token log-probs), then either masked NLL or a
+DPO-family loss.
 
 Every objective returns a *sum* over the batch plus the normaliser of the full batch (tokens for the LM loss, pairs
 for preference losses). The step divides by the full-batch normaliser, so gradient accumulation over micro-batches
@@ -28,43 +29,12 @@ import jax
 import jax.numpy as jnp
 
 from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.model.logprobs import token_logprobs
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.train.config import ObjectiveConfig
 
 Batch = Mapping[str, jax.Array]
 LM_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
-
-
-def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *, segment_ids_BT: jax.Array | None,
-                   positions_BT: jax.Array | None, chunk: int = 1024, with_greedy: bool = False
-                   ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """log p(target_t | tokens_≤t) in fp32, [B, T]; with `with_greedy`, also whether each target is the most likely
-    token (bool [B, T]: its logit is the largest, what lm-eval's `is_greedy` asks).
-
-    The LM head runs over T in chunks under `jax.checkpoint`, so neither the forward nor the backward pass holds
-    the fp32 [B, T, V] logits (at V = 151,936 they would dwarf the rest of the activations).
-    """
-    x_BTD = model.hidden(tokens_BT, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
-    return hidden_logprobs(model, x_BTD, targets_BT, chunk, with_greedy=with_greedy)
-
-
-def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk: int = 1024, *,
-                    with_greedy: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """`token_logprobs` from the final-normed hidden states [B, T, D] (for callers that also use the states)."""
-    B, T, D = x_BTD.shape
-    C = chunk if T % chunk == 0 else T
-
-    @jax.checkpoint
-    def chunk_logprobs(x_BCD, targets_BC):
-        logits_BCV = model.logits(x_BCD)  # fp32
-        target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-        logp_BC = target_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
-        return (logp_BC, target_BC >= jnp.max(logits_BCV, axis=-1)) if with_greedy else logp_BC
-
-    x_nBCD = x_BTD.reshape(B, T // C, C, D).swapaxes(0, 1)
-    targets_nBC = targets_BT.reshape(B, T // C, C).swapaxes(0, 1)
-    _, out_nBC = jax.lax.scan(lambda _, xs: (None, chunk_logprobs(*xs)), None, (x_nBCD, targets_nBC))
-    return jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(B, T), out_nBC)
 
 
 def _lm_logprobs(model: Qwen2, batch: Batch, prefix: str, chunk: int) -> jax.Array:

@@ -155,7 +155,7 @@ def abstract_for(cfg: TrainConfig, model_cfg: ModelConfig) -> nnx.Module:
     """The module the run trains, as shapes: the Qwen2 LM, or for `objective.kind: reward` the reward model (the same
     decoder with a one-score head; `objective.reward_pad_id` is resolved by train/init.py when a run starts)."""
     if cfg.objective.kind == "reward":
-        from sailor2_jax.data.vocab import EOS_ID
+        from sailor2_jax.tokenizer import EOS_ID
         from sailor2_jax.model.reward import abstract_reward
         pad_id = cfg.objective.reward_pad_id
         # unresolved only outside a run (e.g. AOT compilation), where the id changes no shape

@@ -13,7 +13,8 @@ from data_helpers import write_config
 from sailor2_jax.cli import main
 from sailor2_jax.config import DATA_DIR
 from sailor2_jax.data.config import LANGUAGE_INDEX, load_data_config
-from sailor2_jax.data.vocab import EOS_ID, get_vocabulary
+from sailor2_jax.tokenizer import EOS_ID
+from sailor2_jax.data.vocab import get_vocabulary
 
 pytestmark = pytest.mark.slow
 

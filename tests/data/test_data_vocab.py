@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tokenizers
 
-from sailor2_jax.data import vocab as vocab_mod
-from sailor2_jax.data.vocab import EOS_ID, IM_END_ID, IM_START_ID, QWEN_VOCAB_SIZE, QwenVocabulary, get_vocabulary
+from sailor2_jax import tokenizer as vocab_mod
+from sailor2_jax.tokenizer import EOS_ID, IM_END_ID, IM_START_ID, QWEN_VOCAB_SIZE
+from sailor2_jax.data.vocab import QwenVocabulary, get_vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ transformers' agree) saved as an HF directory, `transformers`' copy of it (fp32)
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,6 +28,5 @@ def reference(hf_dir):
 
 @pytest.fixture(scope="session")
 def loaded(hf_dir):
-    from sailor2_jax.generate.load import load
-    return load(argparse.Namespace(model=str(hf_dir), checkpoint=None, tokenizer=None, dtype="float32",
-                                   mesh="-1,1,1"))
+    from sailor2_jax.model.source import ModelSource, open_model
+    return open_model(ModelSource(path=str(hf_dir), dtype="float32"))

@@ -9,7 +9,7 @@ import pytest
 
 from sailor2_jax.eval import sailcompass
 from sailor2_jax.eval.config import load_tasks
-from sailor2_jax.eval.records import FewShot, read_records
+from sailor2_jax.eval.task_records import FewShot, read_records
 
 
 def _sources(src):

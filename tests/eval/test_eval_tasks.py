@@ -15,7 +15,7 @@ import torch
 from eval_helpers import hf_logprobs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from sailor2_jax.data.vocab import EOS_ID
+from sailor2_jax.tokenizer import EOS_ID
 from sailor2_jax.eval.config import load_tasks
 from sailor2_jax.eval.run import Evaluator
 
@@ -92,7 +92,7 @@ def test_results_files(evaluated):
 
 def test_malformed_records_reported_with_line(tmp_path, capsys):
     from sailor2_jax.eval.config import MultipleChoiceTask
-    from sailor2_jax.eval.records import read_records
+    from sailor2_jax.eval.task_records import read_records
     path = _jsonl(tmp_path / "mc.jsonl", [MC[0], "{not json", {"context": "x", "choices": ["a", "b"], "gold": 2},
                                           {"context": 1, "choices": ["a", "b"], "gold": 0}])
     got = read_records(MultipleChoiceTask(name="m", type="multiple_choice", data=str(path)), path)

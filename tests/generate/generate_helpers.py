@@ -33,7 +33,7 @@ def hf_model(*, vocab: int = VOCAB, layers: int = 2, hidden: int = 64, tied: boo
 def real_vocab_hf_dir(path, seed: int):
     """A tiny random model with the real Qwen2.5 vocabulary and tokenizer saved as an HF directory (our tokenizer and
     transformers' then agree), stopping on <|endoftext|>."""
-    from sailor2_jax.data.vocab import EOS_ID, save_hf_tokenizer
+    from sailor2_jax.tokenizer import EOS_ID, save_hf_tokenizer
 
     model = hf_model(vocab=151936, hidden=32, seed=seed)
     model.generation_config.eos_token_id = EOS_ID

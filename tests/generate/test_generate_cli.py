@@ -12,7 +12,7 @@ from generate_helpers import real_vocab_hf_dir
 from transformers import AutoTokenizer
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.vocab import EOS_ID, IM_END_ID
+from sailor2_jax.tokenizer import EOS_ID, IM_END_ID
 from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
 
 EOS = [EOS_ID, IM_END_ID]

@@ -137,8 +137,8 @@ def test_default_eos_ids_are_qwens_and_the_engine_needs_no_tokenizer_stack():
     import subprocess
     import sys
 
-    from sailor2_jax.data.vocab import EOS_ID, IM_END_ID
-    from sailor2_jax.generate.engine import DEFAULT_EOS_IDS
+    from sailor2_jax.tokenizer import EOS_ID, IM_END_ID
+    from sailor2_jax.tokenizer import DEFAULT_EOS_IDS
     assert DEFAULT_EOS_IDS == (EOS_ID, IM_END_ID)
     # an accelerator image without TensorFlow/seqio can import the engine (and run bench/decode.py)
     code = "import sys, sailor2_jax.generate.engine; sys.exit('tensorflow' in sys.modules or 'seqio' in sys.modules)"

@@ -10,7 +10,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 from sailor2_jax.config import DATA_DIR
-from sailor2_jax.data.vocab import EOS_ID, save_hf_tokenizer
+from sailor2_jax.tokenizer import EOS_ID, save_hf_tokenizer
 
 VOCAB = 151_936
 

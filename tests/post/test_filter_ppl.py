@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sailor2_jax.post.filter_ppl import filter_pairs, pair_conversations
-from sailor2_jax.post.records import Accounting, PreferencePair, Source
+from sailor2_jax.post.conversation_files import Accounting, PreferencePair, Source
 
 
 def pairs(languages):

@@ -12,7 +12,7 @@ from reward_helpers import policy_dir, reward_dir, udhr
 
 from sailor2_jax.cli import main
 from sailor2_jax.post.preference_data import load_preferences
-from sailor2_jax.post.records import file_stamps
+from sailor2_jax.post.conversation_files import file_stamps
 from sailor2_jax.post.reward import load_reward_model
 from sailor2_jax.post.verifier import LanguageVerifier
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from sailor2_jax.data.vocab import IM_END_ID, load_tokenizer, qwen_chat_template, save_hf_tokenizer
+from sailor2_jax.tokenizer import IM_END_ID, load_tokenizer, qwen_chat_template, save_hf_tokenizer
 from sailor2_jax.post import chat
 
 CONVERSATIONS = {

@@ -14,10 +14,10 @@ from transformers import AutoTokenizer
 
 from sailor2_jax.config import load
 from sailor2_jax.data.config import Batching
-from sailor2_jax.data.vocab import IM_END_ID, load_tokenizer, save_hf_tokenizer
+from sailor2_jax.tokenizer import IM_END_ID, load_tokenizer, save_hf_tokenizer
 from sailor2_jax.post import chat
 from sailor2_jax.post.preference_data import PreferenceBatches, encode_pairs, load_preferences
-from sailor2_jax.post.records import Accounting, read_preferences
+from sailor2_jax.post.conversation_files import Accounting, read_preferences
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.init import data_iterator
 

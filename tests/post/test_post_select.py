@@ -13,7 +13,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassifi
 from sailor2_jax.config import ComputeConfig, MeshConfig
 from sailor2_jax.post import udhr_data
 from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
-from sailor2_jax.post.records import read_conversations
+from sailor2_jax.post.conversation_files import read_conversations
 from sailor2_jax.post.select import Scores, SelectConfig, policy_embeddings, quotas, score_policy, select
 from sailor2_jax.post.sft_data import tokenize_conversations
 from sailor2_jax.sharding import make_mesh

@@ -15,9 +15,9 @@ from transformers import AutoTokenizer
 
 from sailor2_jax.data.config import LANGUAGE_INDEX, Batching
 from sailor2_jax.data.packing import pack_without_splitting, sft_example
-from sailor2_jax.data.vocab import IM_END_ID, load_tokenizer, save_hf_tokenizer
+from sailor2_jax.tokenizer import IM_END_ID, load_tokenizer, save_hf_tokenizer
 from sailor2_jax.post import chat
-from sailor2_jax.post.records import Accounting, read_conversations
+from sailor2_jax.post.conversation_files import Accounting, read_conversations
 from sailor2_jax.post.sft_data import SFTBatches, packed_rows, tokenize_conversations
 
 CONVERSATIONS = [

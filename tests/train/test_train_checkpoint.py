@@ -10,12 +10,13 @@ from flax import nnx
 from transformers import Qwen2ForCausalLM
 
 from sailor2_jax.cli import main as cli_main
-from sailor2_jax.config import ComputeConfig, MeshConfig, load
+from sailor2_jax.config import MeshConfig, load
 from sailor2_jax.sharding import make_mesh
 from sailor2_jax.train import checkpoint as ckpt
+from sailor2_jax.model import run_dir
 from sailor2_jax.train.init import architecture
 from sailor2_jax.train.config import TrainConfig
-from sailor2_jax.train.export import load_checkpoint_model
+from sailor2_jax.model.source import open_run
 from sailor2_jax.train.loop import train
 
 BASE = ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "model.tie_embeddings=false",
@@ -30,10 +31,10 @@ def _host(tree):
 def test_restore_onto_a_different_mesh_shape(tmp_path):
     cfg = load(TrainConfig, None, BASE + ["mesh.fsdp=8"])
     train(cfg, tmp_path)
-    model8, step = load_checkpoint_model(tmp_path, make_mesh(MeshConfig(data=1, fsdp=8, tensor=1)))
+    model8, step = open_run(tmp_path, make_mesh(MeshConfig(data=1, fsdp=8, tensor=1)))
     saved = _host(nnx.to_pure_dict(nnx.state(model8)))
     other = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    model222, _ = load_checkpoint_model(tmp_path, other)
+    model222, _ = open_run(tmp_path, other)
     state = nnx.state(model222)
     q = state["layers"]["q"][...]
     assert q.sharding.mesh.shape == other.shape and q.sharding.spec == jax.sharding.PartitionSpec(
@@ -49,14 +50,14 @@ def test_export_from_each_kind_of_checkpoint_loads_in_transformers(tmp_path, kin
     cfg = load(TrainConfig, None, BASE + [f"objective.kind={kind}", "compute.dtype=float32"])
     train(cfg, tmp_path / "run")
     assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
-    ours, _ = load_checkpoint_model(tmp_path / "run" / "checkpoints", compute=ComputeConfig(dtype="float32"))
+    ours, _ = open_run(tmp_path / "run" / "checkpoints", dtype="float32")
     hf = Qwen2ForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     tokens = np.random.default_rng(0).integers(0, 256, (2, 16))
     with torch.no_grad():
         want = hf(torch.tensor(tokens)).logits.numpy()
     got = np.asarray(ours(jnp.asarray(tokens, jnp.int32)))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    assert ckpt.read_config(tmp_path / "run")["train"]["objective"]["kind"] == kind
+    assert run_dir.read_config(tmp_path / "run")["train"]["objective"]["kind"] == kind
 
 
 # --- init.optimizer_state: stage 2 continues stage 1's AdamW on its own schedule ------------------------------------
@@ -73,7 +74,7 @@ def _saved_state(run, cfg):
     mesh = make_mesh(cfg.mesh)
     setup = setup_step(cfg, architecture(cfg), mesh)
     mgr = ckpt.manager(run / "checkpoints", 1, 5)
-    state = ckpt.restore(mgr, mgr.latest_step(), ckpt.abstract_target(setup.shardings, setup.abstract_state()), None)
+    state = ckpt.restore(mgr, mgr.latest_step(), run_dir.abstract_target(setup.shardings, setup.abstract_state()), None)
     mgr.close()
     return state, (mesh, setup)
 

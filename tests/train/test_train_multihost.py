@@ -112,11 +112,11 @@ def _check_two_process_export(run_dir: Path, tmp_path: Path) -> None:
     from sailor2_jax.config import MeshConfig
     from sailor2_jax.model.hf import export_hf, import_hf
     from sailor2_jax.sharding import make_mesh
-    from sailor2_jax.train.export import load_checkpoint_model
+    from sailor2_jax.model.source import open_run
 
     tok = _tokenizer_dir(tmp_path)
     # the reference: this (pytest) process alone, 8 devices
-    model, step = load_checkpoint_model(run_dir)
+    model, step = open_run(run_dir)
     assert step == 4
     one = export_hf(model, tmp_path / "export" / "one", tokenizer=tok, max_shard_size=SHARD_SIZE)
 
@@ -166,7 +166,7 @@ def _export_worker(ckpt: str, out: str, tokenizer: str) -> None:
 
     from sailor2_jax import cli
     from sailor2_jax.model import hf
-    from sailor2_jax.train import export
+    from sailor2_jax.model import source
 
     def only_process_0(fn):
         def writer(*args, **kwargs):
@@ -177,10 +177,10 @@ def _export_worker(ckpt: str, out: str, tokenizer: str) -> None:
     for name in ("atomic_dir", "write_hf_config", "write_shards", "copy_tokenizer"):
         setattr(hf, name, only_process_0(getattr(hf, name)))
 
-    load = export.load_checkpoint_model
+    load = source.open_run
 
-    def load_split(path, mesh=None):
-        model, step = load(path, mesh)
+    def load_split(path, mesh=None, dtype=None, **kwargs):
+        model, step = load(path, mesh, dtype, **kwargs)
         assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
         split = []
         for key, v in nnx.to_flat_state(nnx.state(model, nnx.Param)):
@@ -192,7 +192,7 @@ def _export_worker(ckpt: str, out: str, tokenizer: str) -> None:
         assert {"embed", "layers.q", "layers.o", "layers.down"} <= set(split), split  # (norms are replicated)
         return model, step
 
-    export.load_checkpoint_model = load_split
+    source.open_run = load_split
 
     argv = ["export", "--checkpoint", ckpt, "--out", out, "--tokenizer", tokenizer, "--max-shard-size", SHARD_SIZE]
     assert cli.main(argv) == 0

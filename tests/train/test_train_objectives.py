@@ -17,7 +17,8 @@ from sailor2_jax.sharding import make_mesh
 from sailor2_jax.train.config import ObjectiveConfig, TrainConfig
 from sailor2_jax.train.batches import SyntheticPreference
 from sailor2_jax.train.loop import train
-from sailor2_jax.train.objectives import Objective, preference_losses, sequence_logps, token_logprobs
+from sailor2_jax.model.logprobs import token_logprobs
+from sailor2_jax.train.objectives import Objective, preference_losses, sequence_logps
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from sailor2_jax.cli import main
-from sailor2_jax.config import ComputeConfig, load
+from sailor2_jax.config import load
 from sailor2_jax.model.reward import rewards
 from sailor2_jax.post.preference_data import EncodedPair
-from sailor2_jax.post.records import PreferencePair, Source
+from sailor2_jax.post.conversation_files import PreferencePair, Source
 from sailor2_jax.train.config import TrainConfig
-from sailor2_jax.train.export import load_checkpoint_model
+from sailor2_jax.model.source import open_run
 from sailor2_jax.train.loop import train
 from sailor2_jax.train.objectives import conversation_tokens
 
@@ -97,7 +97,7 @@ def test_reward_run_exports_as_a_transformers_classifier(reward_run, tmp_path):
     assert main(["export", "--checkpoint", str(reward_run), "--out", str(tmp_path / "hf")]) == 0
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
     assert hf.config.pad_token_id == PAD and hf.config.num_labels == 1
-    model, _ = load_checkpoint_model(reward_run, compute=ComputeConfig(dtype="float32"))
+    model, _ = open_run(reward_run, dtype="float32")
     batch = next(SeparablePairs(16, 32, seed=99))  # pairs the run never saw
     both = np.concatenate([np.asarray(conversation_tokens(batch, f"{s}_", PAD)) for s in ("chosen", "rejected")])
     ours = np.asarray(rewards(model, jnp.asarray(both)))
@@ -134,7 +134,7 @@ def test_reward_run_starts_from_a_language_model(tmp_path):
                                    "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=0",
                                    "log.progress=false", "log.tensorboard=false", "compute.dtype=float32"])
     train(cfg, tmp_path / "run")
-    model, _ = load_checkpoint_model(tmp_path / "run", compute=ComputeConfig(dtype="float32"))
+    model, _ = open_run(tmp_path / "run", dtype="float32")
     assert model.pad_id == 151643 and model.score[...].shape == (64, 1)
     ours = nnx.to_pure_dict(nnx.state(model.backbone))
     want = nnx.to_pure_dict(nnx.state(import_hf(tmp_path / "lm", make_mesh(MeshConfig()))))

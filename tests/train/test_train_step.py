@@ -123,6 +123,7 @@ def _opt_bytes(opt_state):
 
 def test_new_layers_keep_moments_for_new_rows_only(tmp_path):
     from sailor2_jax.train import checkpoint as ckpt
+    from sailor2_jax.model import run_dir
 
     cfg, mesh, step, state, batch = _setup(NEW_LAYERS)
     trainable_bytes = sum(w.nbytes // 2 for w in jax.tree.leaves(state.params["layers"]))  # 2 of 4 layers are new
@@ -142,7 +143,7 @@ def test_new_layers_keep_moments_for_new_rows_only(tmp_path):
     mgr = ckpt.manager(tmp_path, 1, 1, async_save=False)
     data = SyntheticLM(8, 32, 256, seed=5, process_index=0, process_count=1)
     ckpt.save(mgr, state, cfg, cfg.model, data, step=1)
-    target = ckpt.abstract_target(jax.tree.map(lambda x: x.sharding, state), state)
+    target = run_dir.abstract_target(jax.tree.map(lambda x: x.sharding, state), state)
     restored = ckpt.restore(mgr, 1, target, None)
     mgr.close()
     assert jax.tree.structure(restored) == jax.tree.structure(state)
@@ -183,14 +184,14 @@ def test_new_row_moments_train_exactly_like_full_moments():
 def test_new_layers_optimiser_state_continues_a_stage_and_another_mask_is_refused(tmp_path):
     import orbax.checkpoint as ocp
 
-    from sailor2_jax.train import checkpoint as ckpt
+    from sailor2_jax.model import run_dir
     from sailor2_jax.train.loop import train
 
     run = NEW_LAYERS + ["steps=2", "checkpoint.every=2", "log.progress=false", "log.tensorboard=false"]
     train(load(TrainConfig, None, BASE + run), tmp_path / "s1")
     stage2 = run + [f"init.checkpoint={tmp_path / 's1'}", "init.optimizer_state=true"]
     train(load(TrainConfig, None, BASE + stage2), tmp_path / "s2")
-    saved = ocp.StandardCheckpointer().restore(ckpt.step_dir(tmp_path / "s2") / "train")["opt_state"]
+    saved = ocp.StandardCheckpointer().restore(run_dir.step_dir(tmp_path / "s2") / "train")["opt_state"]
     assert int(saved[1][0]["count"]) == 4 and saved[1][0]["mu"]["layers"]["q"].shape[0] == 2  # Adam went on
     with pytest.raises(ValueError, match="init.optimizer_state: .*trainable mask.*only in this run"):
         train(load(TrainConfig, None, BASE + stage2 + ["optimizer.trainable=all"]), tmp_path / "s3")

@@ -23,7 +23,7 @@ from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.minhash import MinHasher
-from sailor2_jax.data.clean.records import JsonlOut, rejected_record
+from sailor2_jax.data.clean.outputs import JsonlOut, rejected_record
 from sailor2_jax.data.clean.step import CleanStep, CountedStep
 from sailor2_jax.data.clean.text import normalise, words
 from sailor2_jax.data.config import LANGUAGES

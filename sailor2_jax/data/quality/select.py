@@ -29,7 +29,7 @@ from sailor2_jax.data.clean.config import ExecutorConfig
 from sailor2_jax.data.clean.languages import canonical_language
 from sailor2_jax.data.clean.pipeline import run_stages
 from sailor2_jax.data.clean.read import RecordReader
-from sailor2_jax.data.clean.records import REJECTION_KEY, JsonlOut, jsonl_file, rejected_record
+from sailor2_jax.data.clean.outputs import REJECTION_KEY, JsonlOut, jsonl_file, rejected_record
 from sailor2_jax.data.clean.summary import AccountingError, count_records
 
 STEPS = ("read", "score", "select")

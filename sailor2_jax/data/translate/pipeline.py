@@ -25,7 +25,7 @@ from datatrove.pipeline.base import PipelineStep
 from sailor2_jax.data.clean.accounting import StepCounter, merge_stats, step_totals
 from sailor2_jax.data.clean.pipeline import run_stages
 from sailor2_jax.data.clean.read import RecordReader
-from sailor2_jax.data.clean.records import JsonlOut, rejected_record
+from sailor2_jax.data.clean.outputs import JsonlOut, rejected_record
 from sailor2_jax.data.clean.summary import AccountingError, count_records
 from sailor2_jax.data.translate.config import TranslateConfig
 from sailor2_jax.data.translate.engine import Engine, convert_to_ctranslate2, is_ctranslate2_model, load_engine

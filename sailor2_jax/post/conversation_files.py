@@ -7,7 +7,8 @@ is read as such) or set by `format`:
 Preference records: `{"prompt": text | messages, "chosen": text | messages, "rejected": text | messages}`; a text
 prompt is one user message, a text response one assistant message, and a message list (either style) that repeats
 the prompt first (UltraFeedback's layout) has the prompt taken off. Any record may carry `language` (an ISO code;
-`fil`→`tl`, `zsm`→`ms` and the like are understood) and `domain`.
+`fil`→`tl`, `zsm`→`ms` and the like are understood) and `domain`. Prompt files (what `generate`, `onpolicy` and
+the judge answer): one `{"prompt": text}` or `{"messages": [...]}` per line (`parse_prompt_line`).
 
 A bad record never stops a run: it becomes a `Rejection` (file, line, reason, detail) and is counted by reason, so
 read = kept + rejected always holds. Reasons: the reader's (`malformed_json`, `invalid_utf8`, `not_a_json_object`,
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from sailor2_jax.post.chat import ROLES
@@ -263,3 +266,37 @@ def read_preferences(paths: Sequence[str], acc: Accounting | None = None) -> Ite
             acc.reject(Rejection(source, e.reason, e.detail))
             continue
         yield PreferencePair(prompt, chosen, rejected, _language(record), source)
+
+
+# --- prompt files (generate, onpolicy, the judge): one prompt or chat per JSONL line ------------------------------
+
+def prompt_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line of a JSONL prompt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file not found: {path}")
+    with path.open(encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            if raw.strip():
+                yield number, raw
+
+
+def parse_prompt_line(raw: str, chat: bool) -> tuple[dict, list[dict] | str]:
+    """(the record, its messages or raw prompt), or a ValueError saying what is wrong with the line: an object with
+    exactly one of `prompt` (text; a user message when `chat`) and `messages` (a chat)."""
+    from sailor2_jax.post.chat import check_messages
+
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if ("prompt" in record) == ("messages" in record):
+        raise ValueError("needs exactly one of `prompt` and `messages`")
+    if "messages" in record:
+        return record, check_messages(record["messages"], "messages")
+    prompt = record["prompt"]
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("`prompt` must be a non-empty string")
+    return record, [{"role": "user", "content": prompt}] if chat else prompt
