@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/clean.py [--docs 2000] [--out runs/bench-clean]
 
-Corpus: ~3 KB English documents built from UDHR words (sailor2_jax.data.clean.udhr), 10 % of them followed by a
+Corpus: ~3 KB English documents built from UDHR words (sailor2_jax.embedded.synthetic), 10 % of them followed by a
 near-duplicate (3 word edits + two lines swapped, Jaccard ≈ 0.9) and 5 % by an exact copy. Every measurement runs
 in one process; "docs/s per core" divides the documents by the CPU time of that process (all its threads), which
 other jobs on a shared machine barely disturb, and wall-clock docs/s is shown too. Each row is repeated
@@ -32,7 +32,7 @@ from sailor2_jax.data.clean import CleanConfig, run_clean
 from sailor2_jax.data.clean.languages import SAILCRAFT
 from sailor2_jax.data.clean.minhash import MinHasher, cluster_duplicates
 from sailor2_jax.data.clean.text import words
-from sailor2_jax.data.clean.udhr import near_duplicate, synthetic_document
+from sailor2_jax.embedded.synthetic import near_duplicate, synthetic_document
 from sailor2_jax.data.config import LANGUAGES
 
 WORDS_PER_DOC = 500  # ≈ 3 KB of English

@@ -64,7 +64,7 @@ def main() -> None:
 
     model_dir = args.model
     if model_dir is None:
-        from sailor2_jax.demo import make_base_checkpoint
+        from sailor2_jax.demo.fixtures import make_base_checkpoint
         model_dir = str(make_base_checkpoint(Path(tempfile.mkdtemp()) / "base"))
     reqs = requests()[:args.limit]
     rows = []

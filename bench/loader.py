@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from sailor2_jax.data.config import LANGUAGES, Batching, load_data_config
-from sailor2_jax.data.udhr import documents
+from sailor2_jax.embedded.udhr import documents
 
 TARGET = 100_000
 

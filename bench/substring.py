@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/substring.py [--mb 8 32] [--shards 4] [--out runs/bench-substring]
 
-Corpus: English documents of ~3 KB built from UDHR words (sailor2_jax.data.clean.udhr), 5 % of them carrying a
+Corpus: English documents of ~3 KB built from UDHR words (sailor2_jax.embedded.synthetic), 5 % of them carrying a
 planted 300-byte paragraph shared with other documents; sizes in MB of UTF-8 text. Every measurement runs in a fresh
 process (spawned), so its peak resident memory is its own: "peak/MB" is (peak RSS − RSS after imports and corpus) /
 corpus MB. "MB/s per core" divides by the process's CPU time (robust on a shared machine), "MB/s" by the wall clock;
@@ -31,7 +31,7 @@ MIN_BYTES = 100
 
 
 def corpus(mb: float, seed: int = 0) -> list[bytes]:
-    from sailor2_jax.data.clean.udhr import synthetic_document
+    from sailor2_jax.embedded.synthetic import synthetic_document
 
     rng = random.Random(seed)
     shared = [synthetic_document("en", rng, 50)[:300] for _ in range(20)]

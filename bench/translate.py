@@ -29,7 +29,7 @@ def build(out: Path, shape: str) -> Path:
     import torch
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
-    from sailor2_jax.data.translate.demo import make_tiny_translator
+    from sailor2_jax.demo.fixtures import make_tiny_translator
 
     from transformers import AutoTokenizer
 
@@ -55,7 +55,7 @@ def run(engine, sentences: list[str]) -> dict:
 
 
 def main() -> None:
-    from sailor2_jax.data.clean.udhr import udhr_lines
+    from sailor2_jax.embedded.synthetic import udhr_lines
     from sailor2_jax.data.translate.engine import CTranslate2Engine, TransformersEngine, convert_to_ctranslate2
     from sailor2_jax.data.translate.segment import sentences as split
 

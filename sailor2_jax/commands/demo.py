@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 
-from sailor2_jax.commands._args import positive_int
+from sailor2_jax.commands._args import PROG, positive_int
 
 NAME = "demo"
 HELP = "run the whole Sailor2 pipeline on the embedded data with a tiny model (what `make demo` runs)"
@@ -18,9 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if "jax" not in __import__("sys").modules:  # must be set before JAX initialises its backends
-        os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
-    from sailor2_jax.demo import run_demo
+    import jax
 
-    run_demo(args.out)
+    from sailor2_jax.demo.run import DemoFailed, run_demo
+
+    try:  # before any backend starts (importing JAX starts none): the CPU's device count
+        jax.config.update("jax_num_cpu_devices", args.devices)
+    except RuntimeError:  # backends already up (the demo called from a running program): keep its devices
+        pass
+    try:
+        run_demo(args.out)
+    except DemoFailed as e:
+        print(f"{PROG} {NAME}: error: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -9,7 +9,7 @@ import pytest
 from sailor2_jax.data.clean.languages import SAILCRAFT
 from sailor2_jax.data.clean.minhash import MinHasher
 from sailor2_jax.data.clean.text import words
-from sailor2_jax.data.clean.udhr import near_duplicate, synthetic_document, udhr_lines
+from sailor2_jax.embedded.synthetic import near_duplicate, synthetic_document, udhr_lines
 
 LATIN = ["en", "vi", "id", "tl", "ceb", "jv", "war", "ilo"]
 NO_SPACE = ["th", "lo", "km", "my"]

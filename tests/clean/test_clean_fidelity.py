@@ -9,7 +9,7 @@ import string
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams
 from sailor2_jax.data.clean.text import SAILCRAFT_SPECIAL, normalise, words
-from sailor2_jax.data.clean.udhr import udhr_lines
+from sailor2_jax.embedded.synthetic import udhr_lines
 from sailor2_jax.data.clean.wordlists import STOPWORDS, flagged_for
 
 LOOSE = dict(words_min=0, words_max=10**9, char_rep_max=1.0, word_rep_max=1.0, special_max=1.0,

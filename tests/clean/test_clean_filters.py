@@ -11,7 +11,7 @@ import pytest
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams
 from sailor2_jax.data.clean.text import normalise
-from sailor2_jax.data.clean.udhr import udhr_lines
+from sailor2_jax.embedded.synthetic import udhr_lines
 from sailor2_jax.data.clean.wordlists import STOPWORDS
 
 EN = SAILCRAFT["en"]

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from sailor2_jax.data.clean.perplexity import PerplexityModel, kenlm_normalise
-from sailor2_jax.data.clean.udhr import synthetic_document, udhr_lines
+from sailor2_jax.embedded.synthetic import synthetic_document, udhr_lines
 
 kenlm = pytest.importorskip("kenlm", reason="`kenlm` is optional (pip install kenlm builds it from source); "
                                             "the filter itself raises a clear ImportError without it")

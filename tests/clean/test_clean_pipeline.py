@@ -11,9 +11,9 @@ import pytest
 from clean_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.clean import load_config, run_demo
-from sailor2_jax.data.clean.demo import NOTICE
-from sailor2_jax.data.clean.udhr import synthetic_document
+from sailor2_jax.data.clean import load_config, run_clean
+from sailor2_jax.demo.fixtures import NOTICE, build_demo_corpus
+from sailor2_jax.embedded.synthetic import synthetic_document
 
 GOOD = synthetic_document("en", random.Random(0), 300)
 
@@ -230,10 +230,11 @@ def test_config_errors_name_the_field(tmp_path, yaml_text, field):
     assert str(path) in str(e.value)
 
 
-def test_demo_runs_and_balances(tmp_path, capsys):
-    summary = run_demo(tmp_path / "demo")
-    assert summary["documents"]["balanced"]
-    planted = summary["planted"]
+def test_demo_corpus_cleans_and_balances(tmp_path):
+    """The demo's cleaning stage: the planted-trouble corpus through the packaged demo config."""
+    planted = build_demo_corpus(tmp_path / "demo" / "input")
+    summary = run_clean([str(tmp_path / "demo" / "input")], tmp_path / "demo", load_config("demo"))
+    assert summary["documents"]["balanced"] and summary["documents"]["read"] == planted["documents"]
     totals = summary["totals"]
     assert totals["exact_dedup"]["removed"]["exact_duplicate"] == planted["exact_duplicates"]
     assert totals["url_dedup"]["removed"]["shorter_duplicate_url"] == planted["url_duplicates"]
@@ -243,7 +244,7 @@ def test_demo_runs_and_balances(tmp_path, capsys):
     assert planted["repeated_notices"] * len(NOTICE) <= cut <= planted["repeated_notices"] * (len(NOTICE) + 4)
     kept = read_records(tmp_path / "demo" / "kept")
     assert kept and not any(NOTICE[:50] in r["text"] for r in kept)
-    assert "accounting holds" in capsys.readouterr().out
+    assert "accounting holds" in summary["message"]
 
 
 @pytest.mark.parametrize("kind, cls", [("slurm", "SlurmPipelineExecutor"), ("ray", "RayPipelineExecutor")])

@@ -10,7 +10,7 @@ import pytest
 from clean_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.clean.udhr import udhr_words
+from sailor2_jax.embedded.synthetic import udhr_words
 from sailor2_jax.data.quality import QualityModel, SelectConfig, TrainSettings, run_select, train
 from sailor2_jax.data.quality.classifier import metrics, roc_auc
 

@@ -13,7 +13,7 @@ import pytest
 from clean_helpers import write_jsonl
 
 from sailor2_jax.data.clean import suffix
-from sailor2_jax.data.clean.udhr import synthetic_document
+from sailor2_jax.embedded.synthetic import synthetic_document
 
 
 def brute_force_marks(docs: list[bytes], n: int) -> list[np.ndarray]:

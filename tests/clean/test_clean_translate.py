@@ -10,9 +10,9 @@ import pytest
 from clean_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.clean.udhr import udhr_lines
+from sailor2_jax.embedded.synthetic import udhr_lines
 from sailor2_jax.data.translate import TranslateConfig, run_translate
-from sailor2_jax.data.translate.demo import make_tiny_translator
+from sailor2_jax.demo.fixtures import make_tiny_translator
 from sailor2_jax.data.translate.languages import FLORES, language_token
 from sailor2_jax.data.translate.segment import join_document, split_document
 

@@ -11,7 +11,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 from sailor2_jax.config import ComputeConfig, MeshConfig
-from sailor2_jax.post import udhr_data
+from sailor2_jax.embedded import post_data as udhr_data
 from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
 from sailor2_jax.post.conversation_files import read_conversations
 from sailor2_jax.post.select import Scores, SelectConfig, policy_embeddings, quotas, score_policy, select

@@ -1,6 +1,6 @@
 """Regenerate the embedded demo data `data/udhr/<lang>.jsonl` from the UDHR text that `gflanguages` ships.
 
-    python -m sailor2_jax.data.udhr [--out data/udhr]
+    python -m sailor2_jax.embedded.udhr [--out data/udhr]
 
 gflanguages keeps, for every language, sample texts taken from its UDHR translation (articles and paragraphs, 1.4–3
 KB per language). Each distinct paragraph becomes one document, so a language has a dozen or so documents of a few

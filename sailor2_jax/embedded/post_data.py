@@ -1,7 +1,7 @@
 """The embedded post-training data: conversations and preference pairs built from the UDHR passages of all 15
 languages (`data/udhr/`), written to `data/post/sft.jsonl` and `data/post/preference.jsonl`.
 
-    python -m sailor2_jax.post.udhr_data [--out data/post]
+    python -m sailor2_jax.embedded.post_data [--out data/post]
 
 The passages gflanguages ships are excerpts of different articles in each language (not translations of each
 other), so no task here pretends they are aligned; every answer is a true statement about, or a true part of, a

