@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -172,6 +173,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             node = child
         node[parts[-1]] = yaml.safe_load(raw) if raw else ""
     return data
+
+
+def override(key: str, value: Any) -> str:
+    """A dotted override setting `key` to `value` exactly (written as JSON, which YAML reads back unchanged: a path,
+    a language code such as `no`, a list): how a command's flags join its `key=value` overrides, so that the file,
+    the overrides and the flags are merged and validated in one pass."""
+    return f"{key}={json.dumps(value, default=str, ensure_ascii=False)}"
 
 
 def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

@@ -29,6 +29,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def comma_list(text: str) -> list[str]:
+    """`th,vi, id` → ["th", "vi", "id"]."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
 def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the commands that compile a training config for a TPU slice (compile, plan)."""
     parser.add_argument("--config", required=True,
@@ -46,8 +54,22 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, metavar="N", help="executor.workers (local executor)")
 
 
-def executor_overrides(args: argparse.Namespace) -> dict[str, int]:
-    return {k: v for k, v in (("tasks", args.tasks), ("workers", args.workers)) if v is not None}
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """Dotted `key=value` config overrides, as `train` takes them (after the flags whose values are lists)."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"dotted config overrides after the other flags, e.g. {example}")
+
+
+def flag_overrides(args: argparse.Namespace, fields: dict[str, str]) -> list[str]:
+    """`key=value` overrides for the flags given on the command line ({flag attribute: config key}); flags left
+    unset leave the config's value, and they apply after the positional overrides."""
+    from sailor2_jax.config import override
+
+    flags = [override(key, getattr(args, attr)) for attr, key in fields.items() if getattr(args, attr) is not None]
+    return [*getattr(args, "overrides", []), *flags]
+
+
+EXECUTOR_FLAGS = {"tasks": "executor.tasks", "workers": "executor.workers"}
 
 
 def run_stages(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:

@@ -188,5 +188,5 @@ def test_shards_change_nothing(clean, tmp_path):
                                         substring_dedup={"enabled": True})
         runs.append(sorted((r["id"], r["text"]) for r in kept))
         reasons = {r["id"]: (r["_rejection"]["step"], r["_rejection"]["reason"]) for r in rejected}
-        assert reasons["mostly-span"] == ("heuristics_2", "too_few_words")
+        assert reasons["mostly-span"] == ("second_pass", "too_few_words")
     assert runs[0] == runs[1]
