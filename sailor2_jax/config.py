@@ -139,6 +139,18 @@ class MeshConfig(Config):
                              f"fsdp={self.fsdp}, tensor={self.tensor}")
         return self
 
+    @classmethod
+    def parse(cls, text: str) -> "MeshConfig":
+        """A mesh written as three sizes DATA,FSDP,TENSOR (`-1,1,1`; `x` or `;` may separate them, as in lm-eval's
+        comma-split model arguments): where a mesh arrives as text (a flag, a model argument), it becomes this."""
+        parts = text.replace("x", ",").replace(";", ",").split(",")
+        try:
+            data, fsdp, tensor = (int(p) for p in parts)
+            return cls(data=data, fsdp=fsdp, tensor=tensor)
+        except (ValueError, pydantic.ValidationError) as e:
+            detail = describe(e) if isinstance(e, pydantic.ValidationError) else "three integers"
+            raise ValueError(f"mesh {text!r}: expected three sizes DATA,FSDP,TENSOR ({detail})") from None
+
 
 # --- loading -----------------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from sailor2_jax.config import MeshConfig
     from sailor2_jax.files import write_jsonl
     from sailor2_jax.generate.load import load_model, model_or_run
     from sailor2_jax.post import filter_ppl
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from sailor2_jax.post.sft_data import system_prompt, tokenize_conversations
 
     keep = 0.9 if args.keep is None and args.max_ppl is None else args.keep
-    model, mesh, _ = load_model(model_or_run(args.model, mesh="-1,1,1", dtype=args.dtype))
+    model, mesh, _ = load_model(model_or_run(args.model, mesh=MeshConfig(data=-1, fsdp=1, tensor=1), dtype=args.dtype))
     system = system_prompt(args.system)
 
     acc = Accounting()

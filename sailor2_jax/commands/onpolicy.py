@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.generate.load import add_sampling_arguments
+from sailor2_jax.generate.load import add_sampling_arguments, mesh_flag
 
 NAME = "onpolicy"
 HELP = ("one on-policy round: K samples per prompt from the policy (one shared prefill), scored by a reward model, "
@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="system prompt of the policy's chats (default: Sailor2's)")
     p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="the policy's dtype")
-    p.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR", help="the policy's device mesh")
+    p.add_argument("--mesh", type=mesh_flag, default="-1,1,1", metavar="DATA,FSDP,TENSOR",
+                   help="the policy's device mesh")
     p.add_argument("--tokenizer", help="the policy's tokenizer.json (default: its directory's, else Qwen2.5's)")
     add_sampling_arguments(p, max_new_tokens=512)
     p.set_defaults(temperature=0.8)

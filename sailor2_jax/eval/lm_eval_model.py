@@ -38,12 +38,13 @@ class Sailor2JaxLM(LM):
                  dtype: str = "bfloat16", mesh: str = "-1x1x1", max_length: int | None = None,
                  max_gen_toks: int = 256, batch_size: int | str = 16, **ignored):
         super().__init__()
+        from sailor2_jax.config import MeshConfig
         from sailor2_jax.generate.load import load
 
         if (path is None) == (checkpoint is None):
             raise ValueError("sailor2_jax model_args: give exactly one of path=HF_DIR and checkpoint=RUN_DIR")
         self.loaded = load(argparse.Namespace(model=path, checkpoint=checkpoint, tokenizer=tokenizer, dtype=dtype,
-                                              mesh=str(mesh).replace("x", ",").replace(";", ",")))
+                                              mesh=MeshConfig.parse(str(mesh))))
         self.tok = self.loaded.tokenizer
         model_len = self.loaded.generator.cfg.max_position_embeddings
         self.max_length = min(int(max_length), model_len) if max_length else model_len

@@ -23,8 +23,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "directory's, else the Qwen2.5 tokenizer")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
                    help="weights, activations and KV cache")
-    p.add_argument("--mesh", default="-1,1,1", metavar="DATA,FSDP,TENSOR",
+    p.add_argument("--mesh", type=mesh_flag, default="-1,1,1", metavar="DATA,FSDP,TENSOR",
                    help="device mesh sizes (-1: the remaining devices); default: rows split over all devices")
+
+
+def mesh_flag(text: str):
+    """`--mesh DATA,FSDP,TENSOR` as a typed `MeshConfig` (argparse reports a bad one in one line)."""
+    from sailor2_jax.config import MeshConfig
+
+    try:
+        return MeshConfig.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -98,16 +108,11 @@ def model_or_run(path: str | Path, **flags) -> argparse.Namespace:
 
 
 def load_model(args: argparse.Namespace):
-    """(model, mesh, description) of `--model`/`--checkpoint` on the `--mesh`, in `--dtype`."""
-    from sailor2_jax.config import ComputeConfig, MeshConfig
+    """(model, mesh, description) of `--model`/`--checkpoint` on the `--mesh` (a `MeshConfig`), in `--dtype`."""
+    from sailor2_jax.config import ComputeConfig
     from sailor2_jax.sharding import make_mesh
 
-    try:
-        sizes = [int(s) for s in args.mesh.split(",")]
-        mesh_cfg = MeshConfig(data=sizes[0], fsdp=sizes[1], tensor=sizes[2])
-    except (ValueError, IndexError) as e:
-        raise ValueError(f"--mesh {args.mesh!r}: expected three sizes DATA,FSDP,TENSOR ({e})") from None
-    mesh = make_mesh(mesh_cfg)
+    mesh = make_mesh(args.mesh)  # a MeshConfig: `--mesh` is parsed where it arrives
     compute = ComputeConfig(param_dtype=args.dtype, dtype=args.dtype, remat="none")
     if args.model:
         from sailor2_jax.model.hf import import_hf

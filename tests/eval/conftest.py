@@ -29,6 +29,7 @@ def reference(hf_dir):
 
 @pytest.fixture(scope="session")
 def loaded(hf_dir):
+    from sailor2_jax.config import MeshConfig
     from sailor2_jax.generate.load import load
     return load(argparse.Namespace(model=str(hf_dir), checkpoint=None, tokenizer=None, dtype="float32",
-                                   mesh="-1,1,1"))
+                                   mesh=MeshConfig(data=-1, fsdp=1, tensor=1)))
