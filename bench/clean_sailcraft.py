@@ -4,9 +4,9 @@
     .venv/bin/python bench/clean_sailcraft.py --sample /tmp/sailcraft/data/data_input/sample.jsonl \\
         [--lid-model /models/lid.176.bin] [--out runs/clean-sailcraft]
 
-sailcraft's sample is 1,000 Indonesian CC-100 lines; its `run_example.sh` runs clean → near dedup (text-dedup MinHash)
-→ exact-substring dedup → clean again and prints 987 / 974 / 963 / 949 documents after each, with the full lid.176.bin
-and its KenLM model. This script runs our default config (`--language id`, one task) and maps our steps onto its
+sailcraft's sample is 1,000 Indonesian CC-100 lines; its `run_example.sh` runs clean → near dedup (text-dedup
+MinHash) → exact-substring dedup → clean again and prints 987 / 974 / 963 / 949 documents after each, with the full
+lid.176.bin and its KenLM model. This script runs our default config (`--language id`, one task) and maps our steps onto its
 four stages: [1] after language ID, [2] after MinHash, [3] after substring dedup, [4] after the second pass.
 
 sailcraft makes every piece that survives a substring cut its own document and cleans the pieces again; we keep the

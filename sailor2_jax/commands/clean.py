@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "have `text` and optionally `url`, `id`, `language`")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="writes DIR/kept/, DIR/rejected/, DIR/summary.json and DIR/summary.png")
-    parser.add_argument("--config", metavar="CFG", help="a clean config: YAML path or packaged name (default, demo, ray)")
+    parser.add_argument("--config", metavar="CFG",
+                        help="a clean config: YAML path or packaged name (default, demo, ray)")
     parser.add_argument("--language", metavar="LANG",
                         help="expected language of records without a `language` field (e.g. th, ms, fil)")
     add_executor_arguments(parser)

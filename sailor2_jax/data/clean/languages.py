@@ -8,7 +8,8 @@ Sources, per row of `SAILCRAFT`:
   prose passes with a margin; each row says which language it follows and why.
 - Language-ID cutoffs for the low-resource languages are lower than sailcraft's 0.7 because the compressed
   `lid.176.ftz` is far less confident on them: on UDHR paragraphs it gives jv 0.24–0.33, su 0.23–0.39,
-  ilo 0.51–0.75, ceb 0.58–0.88, and war is split with ceb (kept through its close group with pycld2's second opinion, see langid.py).
+  ilo 0.51–0.75, ceb 0.58–0.88, and war is split with ceb (kept through its close group with pycld2's second
+  opinion, see langid.py).
 """
 
 from __future__ import annotations
