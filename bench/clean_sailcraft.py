@@ -6,8 +6,8 @@
 
 sailcraft's sample is 1,000 Indonesian CC-100 lines; its `run_example.sh` runs clean → near dedup (text-dedup
 MinHash) → exact-substring dedup → clean again and prints 987 / 974 / 963 / 949 documents after each, with the full
-lid.176.bin and its KenLM model. This script runs our default config (`--language id`, one task) and maps our steps onto its
-four stages: [1] after language ID, [2] after MinHash, [3] after substring dedup, [4] after the second pass.
+lid.176.bin and its KenLM model. This script runs our default config (`--language id`, one task) and maps our steps
+onto its four stages: [1] after language ID, [2] after MinHash, [3] after substring dedup, [4] after the second pass.
 
 sailcraft makes every piece that survives a substring cut its own document and cleans the pieces again; we keep the
 pieces of a document joined in it and check the joined text again. The script measures the other choice too, from the
