@@ -119,6 +119,7 @@ def test_language_guessed_when_not_given(clean):
     _, kept, rejected = clean(records, heuristics=False)
     assert [(r["id"], r["language"]) for r in kept] == [("th", "th")]
     assert [(r["id"], r["_rejection"]["reason"]) for r in rejected] == [("de", "unsupported_language")]
+    assert rejected[0]["_rejection"]["lid"]["top2"][0][0] == "de"  # what fastText guessed, for auditing
 
 
 def test_frequent_boilerplate_lines_removed(clean):
