@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import glob
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -141,13 +142,15 @@ class MeshConfig(Config):
 
     @classmethod
     def parse(cls, text: str) -> "MeshConfig":
-        """`DATA,FSDP,TENSOR` or `DATAxFSDPxTENSOR` (as flags and lm-eval's model_args write meshes)."""
-        parts = text.replace("x", ",").split(",")
+        """A mesh written as three sizes DATA,FSDP,TENSOR (`-1,1,1`; `x` or `;` may separate them, as in lm-eval's
+        comma-split model arguments): where a mesh arrives as text (a flag, a model argument), it becomes this."""
+        parts = text.replace("x", ",").replace(";", ",").split(",")
         try:
-            data, fsdp, tensor = (int(s) for s in parts)
-        except ValueError:
-            raise ValueError(f"mesh {text!r}: expected three integer sizes DATA,FSDP,TENSOR") from None
-        return cls(data=data, fsdp=fsdp, tensor=tensor)
+            data, fsdp, tensor = (int(p) for p in parts)
+            return cls(data=data, fsdp=fsdp, tensor=tensor)
+        except (ValueError, pydantic.ValidationError) as e:
+            detail = describe(e) if isinstance(e, pydantic.ValidationError) else "three integers"
+            raise ValueError(f"mesh {text!r}: expected three sizes DATA,FSDP,TENSOR ({detail})") from None
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
@@ -183,6 +186,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             node = child
         node[parts[-1]] = yaml.safe_load(raw) if raw else ""
     return data
+
+
+def override(key: str, value: Any) -> str:
+    """A dotted override setting `key` to `value` exactly (written as JSON, which YAML reads back unchanged: a path,
+    a language code such as `no`, a list): how a command's flags join its `key=value` overrides, so that the file,
+    the overrides and the flags are merged and validated in one pass."""
+    return f"{key}={json.dumps(value, default=str, ensure_ascii=False)}"
 
 
 def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

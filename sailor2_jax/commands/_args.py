@@ -40,15 +40,11 @@ def non_negative_int(text: str) -> int:
 
 def mesh_sizes(text: str) -> MeshConfig:
     """`DATA,FSDP,TENSOR` (or `DxFxT`; -1 takes the remaining devices) as a typed mesh."""
-    import pydantic
-
-    from sailor2_jax.config import MeshConfig, describe
+    from sailor2_jax.config import MeshConfig
 
     try:
         return MeshConfig.parse(text)
-    except pydantic.ValidationError as e:
-        raise argparse.ArgumentTypeError(f"mesh {text!r}: {describe(e)}") from None
-    except ValueError as e:
+    except ValueError as e:  # it names the text and what is wrong
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
@@ -102,6 +98,12 @@ def sampling_from(args: argparse.Namespace) -> SamplingConfig:
                               repetition_penalty=args.repetition_penalty)
     except Exception as e:  # pydantic's message names the field
         raise ValueError(f"invalid sampling flags: {e}") from None
+def comma_list(text: str) -> list[str]:
+    """`th,vi, id` → ["th", "vi", "id"]."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
 
 
 def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,8 +123,22 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, metavar="N", help="executor.workers (local executor)")
 
 
-def executor_overrides(args: argparse.Namespace) -> dict[str, int]:
-    return {k: v for k, v in (("tasks", args.tasks), ("workers", args.workers)) if v is not None}
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """Dotted `key=value` config overrides, as `train` takes them (after the flags whose values are lists)."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"dotted config overrides after the other flags, e.g. {example}")
+
+
+def flag_overrides(args: argparse.Namespace, fields: dict[str, str]) -> list[str]:
+    """`key=value` overrides for the flags given on the command line ({flag attribute: config key}); flags left
+    unset leave the config's value, and they apply after the positional overrides."""
+    from sailor2_jax.config import override
+
+    flags = [override(key, getattr(args, attr)) for attr, key in fields.items() if getattr(args, attr) is not None]
+    return [*getattr(args, "overrides", []), *flags]
+
+
+EXECUTOR_FLAGS = {"tasks": "executor.tasks", "workers": "executor.workers"}
 
 
 def run_stages(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.commands._args import add_executor_arguments, executor_overrides, run_stages
+from sailor2_jax.commands._args import EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides, \
+    run_stages
 
 NAME = "clean"
 HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
-        "language ID, MinHash near-dedup, frequent-line removal, optional KenLM")
+        "language ID, MinHash near-dedup, exact-substring dedup, frequent-line removal, the per-document filters "
+        "again on changed texts, optional KenLM")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,19 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "have `text` and optionally `url`, `id`, `language`")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="writes DIR/kept/, DIR/rejected/, DIR/summary.json and DIR/summary.png")
-    parser.add_argument("--config", metavar="CFG", help="a clean config: YAML path or packaged name (default, demo, ray)")
+    parser.add_argument("--config", metavar="CFG",
+                        help="a clean config: YAML path or packaged name (default, demo, ray)")
     parser.add_argument("--language", metavar="LANG",
                         help="expected language of records without a `language` field (e.g. th, ms, fil)")
     add_executor_arguments(parser)
+    add_overrides_argument(parser, "lid_model=/models/lid.176.bin languages.id.lid_min=0.6")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.data.clean import load_config, run_clean
+    from sailor2_jax.data.clean import load_clean_config, run_clean
 
-    config = load_config(args.config, language=args.language)
-    if executor := executor_overrides(args):  # re-validate, so that a bad number is reported like a config value
-        config = load_config(args.config, language=args.language,
-                             executor={**config.executor.model_dump(), **executor})
+    config = load_clean_config(args.config, flag_overrides(args, {"language": "language", **EXECUTOR_FLAGS}))
 
     def report(summary: dict) -> None:
         for step, t in summary["totals"].items():

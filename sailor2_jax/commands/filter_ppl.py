@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sailor2_jax.files import write_jsonl
     from sailor2_jax.config import MeshConfig
+    from sailor2_jax.files import write_jsonl
     from sailor2_jax.model.source import ModelSource, open_model
     from sailor2_jax.post import filter_ppl
     from sailor2_jax.post.onpolicy import write_summary

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sailor2_jax.commands._args import add_executor_arguments, positive_int, run_stages
+from sailor2_jax.commands._args import EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides, \
+    positive_int, run_stages
 
 NAME = "quality"
 HELP = "train a fastText quality classifier for a language, or score records and keep the top fraction per language"
@@ -20,15 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="high-quality records (Sailor2: translated English high-quality data)")
     t.add_argument("--negative", nargs="+", required=True, metavar="PATH", help="web records (Sailor2: raw web)")
     t.add_argument("--out", required=True, metavar="MODEL", help="model path, e.g. runs/quality/th.bin")
-    t.add_argument("--max-per-class", type=positive_int, default=10_000, metavar="N", help="examples per class (10K)")
-    t.add_argument("--held-out", type=float, default=0.1, metavar="F", help="share held out for the metrics")
-    t.add_argument("--dim", type=positive_int, default=128)
-    t.add_argument("--epoch", type=positive_int, default=10)
-    t.add_argument("--lr", type=float, default=0.2)
-    t.add_argument("--word-ngrams", type=positive_int, default=2)
-    t.add_argument("--bucket", type=positive_int, default=200_000, help="hash buckets of the word n-grams")
-    t.add_argument("--threads", type=positive_int, default=1, help="fastText threads (more is faster, not reproducible)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-per-class", type=positive_int, metavar="N", help="examples per class (10K)")
+    t.add_argument("--held-out", type=float, metavar="F", help="share held out for the metrics (0.1)")
+    t.add_argument("--dim", type=positive_int, help="(128)")
+    t.add_argument("--epoch", type=positive_int, help="(10)")
+    t.add_argument("--lr", type=float, help="(0.2)")
+    t.add_argument("--word-ngrams", type=positive_int, help="(2)")
+    t.add_argument("--bucket", type=positive_int, help="hash buckets of the word n-grams (200K)")
+    t.add_argument("--threads", type=positive_int, help="fastText threads (1; more is faster, not reproducible)")
+    t.add_argument("--seed", type=int, help="(0)")
     s = sub.add_parser("select", help="add quality_score to every record; keep the top fraction per language",
                        description="Writes DIR/kept/<lang>/, DIR/rejected/<lang>/, DIR/quality.png, "
                        "DIR/summary.json.")
@@ -37,8 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--output", required=True, metavar="DIR")
     s.add_argument("--keep", type=float, required=True, metavar="F", help="fraction kept per language, e.g. 0.15")
     s.add_argument("--language", metavar="LANG", help="language of records without a `language` field")
+    s.add_argument("--config", metavar="CFG", help="a YAML config (keys of SelectConfig: executor, text_key, "
+                   "compression, ...); flags override it")
     add_executor_arguments(s)
-    s.add_argument("--executor", choices=["local", "slurm", "ray"], default="local")
+    s.add_argument("--executor", choices=["local", "slurm", "ray"], help="executor.kind (default local)")
+    add_overrides_argument(s, "executor.slurm.partition=cpu compression=none")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from sailor2_jax.config import load
     from sailor2_jax.data.quality import TrainSettings, train
 
-    settings = TrainSettings(dim=args.dim, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
-                             bucket=args.bucket, threads=args.threads, seed=args.seed, held_out=args.held_out,
-                             max_per_class=args.max_per_class)
+    settings = load(TrainSettings, None, flag_overrides(args, {
+        "dim": "dim", "epoch": "epoch", "lr": "lr", "word_ngrams": "word_ngrams", "bucket": "bucket",
+        "threads": "threads", "seed": "seed", "held_out": "held_out", "max_per_class": "max_per_class"}))
     info = train(args.positive, args.negative, args.language, args.out, settings)
     m = info["held_out_metrics"]
     print(json.dumps({"model": args.out, "language": info["language"], "examples": info["examples"],
@@ -61,11 +66,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from sailor2_jax.data.quality import SelectConfig, run_select
+    from sailor2_jax.data.quality import load_select_config, run_select
 
-    # a bad value is a pydantic error, which the command line reports in one line naming the field
-    config = SelectConfig(models=args.model, keep=args.keep, language=args.language,
-                          executor={"kind": args.executor, "tasks": args.tasks or 1, "workers": args.workers or 1})
+    config = load_select_config(args.config, flag_overrides(args, {
+        "model": "models", "keep": "keep", "language": "language", "executor": "executor.kind", **EXECUTOR_FLAGS}))
 
     def report(summary: dict) -> None:
         for lang, c in summary["languages"].items():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.commands._args import add_executor_arguments, executor_overrides, positive_int, run_stages
+from sailor2_jax.commands._args import EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides, \
+    comma_list, positive_int, run_stages
 
 NAME = "translate"
 HELP = ("translate JSONL/Parquet records with an NLLB/M2M100 model (CTranslate2 or transformers), on the cleaning "
@@ -18,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="JSONL/Parquet files or dirs")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="writes DIR/<target>/*.jsonl.gz, DIR/rejected/ and DIR/summary.json")
-    parser.add_argument("--target", required=True, metavar="LANGS", help="comma-separated targets, e.g. th,vi,id")
+    parser.add_argument("--target", required=True, type=comma_list, metavar="LANGS",
+                        help="comma-separated targets, e.g. th,vi,id")
     parser.add_argument("--source", metavar="LANG", help="source language (default en)")
-    parser.add_argument("--fields", metavar="NAMES",
+    parser.add_argument("--fields", type=comma_list, metavar="NAMES",
                         help="comma-separated fields to translate (default text; preference records: "
                              "prompt,chosen,rejected — strings or chat messages)")
     parser.add_argument("--engine", choices=["auto", "ctranslate2", "transformers"])
@@ -30,18 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="CFG", help="YAML config (keys of TranslateConfig: executor, batch_size, "
                         "max_segment_tokens, ...); flags override it")
     add_executor_arguments(parser)
+    add_overrides_argument(parser, "batch_size=64 max_segment_tokens=160")
 
 
 def run(args: argparse.Namespace) -> int:
     from sailor2_jax.data.translate import load_translate_config, run_translate
 
-    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None)
-    config = load_translate_config(args.config, model=args.model, targets=split(args.target), source=args.source,
-                                   fields=split(args.fields), engine=args.engine, device=args.device,
-                                   compute_type=args.compute_type, beam_size=args.beam_size)
-    if executor := executor_overrides(args):
-        config = load_translate_config(args.config, **{**config.model_dump(), "executor": {
-            **config.executor.model_dump(), **executor}})
+    config = load_translate_config(args.config, flag_overrides(args, {
+        "model": "model", "target": "targets", "source": "source", "fields": "fields", "engine": "engine",
+        "device": "device", "compute_type": "compute_type", "beam_size": "beam_size", **EXECUTOR_FLAGS}))
 
     def report(summary: dict) -> None:
         for target, t in summary["targets"].items():

@@ -91,15 +91,17 @@ class ValidationConfig(Config):
     batch_size: int = pydantic.Field(16, gt=0, description="rows per validation batch")
 
 
-TargetName = str  # `sum`, `mean`, `max`, or `package.module:function` (see regmix.fit.target_function)
+TargetName = str  # `sum`, `sum_log`, `log_sum`, `mean`, `max`, or `package.module:function` (regmix.fit.TARGETS)
 
 
 class FitConfig(Config):
     """LightGBM, one regressor per target, as the reference notebook fits them: gbdt, objective `regression`, metrics
     l1 and l2, 1,000 iterations at learning rate 0.01, seed 42, early stopping (patience 3) on held-out mixtures."""
 
-    target: TargetName = pydantic.Field("sum", description="what the search minimises, from the per-language "
-                                        "losses: sum (Sailor2's), mean, max, or an importable module:function")
+    target: TargetName = pydantic.Field(
+        "sum", description="what the search minimises, from the per-language losses: sum (default), sum_log, log_sum "
+        "(three readings of Sailor2's 'log sum across all languages', docs/regmix.md), mean, max, or an importable "
+        "module:function")
     heldout_fraction: float = pydantic.Field(1 / 3, gt=0, lt=1, description="mixtures held out for early stopping "
                                              "and Spearman (the reference: 256 of 768)")
     num_iterations: int = pydantic.Field(1000, gt=0)
@@ -109,17 +111,41 @@ class FitConfig(Config):
     lightgbm: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="further LightGBM parameters (e.g. min_data_in_leaf for a small search)")
 
+    @pydantic.field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        from sailor2_jax.regmix.fit import TARGETS
+
+        if v not in TARGETS and ":" not in v:  # checked before hours of proxies, not at the fit
+            raise ValueError(f"{v!r} is none of {', '.join(TARGETS)}, nor an importable module:function")
+        return v
+
 
 class SearchConfig(Config):
     """Simulated mixtures from Dirichlet(prior x strength), the regressor's prediction for each, and the mean of the
-    `top_k` best as the answer."""
+    `top_k` best as the answer — among the mixtures the data can supply: with a `budget_tokens`, a mixture that asks
+    a language for more than `max_epochs` passes over its available tokens is set aside."""
 
     num_samples: int = pydantic.Field(100_000, gt=0)
     top_k: int = pydantic.Field(128, gt=0)
     strength: float = pydantic.Field(1.0, gt=0)
     seed: int = 42
     budget_tokens: float | None = pydantic.Field(
-        None, gt=0, description="the stage's token budget: tokens.json gets each language's weight times it")
+        None, gt=0, description="the stage's token budget: tokens.json gets each language's weight times it, and the "
+        "epoch cap applies over it")
+    max_epochs: float | None = pydantic.Field(
+        4.0, gt=0, description="the most passes over a language's available tokens the answer may ask for over "
+        "budget_tokens (RegMix finds ~4 epochs harmless; Sailor2's stage-1 mixture asks at most ~3.8); null: no cap")
+    available_tokens: dict[str, float] | None = pydantic.Field(
+        None, description="raw tokens per language the stage can supply; default: the training tokens the search "
+        "counted (mixtures.json: the cache's token statistics less the held-out text)")
+
+    @pydantic.field_validator("available_tokens")
+    @classmethod
+    def _available(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and (bad := sorted(k for k, n in v.items() if not n > 0)):
+            raise ValueError(f"every language needs a positive count, not {', '.join(bad)}")
+        return v
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> SearchConfig:

@@ -7,8 +7,16 @@ The native `lightgbm.train` is the notebook's `LGBMRegressor(**params).fit(..., 
 early_stopping(3)])` without scikit-learn (the wrapper calls it with these parameters and LightGBM's defaults).
 
 Targets: each language's validation loss, and the objective the search minimises, a function of the per-language
-losses (`fit.target`; Sailor2: "the log sum across all languages", read as the sum of the per-language losses,
-recipe.md §4.1).
+losses L_k (`fit.target`). Sailor2 "employed RegMix to optimize the data mixture, with the primary objective of
+maximizing the log sum across all languages considered in stage 1"; three readings of that sentence are named:
+- `sum` (default): Σ_k L_k. L_k is the mean negative log-likelihood of language k's held-out tokens, so maximising
+  the sum over languages of their (mean) log-likelihoods — "the log sum" as a sum of logs of probabilities — is
+  minimising Σ_k L_k. An absolute improvement counts the same in every language.
+- `sum_log`: Σ_k log L_k, "the log" applied to each language's loss before the sum: the log of the product of the
+  losses, so a relative improvement counts the same in every language (1 % less loss in Khmer weighs as 1 % less in
+  English, although English's loss is lower).
+- `log_sum`: log Σ_k L_k, "the log of the sum": it ranks mixtures exactly as `sum` does (log is increasing); only the
+  scale of the regressor's target differs, so the answer differs from `sum`'s by what LightGBM fits differently.
 
 Held-out mixtures are chosen by a hash of their id, so a growing search keeps its split.
 """
@@ -29,6 +37,8 @@ Target = Callable[[np.ndarray], np.ndarray]  # per-language losses [n, K] -> obj
 
 TARGETS: dict[str, Target] = {
     "sum": lambda losses: losses.sum(axis=-1),
+    "sum_log": lambda losses: np.log(losses).sum(axis=-1),
+    "log_sum": lambda losses: np.log(losses.sum(axis=-1)),
     "mean": lambda losses: losses.mean(axis=-1),
     "max": lambda losses: losses.max(axis=-1),
 }
@@ -36,7 +46,7 @@ OBJECTIVE = "objective"  # the name of the target the search minimises
 
 
 def target_function(name: str) -> Target:
-    """A target by name (`sum`, `mean`, `max`) or as `package.module:function` taking losses [n, K]."""
+    """A target by name (`TARGETS`) or as `package.module:function` taking losses [n, K]."""
     if name in TARGETS:
         return TARGETS[name]
     module, sep, attr = name.partition(":")

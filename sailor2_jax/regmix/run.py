@@ -8,7 +8,8 @@ already holds its result, so a rerun resumes and a larger `sample.num_mixtures` 
     DIR/results.jsonl        one row per trained proxy: id, weights, per-language validation loss, training loss
     DIR/fit.json             Spearman per target (held-out mixtures), best iterations, which mixtures were held out
     DIR/regressor.txt        the objective's LightGBM model (LightGBM's text format)
-    DIR/search.json          the answer, its top-k, predicted objectives, tokens and epochs over the budget
+    DIR/search.json          the answer, predicted objectives, the epoch cap (how many of the best it set aside),
+                             how far the answer lies outside the proxies' weights, tokens and epochs over the budget
     DIR/rates.json           the answer as `mixture.rates_file` reads it: language -> weight (sum 1)
     DIR/tokens.json          the answer in tokens over `search.budget_tokens`
     DIR/regmix.png           predicted vs measured objective; the answer against the prior
@@ -193,7 +194,7 @@ class Search:
         import lightgbm as lgb
 
         from sailor2_jax.regmix.fit import OBJECTIVE, fit, target_function
-        from sailor2_jax.regmix.search import plot, search
+        from sailor2_jax.regmix.search import epoch_caps, outside_range, plot, search
 
         languages = table["languages"]
         ids = sorted(results)
@@ -228,22 +229,40 @@ class Search:
             console.print(f"search: {rates_path} is up to date (skipped)")
             return summary
         prior = np.asarray([table["prior"][lang] for lang in languages])
-        found = search(model.predict, prior, self.cfg.search)
+        cfg = self.cfg.search
+        available = cfg.available_tokens or table["train_tokens"]
+        capped = cfg.budget_tokens is not None and cfg.max_epochs is not None
+        cap = epoch_caps(languages, available, cfg.budget_tokens, cfg.max_epochs) if capped else None
+        found = search(model.predict, prior, cfg, cap)
         rates = dict(zip(languages, found.weights.tolist()))
+        outside = outside_range(found.top_k, weights)
+        answer_outside = outside_range(found.weights[None], weights)[0]
         summary = {"fingerprint": search_key, "target": self.cfg.fit.target, "rates": rates,
                    "prior": dict(zip(languages, prior.tolist())),
                    "predicted": {"answer": float(model.predict(found.weights[None])[0]),
                                  "prior": float(model.predict(prior[None])[0]),
                                  "top_k": [float(found.predicted_top_k.min()), float(found.predicted_top_k.max())],
                                  "simulated": [float(found.predicted_all.min()), float(found.predicted_all.max())]},
-                   "num_samples": self.cfg.search.num_samples, "top_k": self.cfg.search.top_k}
+                   "num_samples": cfg.num_samples, "top_k": cfg.top_k,
+                   "cap": None if cap is None else {
+                       "max_epochs": cfg.max_epochs, "budget_tokens": cfg.budget_tokens,
+                       "available_tokens": {lang: float(available[lang]) for lang in languages},
+                       "available_from": "search.available_tokens" if cfg.available_tokens else
+                       "mixtures.json train_tokens",
+                       "max_weight": dict(zip(languages, cap.tolist())),
+                       "within_cap": found.within_cap, "removed_from_top_k": found.cap_removed_from_top_k,
+                       "top_k_used": len(found.top_k)},
+                   "proxy_range": {"min": dict(zip(languages, weights.min(0).tolist())),
+                                   "max": dict(zip(languages, weights.max(0).tolist())),
+                                   "answer_outside": dict(zip(languages, answer_outside.tolist())),
+                                   "answer_outside_max": float(answer_outside.max()),
+                                   "top_k_outside_share": float(np.mean(outside.max(axis=1) > 0))}}
         write_json(rates_path, rates)
-        budget = self.cfg.search.budget_tokens
-        if budget is not None:
-            tokens = {lang: w * budget for lang, w in rates.items()}
+        if cfg.budget_tokens is not None:
+            tokens = {lang: w * cfg.budget_tokens for lang, w in rates.items()}
             write_json(self.out / "tokens.json", tokens)
             summary["tokens"] = tokens
-            summary["epochs"] = {lang: tokens[lang] / table["train_tokens"][lang] for lang in languages}
+            summary["epochs"] = {lang: tokens[lang] / float(available[lang]) for lang in languages}
         write_json(search_path, summary)
         measured = np.asarray(target_function(self.cfg.fit.target)(losses), np.float64)
         if jax.process_index() == 0:
@@ -252,6 +271,15 @@ class Search:
         console.print("search: " + ", ".join(f"{lang} {w:.3f}" for lang, w in rates.items())
                       + " (prior: " + ", ".join(f"{lang} {w:.3f}" for lang, w in zip(languages, prior)) + ")"
                       + f" → {rates_path}, {self.out / 'regmix.png'}")
+        if cap is None:
+            console.print("search: no epoch cap (it needs search.budget_tokens and search.max_epochs)")
+        else:
+            console.print(f"search: at most {cfg.max_epochs:g} epochs of each language over {cfg.budget_tokens:g} "
+                          f"tokens: {found.within_cap} of {cfg.num_samples} simulated mixtures within, "
+                          f"{found.cap_removed_from_top_k} of the best {cfg.top_k} set aside")
+        r = summary["proxy_range"]
+        console.print(f"search: {100 * r['top_k_outside_share']:.0f} % of the best {len(found.top_k)} lie outside the "
+                      f"weights the proxies trained on; the answer by at most {r['answer_outside_max']:.4f}")
         return summary
 
 

@@ -40,10 +40,12 @@ def _corpus(langs, per_lang, seed):
 @pytest.mark.parametrize("langs", [LATIN, NO_SPACE], ids=["latin", "th-lo-km-my"])
 def test_planted_duplicates_removed_distinct_kept(clean, langs):
     records, originals, dups = _corpus(langs, per_lang=8, seed=len(langs))
-    # heuristics and LID off: this test isolates dedup (short UDHR lines would fail the word-count minimum); th and
-    # lo judge long words on ICU words (sailcraft's whitespace-run rule empties their long UDHR phrases)
+    # heuristics and LID off: this test isolates document dedup (short UDHR lines would fail the word-count
+    # minimum), substring dedup too (UDHR paragraphs share formulae of 100 bytes: 33 Thai characters); th and lo judge
+    # long words on ICU words (sailcraft's whitespace-run rule empties their long UDHR phrases)
     ours = {"long_word_unit": "segmenter"}
-    summary, kept, rejected = clean(records, heuristics=False, lid=False, languages={"th": ours, "lo": ours})
+    summary, kept, rejected = clean(records, heuristics=False, lid=False, substring_dedup={"enabled": False},
+                                    languages={"th": ours, "lo": ours})
     kept_ids = {r["id"] for r in kept}
     removed = {r["id"]: r["_rejection"] for r in rejected}
     recall = sum(d in removed for d in dups) / len(dups)
@@ -70,7 +72,9 @@ def test_url_duplicates_keep_the_longest(clean):
         {"id": "bad-url-1", "text": other + " one", "url": "http://[::1/broken", "language": "en"},
         {"id": "bad-url-2", "text": other + " two", "url": "http://example.com:port/", "language": "en"},
     ]
-    _, kept, rejected = clean(records, heuristics=False, lid=False, minhash={"enabled": False})
+    # near and substring dedup off: "other-page" and "bad-url-*" share their text, URL dedup alone is tested
+    _, kept, rejected = clean(records, heuristics=False, lid=False, minhash={"enabled": False},
+                              substring_dedup={"enabled": False})
     assert {r["id"] for r in kept} == {"long", "other-page", "bad-url-1", "bad-url-2"}
     assert {r["id"]: r["_rejection"]["reason"] for r in rejected} == {
         "short": "shorter_duplicate_url", "middle": "shorter_duplicate_url"}

@@ -11,7 +11,7 @@ import pytest
 from clean_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
-from sailor2_jax.data.clean import load_config, run_clean
+from sailor2_jax.data.clean import load_clean_config, run_clean
 from sailor2_jax.demo.fixtures import NOTICE, build_demo_corpus
 from sailor2_jax.embedded.synthetic import synthetic_document
 
@@ -86,7 +86,7 @@ def test_every_step_can_be_switched_off(clean, tmp_path):
              BAD_LINES["malformed_json"]]
     summary, kept, rejected = clean(lines, executor={"tasks": 3}, url_dedup=False, exact_dedup=False,
                                     heuristics=False, lid=False, minhash={"enabled": False},
-                                    frequent_lines={"enabled": False})
+                                    substring_dedup={"enabled": False}, frequent_lines={"enabled": False})
     assert [r["id"] for r in kept] == ["a", "b"]
     assert [r["_rejection"]["reason"] for r in rejected] == ["malformed_json"]
     assert list(summary["steps"]) == ["read", "normalise"]
@@ -119,6 +119,7 @@ def test_language_guessed_when_not_given(clean):
     _, kept, rejected = clean(records, heuristics=False)
     assert [(r["id"], r["language"]) for r in kept] == [("th", "th")]
     assert [(r["id"], r["_rejection"]["reason"]) for r in rejected] == [("de", "unsupported_language")]
+    assert rejected[0]["_rejection"]["lid"]["top2"][0][0] == "de"  # what fastText guessed, for auditing
 
 
 def test_frequent_boilerplate_lines_removed(clean):
@@ -152,12 +153,14 @@ def test_frequent_lines_count_once_per_document(clean):
     # a page that is mostly the boilerplate: the filters pass it, and fail it once the boilerplate is gone
     menu = [boiler, "Home News Sport Contact", "and it is one of the things that we all have to do"]
     records.append({"id": "menu", "text": "\n".join(menu), "language": "en"})
-    summary, kept, rejected = clean(records, lid=False, frequent_lines={"max_count": 5, "bucket_docs": 1000})
+    # substring dedup off: it would cut the refrain's repeats (a span over 100 bytes occurring twice)
+    summary, kept, rejected = clean(records, lid=False, substring_dedup={"enabled": False},
+                                    frequent_lines={"max_count": 5, "bucket_docs": 1000})
     by_id = {r["id"]: r["text"] for r in kept}
     assert by_id["song"].count(refrain) == 6  # 6 times in 1 document: counted once
     assert all(boiler not in by_id[f"d{i}"] for i in range(6))  # in 7 documents: removed from all
     assert [(r["id"], r["_rejection"]["step"], r["_rejection"]["reason"]) for r in rejected] == [
-        ("menu", "heuristics_2", "too_few_words")]
+        ("menu", "second_pass", "too_few_words")]
 
 
 def test_frequent_lines_are_counted_per_bucket(clean):
@@ -226,14 +229,14 @@ def test_config_errors_name_the_field(tmp_path, yaml_text, field):
     path = tmp_path / "c.yaml"
     path.write_text(yaml_text)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")) as e:
-        load_config(path)
+        load_clean_config(path)
     assert str(path) in str(e.value)
 
 
 def test_demo_corpus_cleans_and_balances(tmp_path):
     """The demo's cleaning stage: the planted-trouble corpus through the packaged demo config."""
     planted = build_demo_corpus(tmp_path / "demo" / "input")
-    summary = run_clean([str(tmp_path / "demo" / "input")], tmp_path / "demo", load_config("demo"))
+    summary = run_clean([str(tmp_path / "demo" / "input")], tmp_path / "demo", load_clean_config("demo"))
     assert summary["documents"]["balanced"] and summary["documents"]["read"] == planted["documents"]
     totals = summary["totals"]
     assert totals["exact_dedup"]["removed"]["exact_duplicate"] == planted["exact_duplicates"]

@@ -1,5 +1,6 @@
 """Exact-substring dedup (recipe.md §3.4): every copy of a span of ≥ min_bytes bytes occurring twice is cut, nothing
-shorter is, across shards exactly as within one; pieces under 20 bytes go; the second heuristic pass follows.
+shorter is, across shards exactly as within one; pieces under 20 bytes go; the second pass (heuristics and language
+ID on the changed texts) follows.
 
 The suffix-array code is checked against a brute force (every window of every document counted in a dict), alone
 and split into shards with the anchor exchange; the pipeline is checked on planted spans in files of three shards."""
@@ -188,5 +189,54 @@ def test_shards_change_nothing(clean, tmp_path):
                                         substring_dedup={"enabled": True})
         runs.append(sorted((r["id"], r["text"]) for r in kept))
         reasons = {r["id"]: (r["_rejection"]["step"], r["_rejection"]["reason"]) for r in rejected}
-        assert reasons["mostly-span"] == ("heuristics_2", "too_few_words")
+        assert reasons["mostly-span"] == ("second_pass", "too_few_words")
     assert runs[0] == runs[1]
+
+
+def test_second_pass_runs_language_id_on_cut_texts(clean):
+    """A document that is Indonesian only through a paragraph it shares with another: the whole passes language ID,
+    the cut leaves its English tail, which the second pass rejects with the top two labels recorded."""
+    shared = ("Pemerintah daerah akan membangun jembatan baru di atas sungai itu tahun depan supaya warga tidak perlu "
+              "memutar jauh untuk sampai ke kota kecamatan. ")
+    english = "Click here to read the full story and share it with your friends on social media today."
+    records = [
+        {"id": "own", "text": shared + "Kegiatan itu diikuti oleh ratusan peserta dari berbagai daerah, termasuk "
+                                       "para pelajar dan mahasiswa yang datang sejak pagi."},
+        {"id": "mixed", "text": shared + english},
+    ]
+    summary, kept, rejected = clean(records, language="id")
+    assert summary["totals"]["lid"]["docs_out"] == 2  # both pass the first pass
+    assert [r["id"] for r in kept] == ["own"]
+    (r,) = rejected
+    assert (r["id"], r["_rejection"]["step"], r["_rejection"]["reason"]) == ("mixed", "second_pass", "wrong_language")
+    assert r["_rejection"]["lid"]["top2"][0][0] == "en"
+    assert r["text"] == english  # the text as it entered the step: what was left after the cut
+
+
+def test_default_stage_order_is_sailcrafts(tmp_path):
+    """The default config runs sailcraft's four stages in its order — stage 1 (heuristics, LID) and 2 (MinHash) in
+    decide, 3 substring dedup, 4 the second pass after the cut — and the packaged default.yaml is those defaults."""
+    from sailor2_jax.data.clean import CleanConfig, load_clean_config
+    from sailor2_jax.data.clean.apply import ApplyDecisions, OutputWriter, PerplexityFilter, SecondPass
+    from sailor2_jax.data.clean.lines import FrequentLineFilter
+    from sailor2_jax.data.clean.pipeline import stages
+    from sailor2_jax.data.clean.substring import SubstringCut
+
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "x"}])
+    assert load_clean_config("default") == CleanConfig()
+    plan = stages([str(tmp_path)], str(tmp_path / "out"), CleanConfig())
+    assert [name for name, _, _ in plan] == ["analyse", "decide", "substring-index", "substring-find",
+                                             "frequent-lines", "apply", "summarise"]
+    apply = dict((name, pipeline) for name, pipeline, _ in plan)["apply"]
+    assert [type(s) for s in apply] == [ApplyDecisions, SubstringCut, FrequentLineFilter, SecondPass, OutputWriter]
+    # as configured: without substring dedup or the second pass, and with KenLM after the second pass
+    plan = stages([str(tmp_path)], str(tmp_path / "out"), load_clean_config(None, [
+        "substring_dedup.enabled=false", "second_pass=false"]))
+    assert "substring-index" not in [name for name, _, _ in plan]
+    assert [type(s) for s in plan[-2][1]] == [ApplyDecisions, FrequentLineFilter, OutputWriter]
+    kenlm = tmp_path / "m"
+    kenlm.touch()
+    plan = stages([str(tmp_path)], str(tmp_path / "out"), load_clean_config(None, [
+        "kenlm.enabled=true", f"kenlm.models={{en: {{kenlm: {kenlm}, sentencepiece: {kenlm}}}}}"]))
+    assert [type(s) for s in plan[-2][1]] == [ApplyDecisions, SubstringCut, FrequentLineFilter, SecondPass,
+                                              PerplexityFilter, OutputWriter]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import jax
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -47,6 +49,25 @@ def test_config_errors_name_the_field(tmp_path):
         load(ModelConfig, bad)
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         load_model_config("no-such-model")
+
+
+def test_mesh_text_becomes_a_mesh_config():
+    """Where a mesh arrives as text (`--mesh`, lm-eval's model_args) it is parsed once into a typed MeshConfig."""
+    from sailor2_jax.config import override
+    from sailor2_jax.commands._args import add_model_arguments
+
+    assert MeshConfig.parse("-1,1,1") == MeshConfig(data=-1, fsdp=1, tensor=1)
+    assert MeshConfig.parse("2x2x2") == MeshConfig.parse("2;2;2") == MeshConfig(data=2, fsdp=2, tensor=2)
+    with pytest.raises(ValueError, match=r"mesh '2,2': expected three sizes DATA,FSDP,TENSOR \(three integers\)"):
+        MeshConfig.parse("2,2")
+    with pytest.raises(ValueError, match="mesh '-1,-1,1'.*at most one -1"):
+        MeshConfig.parse("-1,-1,1")
+    p = argparse.ArgumentParser()
+    add_model_arguments(p)
+    assert p.parse_args(["--model", "m"]).mesh == MeshConfig(data=-1, fsdp=1, tensor=1)  # the default, typed
+    assert p.parse_args(["--model", "m", "--mesh", "1,2,4"]).mesh == MeshConfig(data=1, fsdp=2, tensor=4)
+    # a flag's value joins the overrides as JSON, which YAML reads back unchanged
+    assert load(MeshConfig, None, [override("fsdp", 4)]) == MeshConfig(fsdp=4)
 
 
 # Independent statement of the intended layout on a (data 2, fsdp 2, tensor 2) mesh.

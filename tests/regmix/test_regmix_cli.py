@@ -39,6 +39,9 @@ def test_regmix_command_end_to_end(tmp_path, capsys):
     assert list(rates) == languages and sum(rates.values()) == pytest.approx(1.0)
     tokens = json.loads((out / "tokens.json").read_text())
     assert tokens == pytest.approx({k: v * 9216 for k, v in rates.items()})
+    search = json.loads((out / "search.json").read_text())  # within 4 epochs of each language's training tokens
+    assert search["cap"]["max_epochs"] == 4 and search["cap"]["available_tokens"] == table["train_tokens"]
+    assert all(tokens[k] <= 4 * table["train_tokens"][k] * (1 + 1e-12) for k in languages)
     assert not (out / "proxies" / "program").exists()  # the finished program's checkpoints are gone
     capsys.readouterr()
 

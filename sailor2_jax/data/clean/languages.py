@@ -8,14 +8,17 @@ Sources, per row of `SAILCRAFT`:
   prose passes with a margin; each row says which language it follows and why.
 - Language-ID cutoffs for the low-resource languages are lower than sailcraft's 0.7 because the compressed
   `lid.176.ftz` is far less confident on them: on UDHR paragraphs it gives jv 0.24–0.33, su 0.23–0.39,
-  ilo 0.51–0.75, ceb 0.58–0.88, and war is split with ceb (second opinion by pycld2, see langid.py).
+  ilo 0.51–0.75, ceb 0.58–0.88, and war is split with ceb (kept through its close group with pycld2's second
+  opinion, see langid.py).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from sailor2_jax.config import Config
 
 # Codes users put in metadata that mean one of ours (ISO 639-3, macro-language and BCP-47 spellings).
 LANGUAGE_ALIASES: dict[str, str] = {
@@ -29,10 +32,8 @@ SpecialCharacters = Literal["sailcraft", "unicode"]
 PunctuationTable = Literal["sailcraft", "extended"]
 
 
-class LanguageParams(BaseModel):
+class LanguageParams(Config):
     """One language's cleaning parameters (sailcraft names, shortened)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # normalisation (sailcraft ModifyingDocuments)
     replace_unicode_punct: bool = False

@@ -1,11 +1,12 @@
-"""The cleaning run: datatrove stages on the executor the config names (local, Slurm or Ray).
+"""The cleaning run: datatrove stages on the executor the config names (local, Slurm or Ray), in sailcraft's order
+(its `run_example.sh`: clean → near dedup → exact-substring dedup → clean again; [sN] marks sailcraft's stage N).
 
 1. analyse (N tasks, one per input shard): read → normalise → facts (digests, heuristics, LID, MinHash, lines).
-2. decide (1 task): URL dedup → exact dedup → heuristics → LID → MinHash, on all facts.
-3. substring dedup, when on (substring.py): index (N) → exchange (N, with several shards) → suffix array (N).
+2. decide (1 task): URL dedup → exact dedup → heuristics → LID [s1] → MinHash [s2], on all facts.
+3. substring dedup (substring.py) [s3]: index (N) → exchange (N, with several shards) → suffix array (N).
 4. frequent lines (1 task): lines in more than `max_count` documents of their bucket (lines.py).
-5. apply (N tasks): decisions → substring cuts → frequent-line removal → heuristics again on changed texts → KenLM
-   (optional) → kept/ and rejected/.
+5. apply (N tasks): decisions → substring cuts → frequent-line removal → second pass: heuristics and LID again on
+   the texts these changed [s4] → KenLM (optional; sailcraft's stages 1 and 4 run it) → kept/ and rejected/.
 6. summarise (1 task): summary.json, summary.png, and the check that kept + rejected = read.
 
 With Slurm or Ray the output directory must be on a file system every node sees; each stage depends on the one
@@ -25,7 +26,7 @@ from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean.analyse import Annotate, Normalise, WorkWriter
-from sailor2_jax.data.clean.apply import ApplyDecisions, OutputWriter, PerplexityFilter, SecondHeuristics
+from sailor2_jax.data.clean.apply import ApplyDecisions, OutputWriter, PerplexityFilter, SecondPass
 from sailor2_jax.data.clean.config import CleanConfig, ExecutorConfig
 from sailor2_jax.data.clean.decide import Decide
 from sailor2_jax.data.clean.lines import FrequentLineFilter, FrequentLines
@@ -54,8 +55,8 @@ def stages(inputs: list[str], out_dir: str, config: CleanConfig) -> list[tuple[s
         apply.append(SubstringCut(config, out))
     if lines:
         apply.append(FrequentLineFilter(config, out))
-    if config.heuristics and config.heuristics_after_dedup and (substring or lines):
-        apply.append(SecondHeuristics(config, out))
+    if config.second_pass and (config.heuristics or config.lid) and (substring or lines):
+        apply.append(SecondPass(config, out))
     if config.kenlm.enabled:
         apply.append(PerplexityFilter(config, out))
     apply.append(OutputWriter(config, out))

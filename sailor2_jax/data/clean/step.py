@@ -31,8 +31,9 @@ class CountedStep(CleanStep, abc.ABC):
         """Load what `process` needs, once per task (`self.rank` is the task's shard)."""
 
     @abc.abstractmethod
-    def process(self, doc: Document, lang: str) -> str | None:
-        """Edit `doc` in place; return the reason to remove it, or None to keep it."""
+    def process(self, doc: Document, lang: str) -> str | tuple[str, dict] | None:
+        """Edit `doc` in place; return the reason to remove it (with details for its rejection record, if any), or
+        None to keep it."""
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.rank = rank
@@ -43,10 +44,12 @@ class CountedStep(CleanStep, abc.ABC):
             if meta["reject"] is None:
                 lang = meta["lang"]
                 counter.entered(lang, len(doc.text.encode("utf-8")))
-                reason = self.process(doc, lang)
-                if reason is None:
+                verdict = self.process(doc, lang)
+                if verdict is None:
                     counter.left(lang, len(doc.text.encode("utf-8")))
                 else:
+                    reason, details = (verdict, {}) if isinstance(verdict, str) else verdict
                     counter.reject(meta, reason)
+                    meta["reject"].update(details)
             yield doc
         counter.save(self.out_dir, rank)

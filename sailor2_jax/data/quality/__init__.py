@@ -2,6 +2,6 @@
 precision, recall and AUC) and `run_select` (datatrove stages on the executors of `clean`)."""
 
 from sailor2_jax.data.quality.classifier import QualityModel, TrainSettings, train
-from sailor2_jax.data.quality.select import SelectConfig, run_select
+from sailor2_jax.data.quality.select import SelectConfig, load_select_config, run_select
 
-__all__ = ["QualityModel", "SelectConfig", "TrainSettings", "run_select", "train"]
+__all__ = ["QualityModel", "SelectConfig", "TrainSettings", "load_select_config", "run_select", "train"]

@@ -15,11 +15,12 @@ import json
 import os
 import random
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
+from sailor2_jax.config import Config
 from sailor2_jax.data.clean.languages import SAILCRAFT, canonical_language
 from sailor2_jax.data.clean.read import list_input_files, read_rows
 from sailor2_jax.data.clean.text import words
@@ -27,22 +28,21 @@ from sailor2_jax.data.clean.text import words
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
 
 
-@dataclass
-class TrainSettings:
+class TrainSettings(Config):
     """fastText `supervised` settings; the defaults sit in the ranges recipe.md §2.3 recommends (word bigrams, dim
     100–256, 5–25 epochs, lr 0.1–0.5). `bucket` hashes the bigrams: fastText's 2M buckets make a 1 GB model at
     dim 128; 200K serves 20K training documents with a 100 MB one."""
 
-    dim: int = 128
-    epoch: int = 10
-    lr: float = 0.2
-    word_ngrams: int = 2
-    min_count: int = 2
-    bucket: int = 200_000
-    threads: int = 1
+    dim: int = Field(128, gt=0)
+    epoch: int = Field(10, gt=0)
+    lr: float = Field(0.2, gt=0)
+    word_ngrams: int = Field(2, gt=0)
+    min_count: int = Field(2, gt=0)
+    bucket: int = Field(200_000, gt=0, description="hash buckets of the word n-grams")
+    threads: int = Field(1, gt=0, description="fastText threads (more is faster, not reproducible)")
     seed: int = 0
-    held_out: float = 0.1
-    max_per_class: int = 10_000
+    held_out: float = Field(0.1, gt=0, lt=1, description="share held out for the metrics")
+    max_per_class: int = Field(10_000, gt=0, description="examples per class")
 
 
 def features(text: str, lang: str) -> str:
@@ -192,7 +192,7 @@ def train(positive: list[str], negative: list[str], language: str, out_path: str
                                               minCount=s.min_count, bucket=s.bucket, thread=s.threads, seed=s.seed,
                                               loss="softmax", verbose=0))
         info = {"language": lang, "labels": {"positive": POSITIVE, "negative": NEGATIVE},
-                "settings": {**asdict(s), "lr_used": lr},
+                "settings": {**s.model_dump(), "lr_used": lr},
                 "examples": {"positive": len(examples[POSITIVE]), "negative": len(examples[NEGATIVE]),
                              "train": len(train_rows), "held_out": len(test_rows),
                              "skipped_positive": pos_skipped, "skipped_negative": neg_skipped}}

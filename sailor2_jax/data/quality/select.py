@@ -22,8 +22,10 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.base import PipelineStep
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import pydantic
+from pydantic import Field
 
+from sailor2_jax.config import Config, find_config, load
 from sailor2_jax.data.clean.accounting import StepCounter, intern, merge_stats
 from sailor2_jax.data.clean.config import ExecutorConfig
 from sailor2_jax.data.clean.languages import canonical_language
@@ -36,21 +38,25 @@ STEPS = ("read", "score", "select")
 _BATCH = 512  # records scored per fastText call
 
 
-class SelectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SelectConfig(Config):
     models: list[Path] = Field(min_length=1, description="classifiers from `quality train` (each names its language)")
     keep: float = Field(gt=0, le=1, description="fraction kept per language (the recipe: 0.10–0.20)")
     language: str | None = Field(None, description="language of records without a `language` field")
     text_key: str = "text"
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    executor: ExecutorConfig = ExecutorConfig()
     compression: Literal["gzip", "none"] = "gzip"
     progress: bool = True
 
-    @field_validator("language")
+    @pydantic.field_validator("language")
     @classmethod
     def _lang(cls, v: str | None) -> str | None:
         return canonical_language(v)
+
+
+def load_select_config(name_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> SelectConfig:
+    """A YAML config (a path, or a name in `configs/quality/`; None: no file) with dotted overrides on top (the
+    command's flags among them)."""
+    return load(SelectConfig, find_config("quality", name_or_path) if name_or_path is not None else None, overrides)
 
 
 def model_languages(paths: list[Path]) -> dict[str, str]:

@@ -1,21 +1,21 @@
-"""`sailor2-jax translate` settings (pydantic, YAML + CLI flags; unknown keys are errors)."""
+"""`sailor2-jax translate` settings: a `config.Config` (YAML + dotted `key=value` overrides + the command's flags,
+validated in one pass; unknown keys are errors)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pydantic
+from pydantic import Field
 
-from sailor2_jax.config import read_yaml
+from sailor2_jax.config import Config, find_config, load
 from sailor2_jax.data.clean.config import ExecutorConfig
 from sailor2_jax.data.clean.languages import canonical_language
 from sailor2_jax.data.translate.languages import FLORES
 
 
-class TranslateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TranslateConfig(Config):
     model: Path = Field(description="NLLB/M2M100 model: a Hugging Face directory or a CTranslate2 one")
     targets: list[str] = Field(min_length=1, description="target languages (ISO codes: th, vi, ...)")
     source: str = "en"
@@ -34,16 +34,16 @@ class TranslateConfig(BaseModel):
     max_output_tokens: int = Field(256, gt=0, description="decoding limit per segment")
     max_document_chars: int = Field(100_000, gt=0, description="longer fields are rejected as too_long")
     threads: int = Field(0, ge=0, description="CPU threads per task (0: the engine's default)")
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    executor: ExecutorConfig = ExecutorConfig()
     compression: Literal["gzip", "none"] = "gzip"
     progress: bool = True
 
-    @field_validator("source")
+    @pydantic.field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
         return _language(v)
 
-    @field_validator("targets")
+    @pydantic.field_validator("targets")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(_language(t) for t in v))
@@ -56,13 +56,9 @@ def _language(code: str) -> str:
     return lang
 
 
-def load_translate_config(path: str | Path | None, **overrides) -> TranslateConfig:
-    """A YAML config (or none) with keyword overrides (CLI flags) on top; errors name the field."""
-    data = read_yaml(path) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TranslateConfig(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"{path or 'translate'}: {where}: {err['msg']}") from None
+def load_translate_config(name_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+                          ) -> TranslateConfig:
+    """A YAML config (a path, or a name in `configs/translate/`; None: no file) with dotted overrides on top (the
+    command's flags among them); errors name the field and where its value came from."""
+    return load(TranslateConfig, find_config("translate", name_or_path) if name_or_path is not None else None,
+                overrides)
