@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 from sailor2_jax.data.clean import CleanConfig, run_clean
-from sailor2_jax.data.clean.languages import SAILCRAFT
+from sailor2_jax.data.clean.params import SAILCRAFT
 from sailor2_jax.data.clean.minhash import MinHasher, cluster_duplicates
 from sailor2_jax.data.clean.text import words
 from sailor2_jax.embedded.synthetic import near_duplicate, synthetic_document
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 
 WORDS_PER_DOC = 500  # ≈ 3 KB of English
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sailor2_jax.data.config import LANGUAGES, Batching, load_data_config
+from sailor2_jax.languages import LANGUAGES
+from sailor2_jax.data.config import Batching, load_data_config
 from sailor2_jax.embedded.udhr import documents
 
 TARGET = 100_000

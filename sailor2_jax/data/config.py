@@ -19,18 +19,8 @@ from typing import Literal
 import pydantic
 
 from sailor2_jax.config import Config, find_config, load
+from sailor2_jax.languages import Language
 
-# The 15 Sailor2 languages in the fixed order that batches index into (`languages` holds positions in this tuple).
-LANGUAGES: tuple[str, ...] = ("en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war",
-                              "ilo")
-LANGUAGE_INDEX: dict[str, int] = {lang: i for i, lang in enumerate(LANGUAGES)}
-LANGUAGE_NAMES: dict[str, str] = {  # English names, as prompts and reports write them
-    "en": "English", "zh": "Chinese", "vi": "Vietnamese", "id": "Indonesian", "th": "Thai", "ms": "Malay",
-    "my": "Burmese", "tl": "Tagalog", "km": "Khmer", "lo": "Lao", "jv": "Javanese", "su": "Sundanese",
-    "ceb": "Cebuano", "war": "Waray", "ilo": "Ilocano",
-}
-
-Language = Literal["en", "zh", "vi", "id", "th", "ms", "my", "tl", "km", "lo", "jv", "su", "ceb", "war", "ilo"]
 OnBadInput = Literal["error", "skip"]
 _TASK_NAME = re.compile(r"^[a-z0-9_]+$")
 

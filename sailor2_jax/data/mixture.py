@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from sailor2_jax.config import resolve_path
-from sailor2_jax.data.config import LANGUAGES, DataConfig, TaskConfig, load_data_config
+from sailor2_jax.languages import LANGUAGES
+from sailor2_jax.data.config import DataConfig, TaskConfig, load_data_config
 
 
 def read_rates_file(path: str | Path) -> dict[str, float]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from sailor2_jax.config import DATA_DIR, load_model_config
-from sailor2_jax.data.config import LANGUAGES
-from sailor2_jax.data.translate.languages import FLORES
+from sailor2_jax.languages import LANGUAGES
+from sailor2_jax.languages import FLORES
 from sailor2_jax.data.translate.segment import sentences
 from sailor2_jax.embedded.synthetic import near_duplicate, synthetic_document, udhr_lines
 

@@ -16,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 from sailor2_jax.demo.fixtures import make_tiny_translator, prose
 from sailor2_jax.demo.stage import Context, StageResult
 from sailor2_jax.embedded.synthetic import synthetic_document

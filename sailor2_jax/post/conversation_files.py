@@ -187,7 +187,7 @@ def parse_messages(turns: Any, where: str, style: str | None = None) -> list[dic
 
 
 def _language(record: Mapping[str, Any]) -> str | None:
-    from sailor2_jax.data.clean.languages import canonical_language
+    from sailor2_jax.languages import canonical_language
 
     value = record.get("language")
     return canonical_language(value) if isinstance(value, str) and value.strip() else None

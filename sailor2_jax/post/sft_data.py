@@ -31,7 +31,8 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
-from sailor2_jax.data.config import LANGUAGE_INDEX, Batching
+from sailor2_jax.languages import LANGUAGE_INDEX
+from sailor2_jax.data.config import Batching
 from sailor2_jax.data.loader import EpochShuffle
 from sailor2_jax.data.packing import pack_without_splitting, sft_example, to_contract
 from sailor2_jax.tokenizer import EOS_ID

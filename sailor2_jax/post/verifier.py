@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sailor2_jax.data.clean.langid import LanguageIdentifier
-from sailor2_jax.data.clean.languages import canonical_language
+from sailor2_jax.languages import canonical_language
 
 UNDETERMINED = "und"
 # the pairs lid.176 cannot tell apart on short text, one for the other (narrower than the cleaning's close groups:

@@ -91,7 +91,8 @@ class ValidationConfig(Config):
     batch_size: int = pydantic.Field(16, gt=0, description="rows per validation batch")
 
 
-TargetName = str  # `sum`, `sum_log`, `log_sum`, `mean`, `max`, or `package.module:function` (regmix.fit.TARGETS)
+TargetName = str  # one of TARGET_NAMES (their functions: regmix.fit.TARGETS) or `package.module:function`
+TARGET_NAMES = ("sum", "sum_log", "log_sum", "mean", "max")
 
 
 class FitConfig(Config):
@@ -114,10 +115,8 @@ class FitConfig(Config):
     @pydantic.field_validator("target")
     @classmethod
     def _target(cls, v: str) -> str:
-        from sailor2_jax.regmix.fit import TARGETS
-
-        if v not in TARGETS and ":" not in v:  # checked before hours of proxies, not at the fit
-            raise ValueError(f"{v!r} is none of {', '.join(TARGETS)}, nor an importable module:function")
+        if v not in TARGET_NAMES and ":" not in v:  # checked before hours of proxies, not at the fit
+            raise ValueError(f"{v!r} is none of {', '.join(TARGET_NAMES)}, nor an importable module:function")
         return v
 
 

@@ -30,7 +30,8 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
-from sailor2_jax.data.config import LANGUAGE_INDEX, LANGUAGES, Batching, DataConfig, load_data_config
+from sailor2_jax.languages import LANGUAGE_INDEX, LANGUAGES
+from sailor2_jax.data.config import Batching, DataConfig, load_data_config
 from sailor2_jax.data.loader import PretrainIterator, TaskDocuments, load_documents
 from sailor2_jax.data.packing import concat_then_split, document_to_columns, to_contract
 from sailor2_jax.regmix.config import ProxyConfig, RegMixConfig, ValidationConfig

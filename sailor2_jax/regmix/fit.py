@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from sailor2_jax.regmix.config import FitConfig
+from sailor2_jax.regmix.config import TARGET_NAMES, FitConfig
 
 Target = Callable[[np.ndarray], np.ndarray]  # per-language losses [n, K] -> objective [n]
 
@@ -42,6 +42,7 @@ TARGETS: dict[str, Target] = {
     "mean": lambda losses: losses.mean(axis=-1),
     "max": lambda losses: losses.max(axis=-1),
 }
+assert tuple(TARGETS) == TARGET_NAMES  # the config validates names against the same list
 OBJECTIVE = "objective"  # the name of the target the search minimises
 
 

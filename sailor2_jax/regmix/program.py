@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from sailor2_jax.config import MeshConfig, ModelConfig
-from sailor2_jax.data.config import LANGUAGE_INDEX
+from sailor2_jax.languages import LANGUAGE_INDEX
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.regmix.config import ProxyConfig
 from sailor2_jax.sharding import logical_to_spec, make_mesh

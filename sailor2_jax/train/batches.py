@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 
 
 class CheckpointableIterator(Protocol):

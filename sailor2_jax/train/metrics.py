@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 
 # Dense bf16 peak FLOP/s per device, matched against `device_kind` (first match wins).
 PEAK_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("TPU v6", 918e12), ("TPU v5 lite", 197e12),

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 from sailor2_jax.model.logprobs import token_logprobs
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.train.config import ObjectiveConfig

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from sailor2_jax.data.clean.languages import SAILCRAFT
+from sailor2_jax.data.clean.params import SAILCRAFT
 from sailor2_jax.data.clean.minhash import MinHasher
 from sailor2_jax.data.clean.text import words
 from sailor2_jax.embedded.synthetic import near_duplicate, synthetic_document, udhr_lines

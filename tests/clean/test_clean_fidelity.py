@@ -7,7 +7,7 @@ lowercased text with its spaces removed), independently of the code under test; 
 import string
 
 from sailor2_jax.data.clean.heuristics import check
-from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams
+from sailor2_jax.data.clean.params import SAILCRAFT, LanguageParams
 from sailor2_jax.data.clean.text import SAILCRAFT_SPECIAL, normalise, words
 from sailor2_jax.embedded.synthetic import udhr_lines
 from sailor2_jax.data.clean.wordlists import STOPWORDS, flagged_for

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from sailor2_jax.data.clean.heuristics import check
-from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams
+from sailor2_jax.data.clean.params import SAILCRAFT, LanguageParams
 from sailor2_jax.data.clean.text import normalise
 from sailor2_jax.embedded.synthetic import udhr_lines
 from sailor2_jax.data.clean.wordlists import STOPWORDS

@@ -9,7 +9,7 @@ import pytest
 
 from sailor2_jax.data.clean import langid
 from sailor2_jax.data.clean.langid import CLOSE, LanguageIdentifier
-from sailor2_jax.data.clean.languages import SAILCRAFT
+from sailor2_jax.data.clean.params import SAILCRAFT
 from sailor2_jax.embedded.synthetic import udhr_lines
 
 # Indonesian (acara, pelaksanaan) that lid.176.ftz calls Malay, and Indonesian it calls Indonesian below 0.7 with

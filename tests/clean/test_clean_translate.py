@@ -13,7 +13,8 @@ from sailor2_jax.cli import main
 from sailor2_jax.embedded.synthetic import udhr_lines
 from sailor2_jax.data.translate import TranslateConfig, run_translate
 from sailor2_jax.demo.fixtures import make_tiny_translator
-from sailor2_jax.data.translate.languages import FLORES, language_token
+from sailor2_jax.languages import FLORES
+from sailor2_jax.data.translate.engine import language_token
 from sailor2_jax.data.translate.segment import join_document, split_document
 
 pytest.importorskip("transformers")

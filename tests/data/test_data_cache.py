@@ -12,7 +12,8 @@ from data_helpers import write_config
 
 from sailor2_jax.cli import main
 from sailor2_jax.config import DATA_DIR
-from sailor2_jax.data.config import LANGUAGE_INDEX, load_data_config
+from sailor2_jax.languages import LANGUAGE_INDEX
+from sailor2_jax.data.config import load_data_config
 from sailor2_jax.tokenizer import EOS_ID
 from sailor2_jax.data.vocab import get_vocabulary
 

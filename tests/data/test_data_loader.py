@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from data_helpers import EOS, batching, config, documents, make_docs, stage_config, write_config
 
-from sailor2_jax.data.config import LANGUAGE_INDEX
+from sailor2_jax.languages import LANGUAGE_INDEX
 from sailor2_jax.data.loader import PretrainIterator, host_stream, realised_shares
 
 

@@ -7,7 +7,7 @@ import json
 import re
 
 from sailor2_jax.config import DATA_DIR
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 from sailor2_jax.eval.config import load_tasks
 from sailor2_jax.eval.task_records import read_records
 from sailor2_jax.embedded.eval_tasks import HELDOUT_ARTICLES, SPLITS, TRAINING_ARTICLES, split_passage

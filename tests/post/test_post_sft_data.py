@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from sailor2_jax.data.config import LANGUAGE_INDEX, Batching
+from sailor2_jax.languages import LANGUAGE_INDEX
+from sailor2_jax.data.config import Batching
 from sailor2_jax.data.packing import pack_without_splitting, sft_example
 from sailor2_jax.tokenizer import IM_END_ID, load_tokenizer, save_hf_tokenizer
 from sailor2_jax.post import chat

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from regmix_helpers import EOS, LANGS, config, documents, stage
 
-from sailor2_jax.data.config import LANGUAGE_INDEX
+from sailor2_jax.languages import LANGUAGE_INDEX
 from sailor2_jax.data.loader import realised_shares
 from sailor2_jax.regmix.config import ValidationConfig
 from sailor2_jax.regmix.data import ProxyBatches, ProxyData, Vocabulary, split_task

@@ -9,7 +9,7 @@ from flax import nnx
 from regmix_helpers import LANGS, config, documents, stage
 
 from sailor2_jax.config import MeshConfig
-from sailor2_jax.data.config import LANGUAGE_INDEX
+from sailor2_jax.languages import LANGUAGE_INDEX
 from sailor2_jax.data.loader import TaskDocuments
 from sailor2_jax.model.init import create_model
 from sailor2_jax.regmix.data import ProxyData

@@ -26,7 +26,7 @@ from sailor2_jax.data.clean.minhash import MinHasher
 from sailor2_jax.data.clean.outputs import JsonlOut, rejected_record
 from sailor2_jax.data.clean.step import CleanStep, CountedStep
 from sailor2_jax.data.clean.text import normalise, words
-from sailor2_jax.data.config import LANGUAGES
+from sailor2_jax.languages import LANGUAGES
 
 _TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "ref_src")
 _MINHASH_BATCH = 256  # documents whose band keys are computed together

@@ -11,7 +11,8 @@ import pydantic
 from pydantic import Field
 
 from sailor2_jax.config import Config, describe, find_config, load
-from sailor2_jax.data.clean.languages import SAILCRAFT, LanguageParams, canonical_language
+from sailor2_jax.languages import canonical_language
+from sailor2_jax.data.clean.params import SAILCRAFT, LanguageParams
 
 
 class SlurmConfig(Config):

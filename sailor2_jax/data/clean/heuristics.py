@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from sailor2_jax.data.clean import hashing
-from sailor2_jax.data.clean.languages import LanguageParams
+from sailor2_jax.data.clean.params import LanguageParams
 from sailor2_jax.data.clean.text import augmented, special_ratio, words
 from sailor2_jax.data.clean.wordlists import flagged_for, stopwords_for
 

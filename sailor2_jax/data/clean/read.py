@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sailor2_jax.data.clean.accounting import StepCounter
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.langid import LanguageIdentifier
-from sailor2_jax.data.clean.languages import canonical_language
+from sailor2_jax.languages import canonical_language
 from sailor2_jax.data.clean.step import CleanStep
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson", ".ndjson.gz")

@@ -17,7 +17,7 @@ import icu
 import numpy as np
 import regex
 
-from sailor2_jax.data.clean.languages import LanguageParams
+from sailor2_jax.data.clean.params import LanguageParams
 
 # sailcraft's special characters (BigScience's list): ASCII punctuation, digits and whitespace, a fixed list of
 # other characters (typographic punctuation, symbols, some CJK/kana and Indic signs, Thai digit one), and emoji.

@@ -21,7 +21,8 @@ import numpy as np
 from pydantic import Field
 
 from sailor2_jax.config import Config
-from sailor2_jax.data.clean.languages import SAILCRAFT, canonical_language
+from sailor2_jax.languages import canonical_language
+from sailor2_jax.data.clean.params import SAILCRAFT
 from sailor2_jax.data.clean.read import list_input_files, read_rows
 from sailor2_jax.data.clean.text import words
 

@@ -28,7 +28,7 @@ from pydantic import Field
 from sailor2_jax.config import Config, find_config, load
 from sailor2_jax.data.clean.accounting import StepCounter, intern, merge_stats
 from sailor2_jax.data.clean.config import ExecutorConfig
-from sailor2_jax.data.clean.languages import canonical_language
+from sailor2_jax.languages import canonical_language
 from sailor2_jax.data.clean.pipeline import run_stages
 from sailor2_jax.data.clean.read import RecordReader
 from sailor2_jax.data.clean.outputs import REJECTION_KEY, JsonlOut, jsonl_file, rejected_record

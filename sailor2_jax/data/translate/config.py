@@ -11,8 +11,8 @@ from pydantic import Field
 
 from sailor2_jax.config import Config, find_config, load
 from sailor2_jax.data.clean.config import ExecutorConfig
-from sailor2_jax.data.clean.languages import canonical_language
-from sailor2_jax.data.translate.languages import FLORES
+from sailor2_jax.languages import canonical_language
+from sailor2_jax.languages import FLORES
 
 
 class TranslateConfig(Config):

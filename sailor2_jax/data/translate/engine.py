@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from sailor2_jax.data.translate.languages import language_token
+from sailor2_jax.languages import FLORES, canonical_language
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
                     "vocab.json", "merges.txt", "added_tokens.json")
@@ -159,3 +159,13 @@ def load_engine(kind: str, model_dir: str | Path, **options) -> Engine:
             raise ValueError(f"{model_dir} is a CTranslate2 model: the transformers engine needs the HF directory")
         return TransformersEngine(model_dir, **options)
     raise ValueError(f"unknown translation engine {kind!r} (ctranslate2 or transformers)")
+
+
+def language_token(vocab: dict[str, int], lang: str) -> str:
+    """The model's token for `lang`: its FLORES-200 code (NLLB) or `__lang__` (M2M100); an error names both."""
+    lang = canonical_language(lang)
+    candidates = [c for c in (FLORES.get(lang), f"__{lang}__") if c]
+    for token in candidates:
+        if token in vocab:
+            return token
+    raise ValueError(f"the translation model has no token for language {lang!r} (looked for {', '.join(candidates)})")

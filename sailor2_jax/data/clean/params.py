@@ -20,13 +20,6 @@ from pydantic import Field
 
 from sailor2_jax.config import Config
 
-# Codes users put in metadata that mean one of ours (ISO 639-3, macro-language and BCP-47 spellings).
-LANGUAGE_ALIASES: dict[str, str] = {
-    "eng": "en", "zho": "zh", "cmn": "zh", "zh-hans": "zh", "zh-cn": "zh", "mya": "my", "bur": "my",
-    "khm": "km", "lao": "lo", "tha": "th", "vie": "vi", "ind": "id", "in": "id", "msa": "ms", "may": "ms",
-    "zlm": "ms", "zsm": "ms", "fil": "tl", "tgl": "tl", "jav": "jv", "jw": "jv", "sun": "su",
-}
-
 WordUnit = Literal["whitespace", "segmenter"]
 SpecialCharacters = Literal["sailcraft", "unicode"]
 PunctuationTable = Literal["sailcraft", "extended"]
@@ -130,14 +123,3 @@ SAILCRAFT: dict[str, LanguageParams] = {
     "jv": _p(**_AUSTRONESIAN, lid_min=0.2),
     "su": _p(**_AUSTRONESIAN, lid_min=0.2),
 }
-
-
-def canonical_language(code: str | None) -> str | None:
-    """Map a metadata language code to ours ("fil" → "tl", "zsm" → "ms"); None stays None."""
-    if code is None:
-        return None
-    c = code.strip().lower().replace("_", "-")
-    c = LANGUAGE_ALIASES.get(c, c)
-    if "-" in c and c not in SAILCRAFT:  # "th-TH", "ms-Latn": keep the language subtag
-        c = LANGUAGE_ALIASES.get(c.split("-")[0], c.split("-")[0])
-    return c or None
