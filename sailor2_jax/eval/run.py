@@ -13,7 +13,6 @@ Metrics (per language too, as `metric/<language>`, when records carry one):
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -27,7 +26,7 @@ from sailor2_jax.eval import metrics
 from sailor2_jax.eval.config import GenerationTask, MultipleChoiceTask, PerplexityTask, TaskBase, TasksFile
 from sailor2_jax.eval.task_records import FewShot, choice_texts, read_records
 from sailor2_jax.eval.score import Scorer, encode_pair, pair_row, rolling_rows
-from sailor2_jax.files import write_atomic
+from sailor2_jax.files import write_json, write_jsonl
 from sailor2_jax.generate.engine import Generator
 from sailor2_jax.model.source import OpenModel
 
@@ -66,11 +65,10 @@ class Evaluator:
             counts[task.name] = {"read": records.read, "scored": len(records.kept), "skipped": len(records.skipped)}
             with tqdm(total=len(records.kept), desc=task.name, unit="record", file=sys.stderr) as bar:
                 rows, results[task.name] = getattr(self, task.type)(task, records.kept, bar)
-            write_atomic(out_dir / f"{task.name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                                 for r in rows))
+            write_jsonl(out_dir / f"{task.name}.jsonl", rows)
         summary = {"tasks": results, "model": model_name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "seconds": round(time.time() - start, 1), "records": counts, "max_length": self.max_length}
-        write_atomic(out_dir / "results.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        write_json(out_dir / "results.json", summary)
         return summary
 
     # --- the three kinds --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ All files are written atomically (temp + rename).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sailor2_jax.files import write_atomic
+from sailor2_jax.files import write_json, write_jsonl
 from sailor2_jax.post.conversation_files import Accounting
 from sailor2_jax.post.select import Scores, SelectConfig, Selection
 from sailor2_jax.post.sft_data import TokenizedConversation
@@ -112,8 +111,7 @@ def write_outputs(out: Path, examples: Sequence[TokenizedConversation], scores: 
                   summary_: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = score_rows(examples, scores, sel)
-    write_atomic(out / "scores.jsonl", (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    write_atomic(out / "selected.jsonl", (json.dumps(ex.conversation.record, ensure_ascii=False) + "\n"
-                                           for ex, s in zip(examples, sel.selected) if s))
-    write_atomic(out / "summary.json", [json.dumps(summary_, indent=2, ensure_ascii=False) + "\n"])
+    write_jsonl(out / "scores.jsonl", rows)
+    write_jsonl(out / "selected.jsonl", (ex.conversation.record for ex, s in zip(examples, sel.selected) if s))
+    write_json(out / "summary.json", summary_)
     plot(out / "selection.png", scores, sel, [ex.conversation.language for ex in examples])

@@ -39,13 +39,15 @@ from sailor2_jax.regmix.sample import normalised, sample_mixtures
 console = Console()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    if jax.process_index() == 0:  # one writer per run directory
-        files.write_atomic(path, text)
-
-
+# one writer per run directory: process 0
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    if jax.process_index() == 0:
+        files.write_json(path, obj)
+
+
+def write_jsonl(path: Path, records) -> None:
+    if jax.process_index() == 0:
+        files.write_jsonl(path, records)
 
 
 def _fingerprint(obj: Any) -> str:
@@ -180,7 +182,7 @@ class Search:
                 results[i] = {"id": i, "weights": dict(zip(languages, weights[i].tolist())),
                               "losses": dict(zip(languages, losses[k].tolist())),
                               "train_loss": float(train_loss[k]), "steps": proxy.steps, "tokens": tokens}
-            write_atomic(results_path, "".join(json.dumps(results[i]) + "\n" for i in sorted(results)))
+            write_jsonl(results_path, (results[i] for i in sorted(results)))
             multihost_utils.sync_global_devices("regmix program done")
             if jax.process_index() == 0:
                 shutil.rmtree(running)
