@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sailor2-jax demo --out runs/demo
+	$(VENV)/bin/sailor2-jax demo --output-dir runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q tests

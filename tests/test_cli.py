@@ -1,5 +1,6 @@
 """The one entry point: every command the design names is there, with help, and user errors end in one line."""
 
+import argparse
 import glob
 import importlib.util
 import os
@@ -27,10 +28,36 @@ def test_every_command_is_registered_with_help(capsys):
 
 
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
-    code = main(["expand", "--base", str(tmp_path / "missing"), "--layers", "8", "--out", str(tmp_path / "out")])
+    code = main(["expand", "--base", str(tmp_path / "missing"), "--layers", "8", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("sailor2-jax expand: error:") and "missing" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, old, new", [
+    (["expand", "--base", "b", "--layers", "8", "--out", "x"], "--out", "--output-dir"),
+    (["clean", "--input", "i", "--output", "x"], "--output", "--output-dir"),
+    (["onpolicy", "--policy", "p", "--reward-model", "r", "--prompts", "q", "--out", "x"], "--out", "--output"),
+    (["select-sft", "--model", "m", "--input", "i", "--output", "x"], "--output", "--output-dir"),
+])
+def test_an_old_output_flag_is_refused_naming_the_new_one(argv, old, new, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    assert f"{old} is now {new}" in capsys.readouterr().err
+
+
+def test_output_flags_have_one_spelling_per_kind():
+    """Every visible flag that names an output is `--output` (a file) or `--output-dir` (a directory)."""
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+    flags = {flag for p in parsers(build_parser()) for a in p._actions if a.help != argparse.SUPPRESS
+             for flag in a.option_strings if flag.startswith("--out")}
+    assert flags == {"--output", "--output-dir"}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None or bool(glob.glob("/dev/accel*")),

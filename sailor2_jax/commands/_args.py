@@ -106,6 +106,17 @@ def comma_list(text: str) -> list[str]:
     return items
 
 
+class _Renamed(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is now {self.default}")
+
+
+def renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Refuse the old spelling of a flag in one line naming the new one (not an alias: one spelling per kind of
+    output, `--output FILE` and `--output-dir DIR`, across all commands)."""
+    p.add_argument(old, action=_Renamed, nargs="?", default=new, help=argparse.SUPPRESS)
+
+
 def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the commands that compile a training config for a TPU slice (compile, plan)."""
     parser.add_argument("--config", required=True,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.commands._args import EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides, \
-    run_stages
+from sailor2_jax.commands._args import (EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides,
+                                        renamed, run_stages)
 
 NAME = "clean"
 HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
                         help="JSONL (.jsonl, .jsonl.gz, .json) or Parquet files, or directories of them; records "
                              "have `text` and optionally `url`, `id`, `language`")
-    parser.add_argument("--output", required=True, metavar="DIR",
+    renamed(parser, "--output", "--output-dir")
+    parser.add_argument("--output-dir", required=True, metavar="DIR",
                         help="writes DIR/kept/, DIR/rejected/, DIR/summary.json and DIR/summary.png")
     parser.add_argument("--config", metavar="CFG",
                         help="a clean config: YAML path or packaged name (default, demo, ray)")
@@ -37,4 +38,4 @@ def run(args: argparse.Namespace) -> int:
             removed = ", ".join(f"{k} {v}" for k, v in sorted(t["removed"].items())) or "-"
             print(f"{step:<16}{t['docs_in']:>10} → {t['docs_out']:<10} {removed}")
         print(summary["message"])
-    return run_stages(NAME, lambda: run_clean(args.input, args.output, config), report)
+    return run_stages(NAME, lambda: run_clean(args.input, args.output_dir, config), report)

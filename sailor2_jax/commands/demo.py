@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sailor2_jax.commands._args import PROG, positive_int
+from sailor2_jax.commands._args import PROG, positive_int, renamed
 
 NAME = "demo"
 HELP = "run the whole Sailor2 pipeline on the embedded data with a tiny model (what `make demo` runs)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="output directory")
+    renamed(p, "--out", "--output-dir")
+    p.add_argument("--output-dir", default="runs/demo", help="where every stage writes (default: runs/demo)")
     p.add_argument("--devices", type=positive_int, default=8,
                    help="fake CPU devices to shard over when running on CPU (the mesh is real either way)")
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError:  # backends already up (the demo called from a running program): keep its devices
         pass
     try:
-        run_demo(args.out)
+        run_demo(args.output_dir)
     except DemoFailed as e:
         print(f"{PROG} {NAME}: error: {e}", file=sys.stderr)
         return 1

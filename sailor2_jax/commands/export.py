@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from sailor2_jax.commands._args import renamed
+
 from sailor2_jax.train import multihost
 
 NAME = "export"
@@ -14,7 +16,8 @@ HELP = "export the parameters of a train checkpoint as a Hugging Face Qwen2 dire
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="a run's output dir or its checkpoints/ dir (latest step), or one step's directory")
-    p.add_argument("--out", required=True, help="the HF directory to write")
+    renamed(p, "--out", "--output-dir")
+    p.add_argument("--output-dir", required=True, help="the HF directory to write")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="tensor dtype (default: as trained)")
     p.add_argument("--tokenizer", help="a directory whose tokenizer files are copied alongside")
     p.add_argument("--max-shard-size", default="2GB")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     opened = open_model(ModelSource(path=args.checkpoint, mesh=MeshConfig(), head="any"))
     model, step = opened.model, opened.step
     write = export_reward if isinstance(model, Qwen2Reward) else export_hf  # reward: Qwen2ForSequenceClassification
-    out = write(model, args.out, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
+    out = write(model, args.output_dir, tokenizer=args.tokenizer, max_shard_size=args.max_shard_size, dtype=args.dtype,
                     overwrite=args.overwrite)
     if jax.process_index() == 0:  # the folder is process 0's; one upload, one report
         print(f"exported step {step} to {out}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from sailor2_jax.commands._args import renamed
+
 NAME = "filter-ppl"
 HELP = ("filter preference pairs by the perplexity of their responses under a base model (low-quality "
         "translations out), per language")
@@ -15,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "directory (e.g. the Sailor2 base) or a training run")
     p.add_argument("--input", required=True, nargs="+", help="preference files or directories (JSONL/Parquet: "
                    "prompt, chosen, rejected)")
-    p.add_argument("--output", required=True, help="directory: kept.jsonl, removed.jsonl, summary.json")
+    renamed(p, "--output", "--output-dir")
+    p.add_argument("--output-dir", required=True, help="directory: kept.jsonl, removed.jsonl, summary.json")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--keep", type=float, help="the fraction kept per language (default 0.9)")
     cut.add_argument("--max-ppl", type=float, help="an absolute perplexity cut instead")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     def record(p, c, r):
         return {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "language": p.language,
                 "chosen_ppl": c, "rejected_ppl": r, "source": str(p.source)}
-    out = Path(args.output)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "kept.jsonl", [record(*k) for k in result.kept])
     write_jsonl(out / "removed.jsonl", [record(*k) for k in result.removed])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.commands._args import (add_model_runtime_arguments, add_sampling_arguments, model_source,
-                                       sampling_from)
+from sailor2_jax.commands._args import (add_model_runtime_arguments, add_sampling_arguments, model_source, renamed,
+                                        sampling_from)
 
 NAME = "onpolicy"
 HELP = ("one on-policy round: K samples per prompt from the policy (one shared prefill), scored by a reward model, "
@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="JSONL: `prompt` (text) or `messages` (ending with a user "
                    "turn), optional `language`, `task: translation` with `target_language`")
     p.add_argument("--samples", type=int, default=4, help="K responses per prompt (the recipe: 4-8)")
-    p.add_argument("--out", required=True, help="the pairs (JSONL); OUT.summary.json counts every prompt")
+    renamed(p, "--out", "--output")
+    p.add_argument("--output", required=True, help="the pairs (JSONL); OUTPUT.summary.json counts every prompt")
     p.add_argument("--language-check", choices=("on", "off"), default="on",
                    help="the language-consistency verifier (fastText lid.176)")
     p.add_argument("--system", help="system prompt of the policy's chats (default: Sailor2's)")
@@ -80,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     reward = load_reward_model(args.reward_model, args.reward_backend, batch_size=args.reward_batch_size,
                                dtype=args.reward_dtype)
     pairs = onpolicy.make_pairs(prompts, responses, reward, verifier, counts)
-    write_jsonl(args.out, pairs)
-    onpolicy.write_summary(f"{args.out}.summary.json", counts, samples=args.samples, policy=policy.description,
+    write_jsonl(args.output, pairs)
+    onpolicy.write_summary(f"{args.output}.summary.json", counts, samples=args.samples, policy=policy.description,
                            reward_model=reward.source, language_check=args.language_check,
                            sampling=sampling.model_dump(), generation_seconds=round(seconds, 2))
-    print(f"wrote {args.out}: {onpolicy.summary_line(counts, args.samples)}")
+    print(f"wrote {args.output}: {onpolicy.summary_line(counts, args.samples)}")
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sailor2_jax.commands._args import EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides, \
-    positive_int, run_stages
+from sailor2_jax.commands._args import (EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides,
+                                        positive_int, renamed, run_stages)
 
 NAME = "quality"
 HELP = "train a fastText quality classifier for a language, or score records and keep the top fraction per language"
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--positive", nargs="+", required=True, metavar="PATH",
                    help="high-quality records (Sailor2: translated English high-quality data)")
     t.add_argument("--negative", nargs="+", required=True, metavar="PATH", help="web records (Sailor2: raw web)")
-    t.add_argument("--out", required=True, metavar="MODEL", help="model path, e.g. runs/quality/th.bin")
+    renamed(t, "--out", "--output")
+    t.add_argument("--output", required=True, metavar="MODEL", help="model path, e.g. runs/quality/th.bin")
     t.add_argument("--max-per-class", type=positive_int, metavar="N", help="examples per class (10K)")
     t.add_argument("--held-out", type=float, metavar="F", help="share held out for the metrics (0.1)")
     t.add_argument("--dim", type=positive_int, help="(128)")
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "DIR/summary.json.")
     s.add_argument("--model", nargs="+", required=True, metavar="MODEL", help="one or more models (one per language)")
     s.add_argument("--input", nargs="+", required=True, metavar="PATH")
-    s.add_argument("--output", required=True, metavar="DIR")
+    renamed(s, "--output", "--output-dir")
+    s.add_argument("--output-dir", required=True, metavar="DIR")
     s.add_argument("--keep", type=float, required=True, metavar="F", help="fraction kept per language, e.g. 0.15")
     s.add_argument("--language", metavar="LANG", help="language of records without a `language` field")
     s.add_argument("--config", metavar="CFG", help="a YAML config (keys of SelectConfig: executor, text_key, "
@@ -58,9 +60,9 @@ def _train(args: argparse.Namespace) -> int:
     settings = load(TrainSettings, None, flag_overrides(args, {
         "dim": "dim", "epoch": "epoch", "lr": "lr", "word_ngrams": "word_ngrams", "bucket": "bucket",
         "threads": "threads", "seed": "seed", "held_out": "held_out", "max_per_class": "max_per_class"}))
-    info = train(args.positive, args.negative, args.language, args.out, settings)
+    info = train(args.positive, args.negative, args.language, args.output, settings)
     m = info["held_out_metrics"]
-    print(json.dumps({"model": args.out, "language": info["language"], "examples": info["examples"],
+    print(json.dumps({"model": args.output, "language": info["language"], "examples": info["examples"],
                       "held_out": m}, indent=1))
     return 0
 
@@ -76,5 +78,5 @@ def _select(args: argparse.Namespace) -> int:
             print(f"{lang}: kept {c['kept']} of {c['documents']} (cut {c['cut']})")
         d = summary["documents"]
         print(f"accounting holds: kept {d['kept']} + rejected {d['rejected']} = read {d['read']}; "
-              f"histogram: {args.output}/quality.png")
-    return run_stages(NAME, lambda: run_select(args.input, args.output, config), report)
+              f"histogram: {args.output_dir}/quality.png")
+    return run_stages(NAME, lambda: run_select(args.input, args.output_dir, config), report)

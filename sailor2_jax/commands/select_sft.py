@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sailor2_jax.commands._args import add_model_arguments, model_source, positive_int
+from sailor2_jax.commands._args import add_model_arguments, model_source, positive_int, renamed
 
 NAME = "select-sft"
 HELP = ("score SFT conversations (assistant-token perplexity under a model, optional reward model, embedding "
@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)  # --model HF_DIR | --checkpoint RUN_DIR, --tokenizer, --dtype, --mesh
     p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR",
                    help="conversation files (JSONL/Parquet, messages or ShareGPT) or directories of them")
-    p.add_argument("--output", required=True, help="directory for scores.jsonl, selected.jsonl, summary.json, "
+    renamed(p, "--output", "--output-dir")
+    p.add_argument("--output-dir", required=True, help="directory for scores.jsonl, selected.jsonl, summary.json, "
                    "selection.png")
     p.add_argument("--format", choices=("auto", "messages", "sharegpt"), default="auto")
     p.add_argument("--keep", type=float, default=0.2, help="fraction of the examples to select (default 0.2)")
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     scores = score_all(model, examples, mesh, cfg, system=system, reward_model=reward_model)
     languages = [e.conversation.language for e in examples]
     sel = select(scores, languages, [e.conversation.domain for e in examples], cfg)
-    out = Path(args.output)
+    out = Path(args.output_dir)
     write_outputs(out, examples, scores, sel, summary(examples, scores, sel, acc, cfg, args.input, source,
                                                       args.reward_model))
     print(f"scored {len(examples)} conversations with {source}: {int((sel.duplicate_of >= 0).sum())} near-duplicates,"

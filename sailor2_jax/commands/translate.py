@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.commands._args import EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides, \
-    comma_list, positive_int, run_stages
+from sailor2_jax.commands._args import (EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, comma_list,
+                                        flag_overrides, positive_int, renamed, run_stages)
 
 NAME = "translate"
 HELP = ("translate JSONL/Parquet records with an NLLB/M2M100 model (CTranslate2 or transformers), on the cleaning "
@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NLLB/M2M100 model: a Hugging Face directory (converted once for CTranslate2) or a "
                              "CTranslate2 directory with the tokenizer files")
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="JSONL/Parquet files or dirs")
-    parser.add_argument("--output", required=True, metavar="DIR",
+    renamed(parser, "--output", "--output-dir")
+    parser.add_argument("--output-dir", required=True, metavar="DIR",
                         help="writes DIR/<target>/*.jsonl.gz, DIR/rejected/ and DIR/summary.json")
     parser.add_argument("--target", required=True, type=comma_list, metavar="LANGS",
                         help="comma-separated targets, e.g. th,vi,id")
@@ -50,4 +51,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary['records']['read']} records read ({summary['records']['unreadable']} unreadable); "
               f"{summary['segments']} segments at {summary['segments_per_second']} segments/s "
               f"({engine['engine']}, {engine['device']}, {engine['compute_type']})")
-    return run_stages(NAME, lambda: run_translate(args.input, args.output, config), report)
+    return run_stages(NAME, lambda: run_translate(args.input, args.output_dir, config), report)

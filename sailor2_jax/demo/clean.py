@@ -14,7 +14,7 @@ TITLE = "data cleaning on datatrove: URL/exact/near/substring dedup, heuristics,
 def run(ctx: Context) -> StageResult:
     where = ctx.out / "clean"
     planted = build_demo_corpus(where / "input")
-    ctx.run_command(["clean", "--input", str(where / "input"), "--output", str(where), "--config", "demo"])
+    ctx.run_command(["clean", "--input", str(where / "input"), "--output-dir", str(where), "--config", "demo"])
     summary = json.loads((where / "summary.json").read_text())
     removed = {step: t["removed"] for step, t in summary["totals"].items()}
     return StageResult(

@@ -39,7 +39,7 @@ def run(ctx: Context) -> StageResult:
     n = onpolicy_prompts(prompts)
     ctx.run_command(["onpolicy", "--policy", str(ctx.out / "dpo"), "--reward-model", str(ctx.out / "reward_hf"),
                      "--prompts", str(prompts), "--samples", "4", "--temperature", "0.8", "--max-new-tokens", "16",
-                     "--out", str(pairs)])
+                     "--output", str(pairs)])
     counts = json.loads((ctx.out / "onpolicy" / "pairs.jsonl.summary.json").read_text())
     outcomes = ("pairs", "no_consistent_response", "all_scores_equal")
     summary = {"prompts": n, **{k: counts.get(k, 0) for k in (*outcomes, "rejected_for_language")}}

@@ -14,7 +14,7 @@ KEEP = 0.05
 
 def run(ctx: Context) -> StageResult:
     where = ctx.out / "select"
-    ctx.run_command(["select-sft", "--checkpoint", str(ctx.out / "sft"), "--input", "data/post/sft.jsonl", "--output",
+    ctx.run_command(["select-sft", "--checkpoint", str(ctx.out / "sft"), "--input", "data/post/sft.jsonl", "--output-dir",
                      str(where), "--keep", str(KEEP), "--seq-len", "256", "--overlong", "drop", "--dtype", "float32",
                      "--batch-size", "16"])
     s = json.loads((where / "summary.json").read_text())

@@ -39,7 +39,7 @@ def captured(monkeypatch):
 def test_clean_file_overrides_and_flags_in_one_pass(captured, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("executor: {tasks: 1, workers: 2}\nminhash: {ngram: 4}\nlanguages: {id: {words_min: 5}}\n")
-    rc = main(["clean", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--config", str(cfg),
+    rc = main(["clean", "--input", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--config", str(cfg),
                "--language", "fil", "--tasks", "3", "minhash.bands=20", "executor.tasks=2", "languages.id.lid_min=0.6"])
     assert rc == 0
     c = captured["clean"]
@@ -51,7 +51,7 @@ def test_clean_file_overrides_and_flags_in_one_pass(captured, tmp_path):
 
 
 def test_clean_packaged_config_by_name(captured, tmp_path):
-    assert main(["clean", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--config", "ray"]) == 0
+    assert main(["clean", "--input", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--config", "ray"]) == 0
     assert (captured["clean"].executor.kind, captured["clean"].executor.tasks) == ("ray", 64)
 
 
@@ -64,7 +64,7 @@ def test_clean_packaged_config_by_name(captured, tmp_path):
     (["no_such_key=1"], "no_such_key: Extra inputs are not permitted (override 'no_such_key=1')"),
 ])
 def test_clean_bad_override_named(captured, tmp_path, capsys, argv, message):
-    rc = main(["clean", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *argv])
+    rc = main(["clean", "--input", str(tmp_path), "--output-dir", str(tmp_path / "o"), *argv])
     assert rc == 2 and message in capsys.readouterr().err
     assert "clean" not in captured
 
@@ -72,7 +72,7 @@ def test_clean_bad_override_named(captured, tmp_path, capsys, argv, message):
 def test_translate_flags_and_overrides(captured, tmp_path, capsys):
     cfg = tmp_path / "t.yaml"
     cfg.write_text("model: /elsewhere\nbatch_size: 8\nexecutor: {kind: slurm}\n")
-    rc = main(["translate", "--model", str(tmp_path / "nllb"), "--input", str(tmp_path), "--output",
+    rc = main(["translate", "--model", str(tmp_path / "nllb"), "--input", str(tmp_path), "--output-dir",
                str(tmp_path / "o"), "--target", "th, fil,th", "--fields", "prompt,chosen", "--config", str(cfg),
                "--workers", "2", "max_segment_tokens=160", "executor.slurm.partition=gpu"])
     assert rc == 0
@@ -81,7 +81,7 @@ def test_translate_flags_and_overrides(captured, tmp_path, capsys):
     assert (str(t.model), t.targets, t.fields) == (str(tmp_path / "nllb"), ["th", "tl"], ["prompt", "chosen"])
     assert (t.batch_size, t.max_segment_tokens, t.executor.kind, t.executor.workers, t.executor.slurm.partition) == \
         (8, 160, "slurm", 2, "gpu")
-    rc = main(["translate", "--model", "m", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--target",
+    rc = main(["translate", "--model", "m", "--input", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--target",
                "th", "beam_size=0"])
     assert rc == 2 and "beam_size: Input should be greater than 0 (override 'beam_size=0')" in \
         capsys.readouterr().err
@@ -90,7 +90,7 @@ def test_translate_flags_and_overrides(captured, tmp_path, capsys):
 def test_quality_select_flags_config_and_overrides(captured, tmp_path):
     cfg = tmp_path / "q.yaml"
     cfg.write_text("compression: none\nexecutor: {workers: 4}\n")
-    rc = main(["quality", "select", "--model", "a.bin", "b.bin", "--input", str(tmp_path), "--output",
+    rc = main(["quality", "select", "--model", "a.bin", "b.bin", "--input", str(tmp_path), "--output-dir",
                str(tmp_path / "o"), "--keep", "0.15", "--language", "zsm", "--config", str(cfg), "--executor", "ray",
                "--tasks", "8", "executor.ray.cpus_per_task=2"])
     assert rc == 0
@@ -110,10 +110,10 @@ def test_quality_train_settings_from_flags(monkeypatch, tmp_path, capsys):
         return {"language": language, "examples": {}, "held_out_metrics": {}}
 
     monkeypatch.setattr(quality, "train", fake_train)
-    rc = main(["quality", "train", "--language", "vi", "--positive", "p", "--negative", "n", "--out", "m.bin",
+    rc = main(["quality", "train", "--language", "vi", "--positive", "p", "--negative", "n", "--output", "m.bin",
                "--dim", "32", "--held-out", "0.2"])
     assert rc == 0
     assert seen["settings"] == TrainSettings(dim=32, held_out=0.2)
-    rc = main(["quality", "train", "--language", "vi", "--positive", "p", "--negative", "n", "--out", "m.bin",
+    rc = main(["quality", "train", "--language", "vi", "--positive", "p", "--negative", "n", "--output", "m.bin",
                "--held-out", "1.5"])
     assert rc == 2 and "held_out: Input should be less than 1" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     write_jsonl(tmp_path / "in" / "th.jsonl.gz", docs)
     config = tmp_path / "c.yaml"
     config.write_text("executor: {tasks: 1}\nprogress: false\nfrequent_lines: {max_count: 5}\n")
-    rc = main(["clean", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+    rc = main(["clean", "--input", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
                "--config", str(config), "--language", "th"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -213,7 +213,7 @@ def test_unbalanced_accounting_is_an_error(tmp_path):
 def test_cli_reports_bad_config(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("minhash: {bands: 30, rows: 10}\n")
-    rc = main(["clean", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--config", str(config)])
+    rc = main(["clean", "--input", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--config", str(config)])
     assert rc == 2
     assert "exceeds num_perm" in capsys.readouterr().err
 

@@ -109,14 +109,14 @@ def test_cli(models, tmp_path, capsys):
     write_jsonl(tmp_path / "pos.jsonl", [{"text": good("vi", rng)} for _ in range(60)])
     write_jsonl(tmp_path / "neg.jsonl", [{"text": bad("vi", rng)} for _ in range(60)])
     rc = main(["quality", "train", "--language", "vi", "--positive", str(tmp_path / "pos.jsonl"), "--negative",
-               str(tmp_path / "neg.jsonl"), "--out", str(tmp_path / "vi.bin"), "--epoch", "5", "--dim", "32",
+               str(tmp_path / "neg.jsonl"), "--output", str(tmp_path / "vi.bin"), "--epoch", "5", "--dim", "32",
                "--bucket", "50000"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["held_out"]["auc"] >= 0.9
     write_jsonl(tmp_path / "in.jsonl", [{"text": good("vi", rng), "language": "vi"} for _ in range(10)])
     rc = main(["quality", "select", "--model", str(tmp_path / "vi.bin"), "--input", str(tmp_path / "in.jsonl"),
-               "--output", str(tmp_path / "sel"), "--keep", "0.2"])
+               "--output-dir", str(tmp_path / "sel"), "--keep", "0.2"])
     assert rc == 0 and "vi: kept 2 of 10" in capsys.readouterr().out
     rc = main(["quality", "select", "--model", str(tmp_path / "vi.bin"), "--input", str(tmp_path / "in.jsonl"),
-               "--output", str(tmp_path / "sel"), "--keep", "1.5"])
+               "--output-dir", str(tmp_path / "sel"), "--keep", "1.5"])
     assert rc == 2 and "keep" in capsys.readouterr().err

@@ -157,13 +157,13 @@ def test_translation_runs_on_the_cluster_executors(model, tmp_path, kind):
 
 def test_cli(model, tmp_path, capsys):
     write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": EN[0]}])
-    rc = main(["translate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output",
+    rc = main(["translate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output-dir",
                str(tmp_path / "out"), "--target", "th,ms", "--beam-size", "1", "--compute-type", "int8"])
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "en → th: translated 1" in printed and "en → ms: translated 1" in printed and "int8" in printed
     with gzip.open(tmp_path / "out" / "ms" / "00000.jsonl.gz", "rt") as f:
         assert json.loads(f.readline())["language"] == "ms"
-    rc = main(["translate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output",
+    rc = main(["translate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--output-dir",
                str(tmp_path / "out"), "--target", "xx"])
     assert rc == 2 and "unknown language 'xx'" in capsys.readouterr().err

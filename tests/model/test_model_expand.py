@@ -105,17 +105,17 @@ def test_expand_command_line(save_hf, tmp_path):
     src = save_hf(hf_model(tied=True, layers=2))
     out = tmp_path / "cli"
     run = subprocess.run([sys.executable, "-m", "sailor2_jax.cli", "expand", "--base", src, "--layers", "4",
-                          "--out", str(out), "--untie-embeddings"], capture_output=True, text=True, timeout=300)
+                          "--output-dir", str(out), "--untie-embeddings"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["new_layers"] == [1, 3] and report["untied"] is True
     assert Path(out, "config.json").is_file()
     chosen = subprocess.run([sys.executable, "-m", "sailor2_jax.cli", "expand", "--base", src, "--layers", "4",
-                             "--out", str(tmp_path / "eps"), "--rms-norm-eps", "1e-5",
+                             "--output-dir", str(tmp_path / "eps"), "--rms-norm-eps", "1e-5",
                              "--max-position-embeddings", "128"], capture_output=True, text=True, timeout=300)
     assert chosen.returncode == 0, chosen.stderr
     hf = json.loads((tmp_path / "eps" / "config.json").read_text())
     assert (hf["rms_norm_eps"], hf["max_position_embeddings"]) == (1e-5, 128)
     again = subprocess.run([sys.executable, "-m", "sailor2_jax.cli", "expand", "--base", src, "--layers", "5",
-                            "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+                            "--output-dir", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "does not divide" in again.stderr

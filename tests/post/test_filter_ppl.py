@@ -61,7 +61,7 @@ def test_filter_ppl_command(tmp_path, capsys):
     lines.insert(3, "{broken")
     lines.append(json.dumps({"prompt": "q", "chosen": udhr("en", 0) * 3, "rejected": "short", "language": "en"}))
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    assert main(["filter-ppl", "--model", str(model), "--input", str(tmp_path / "pairs.jsonl"), "--output",
+    assert main(["filter-ppl", "--model", str(model), "--input", str(tmp_path / "pairs.jsonl"), "--output-dir",
                  str(tmp_path / "out"), "--keep", "0.5", "--max-tokens", "200", "--dtype", "float32"]) == 0
     kept = [json.loads(x) for x in (tmp_path / "out" / "kept.jsonl").read_text().splitlines()]
     removed = [json.loads(x) for x in (tmp_path / "out" / "removed.jsonl").read_text().splitlines()]

@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
 
 def run(root, policy, rm, out, *extra):
     assert main(["onpolicy", "--policy", str(policy), "--reward-model", str(rm), "--prompts",
-                 str(root / "prompts.jsonl"), "--samples", "4", "--out", str(out), "--max-new-tokens", "12",
+                 str(root / "prompts.jsonl"), "--samples", "4", "--output", str(out), "--max-new-tokens", "12",
                  "--temperature", "1.0", "--seed", "3", "--dtype", "float32", *extra]) == 0
     pairs = [json.loads(x) for x in out.read_text().splitlines()]
     return pairs, json.loads((out.parent / f"{out.name}.summary.json").read_text())
@@ -87,5 +87,5 @@ def test_onpolicy_round(setup):
 def test_onpolicy_refuses_one_sample(setup, capsys):
     root, policy, rm = setup
     assert main(["onpolicy", "--policy", str(policy), "--reward-model", str(rm), "--prompts",
-                 str(root / "prompts.jsonl"), "--samples", "1", "--out", str(root / "x.jsonl")]) != 0
+                 str(root / "prompts.jsonl"), "--samples", "1", "--output", str(root / "x.jsonl")]) != 0
     assert "--samples 1" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def test_select_sft_command_writes_scores_selection_summary_plot(tmp_path, hf_lm
     records = _udhr_records(("th", "vi", "km"), ("continue",))
     _, path = _examples(tmp_path, records + [{"messages": [{"role": "user", "content": "hi"}]}])
     out = tmp_path / "sel"
-    rc = main(["select-sft", "--model", hf_lm[1], "--input", path, "--output", str(out), "--keep", "0.3",
+    rc = main(["select-sft", "--model", hf_lm[1], "--input", path, "--output-dir", str(out), "--keep", "0.3",
                "--reward-model", str(tmp_path / "rm"), "--dtype", "float32", "--batch-size", "8",
                "--seq-len", "512"])
     assert rc == 0

@@ -24,7 +24,7 @@ def _lines(path):
 @pytest.mark.slow
 def test_regmix_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "search"
-    assert main(["regmix", "--config", "demo", "--out", str(out), *SMALL]) == 0
+    assert main(["regmix", "--config", "demo", "--output-dir", str(out), *SMALL]) == 0
     languages = ["en", "zh", "vi", "id", "th", "ms", "my", "tl", "km"]  # demo_stage1's, in LANGUAGES order
     table = json.loads((out / "mixtures.json").read_text())
     assert table["languages"] == languages and len(table["mixtures"]) == 16
@@ -54,12 +54,12 @@ def test_regmix_command_end_to_end(tmp_path, capsys):
 
     # a rerun finds everything done
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    assert main(["regmix", "--config", "demo", "--out", str(out), *SMALL]) == 0
+    assert main(["regmix", "--config", "demo", "--output-dir", str(out), *SMALL]) == 0
     assert capsys.readouterr().out.count("skipped") == 4
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
     # a bigger search trains only the new mixtures and refits
-    assert main(["regmix", "--config", "demo", "--out", str(out), *SMALL, "sample.num_mixtures=24"]) == 0
+    assert main(["regmix", "--config", "demo", "--output-dir", str(out), *SMALL, "sample.num_mixtures=24"]) == 0
     grown = json.loads((out / "mixtures.json").read_text())
     assert grown["mixtures"][:16] == table["mixtures"] and len(grown["mixtures"]) == 24
     assert _lines(out / "results.jsonl")[:16] == [json.dumps(r) for r in rows]
@@ -67,5 +67,5 @@ def test_regmix_command_end_to_end(tmp_path, capsys):
     assert json.loads((out / "fit.json").read_text())["mixtures"] == 24
 
     # proxies trained otherwise cannot join this search
-    assert main(["regmix", "--config", "demo", "--out", str(out), *SMALL, "proxy.steps=5"]) == 2
+    assert main(["regmix", "--config", "demo", "--output-dir", str(out), *SMALL, "proxy.steps=5"]) == 2
     assert "another proxy.steps" in capsys.readouterr().err

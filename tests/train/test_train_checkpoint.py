@@ -49,7 +49,7 @@ def test_restore_onto_a_different_mesh_shape(tmp_path):
 def test_export_from_each_kind_of_checkpoint_loads_in_transformers(tmp_path, kind):
     cfg = load(TrainConfig, None, BASE + [f"objective.kind={kind}", "compute.dtype=float32"])
     train(cfg, tmp_path / "run")
-    assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--output-dir", str(tmp_path / "hf")]) == 0
     ours, _ = open_run(tmp_path / "run" / "checkpoints", dtype="float32")
     hf = Qwen2ForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     tokens = np.random.default_rng(0).integers(0, 256, (2, 16))

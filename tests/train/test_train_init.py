@@ -33,7 +33,7 @@ def test_expanded_init_trains_only_new_layers_and_exports(tmp_path):
     assert cfg.model is None and architecture(cfg).num_layers == 4
     result = train(cfg, tmp_path / "run")
     assert result.step == 3 and result.stopped == "done"
-    assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "run"), "--output-dir", str(tmp_path / "hf")]) == 0
 
     trained = dict(Qwen2ForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).named_parameters())
     original = dict(base.named_parameters())

@@ -194,7 +194,7 @@ def _export_worker(ckpt: str, out: str, tokenizer: str) -> None:
 
     source.open_run = load_split
 
-    argv = ["export", "--checkpoint", ckpt, "--out", out, "--tokenizer", tokenizer, "--max-shard-size", SHARD_SIZE]
+    argv = ["export", "--checkpoint", ckpt, "--output-dir", out, "--tokenizer", tokenizer, "--max-shard-size", SHARD_SIZE]
     assert cli.main(argv) == 0
     _assert_complete(Path(out))  # on process 1 too: export returns once process 0 has renamed the directory
     before = sorted((p.name, p.stat().st_mtime_ns) for p in Path(out).iterdir())

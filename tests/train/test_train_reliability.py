@@ -125,7 +125,7 @@ def test_expand_leaves_no_temporary_directory_when_interrupted(tmp_path, signum)
 
     Qwen2ForCausalLM(Qwen2Config(vocab_size=4096, hidden_size=512, intermediate_size=2048, num_hidden_layers=8,
                                  num_attention_heads=8, num_key_value_heads=2)).save_pretrained(tmp_path / "base")
-    cmd = cli_cmd("expand", "--base", str(tmp_path / "base"), "--layers", "16", "--out", str(tmp_path / "out"))
+    cmd = cli_cmd("expand", "--base", str(tmp_path / "base"), "--layers", "16", "--output-dir", str(tmp_path / "out"))
     for _ in range(3):
         # Ctrl-C handled as in a terminal, whatever this test runner inherited (a job started with `&` by a
         # non-interactive shell ignores SIGINT, and so would its children)

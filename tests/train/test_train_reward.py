@@ -94,7 +94,7 @@ def test_reward_objective_learns_separable_pairs(reward_run):
 
 
 def test_reward_run_exports_as_a_transformers_classifier(reward_run, tmp_path):
-    assert main(["export", "--checkpoint", str(reward_run), "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", "--checkpoint", str(reward_run), "--output-dir", str(tmp_path / "hf")]) == 0
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
     assert hf.config.pad_token_id == PAD and hf.config.num_labels == 1
     model, _ = open_run(reward_run, dtype="float32")
@@ -111,7 +111,7 @@ def test_reward_run_is_refused_where_a_language_model_is_asked_for(reward_run, t
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "hi", "language": "en"}) + "\n")
     assert main(["onpolicy", "--policy", str(reward_run), "--reward-model", str(reward_run), "--prompts",
-                 str(prompts), "--out", str(tmp_path / "pairs.jsonl")]) != 0
+                 str(prompts), "--output", str(tmp_path / "pairs.jsonl")]) != 0
     assert "a reward model's run (objective kind: reward) cannot generate" in capsys.readouterr().err
     assert not (tmp_path / "pairs.jsonl").exists()
 
