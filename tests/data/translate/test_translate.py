@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clean_helpers import read_records, write_jsonl
+from datatrove_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
 from sailor2_jax.embedded.synthetic import udhr_lines

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from clean_helpers import write_jsonl
+from datatrove_helpers import write_jsonl
 
 from sailor2_jax.data.clean import suffix
 from sailor2_jax.embedded.synthetic import synthetic_document

@@ -1,4 +1,4 @@
-"""Helpers for the cleaning tests: write corpora and read the pipeline's outputs back."""
+"""Helpers for the tests of the datatrove stages (clean, translate, quality): write corpora, read their outputs back."""
 
 import gzip
 import json

@@ -1,7 +1,7 @@
 """The `clean` fixture: run the pipeline on records or files in a temporary directory."""
 
 import pytest
-from clean_helpers import read_records, write_jsonl
+from datatrove_helpers import read_records, write_jsonl
 
 from sailor2_jax.data.clean import CleanConfig, run_clean
 

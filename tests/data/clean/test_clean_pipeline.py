@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from clean_helpers import read_records, write_jsonl
+from datatrove_helpers import read_records, write_jsonl
 
 from sailor2_jax.cli import main
 from sailor2_jax.data.clean import load_clean_config, run_clean
