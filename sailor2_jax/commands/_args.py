@@ -152,10 +152,10 @@ def flag_overrides(args: argparse.Namespace, fields: dict[str, str]) -> list[str
 EXECUTOR_FLAGS = {"tasks": "executor.tasks", "workers": "executor.workers"}
 
 
-def run_stages(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:
+def run_and_report(command: str, run: Callable[[], dict], report: Callable[[dict], None]) -> int:
     """Run a staged command and report its summary; a broken accounting (kept + rejected != read) exits 1, a Slurm
     submission says where its jobs log."""
-    from sailor2_jax.data.clean.summary import AccountingError
+    from sailor2_jax.data.stages.accounting import AccountingError
 
     try:
         summary = run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sailor2_jax.commands._args import (EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides,
-                                        renamed, run_stages)
+                                        renamed, run_and_report)
 
 NAME = "clean"
 HELP = ("clean JSONL/Parquet documents as Sailor2 did: normalise, URL and exact dedup, sailcraft heuristics, "
@@ -38,4 +38,4 @@ def run(args: argparse.Namespace) -> int:
             removed = ", ".join(f"{k} {v}" for k, v in sorted(t["removed"].items())) or "-"
             print(f"{step:<16}{t['docs_in']:>10} → {t['docs_out']:<10} {removed}")
         print(summary["message"])
-    return run_stages(NAME, lambda: run_clean(args.input, args.output_dir, config), report)
+    return run_and_report(NAME, lambda: run_clean(args.input, args.output_dir, config), report)

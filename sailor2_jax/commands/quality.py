@@ -6,7 +6,7 @@ import argparse
 import json
 
 from sailor2_jax.commands._args import (EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, flag_overrides,
-                                        positive_int, renamed, run_stages)
+                                        positive_int, renamed, run_and_report)
 
 NAME = "quality"
 HELP = "train a fastText quality classifier for a language, or score records and keep the top fraction per language"
@@ -79,4 +79,4 @@ def _select(args: argparse.Namespace) -> int:
         d = summary["documents"]
         print(f"accounting holds: kept {d['kept']} + rejected {d['rejected']} = read {d['read']}; "
               f"histogram: {args.output_dir}/quality.png")
-    return run_stages(NAME, lambda: run_select(args.input, args.output_dir, config), report)
+    return run_and_report(NAME, lambda: run_select(args.input, args.output_dir, config), report)

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.data.clean.read import read_rows
+    from sailor2_jax.data.stages.inputs import read_rows
     from sailor2_jax.post import conversation_files as rec
     from sailor2_jax.files import write_jsonl
     from sailor2_jax.post.reward import load_reward_model

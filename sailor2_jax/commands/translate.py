@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sailor2_jax.commands._args import (EXECUTOR_FLAGS, add_executor_arguments, add_overrides_argument, comma_list,
-                                        flag_overrides, positive_int, renamed, run_stages)
+                                        flag_overrides, positive_int, renamed, run_and_report)
 
 NAME = "translate"
 HELP = ("translate JSONL/Parquet records with an NLLB/M2M100 model (CTranslate2 or transformers), on the cleaning "
@@ -51,4 +51,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary['records']['read']} records read ({summary['records']['unreadable']} unreadable); "
               f"{summary['segments']} segments at {summary['segments_per_second']} segments/s "
               f"({engine['engine']}, {engine['device']}, {engine['compute_type']})")
-    return run_stages(NAME, lambda: run_translate(args.input, args.output_dir, config), report)
+    return run_and_report(NAME, lambda: run_translate(args.input, args.output_dir, config), report)

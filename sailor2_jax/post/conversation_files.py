@@ -133,7 +133,7 @@ def process_rows(batching, process_index: int | None, process_count: int | None)
 def input_files(paths: Sequence[str]) -> list[str]:
     """Files and directories (searched recursively) → the JSONL/Parquet files, sorted; a missing path is an error."""
     from sailor2_jax.config import resolve_path
-    from sailor2_jax.data.clean.read import list_input_files
+    from sailor2_jax.data.stages.inputs import list_input_files
 
     if not paths:
         raise ValueError("no input files given (data.files / --input)")
@@ -149,7 +149,7 @@ def file_stamps(paths: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
 
 
 def _rows(paths: Sequence[str], acc: Accounting) -> Iterator[tuple[Source, dict | None, str | None]]:
-    from sailor2_jax.data.clean.read import read_rows
+    from sailor2_jax.data.stages.inputs import read_rows
 
     files = input_files(paths)
     acc.files += len(files)

@@ -8,6 +8,6 @@ overrides)`.
 
 from sailor2_jax.data.clean.config import CleanConfig, load_clean_config
 from sailor2_jax.data.clean.pipeline import run_clean
-from sailor2_jax.data.clean.summary import AccountingError
+from sailor2_jax.data.stages.accounting import AccountingError
 
 __all__ = ["AccountingError", "CleanConfig", "load_clean_config", "run_clean"]

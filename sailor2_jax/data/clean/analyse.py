@@ -18,12 +18,12 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean import hashing
-from sailor2_jax.data.clean.accounting import intern
+from sailor2_jax.data.stages.accounting import intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.minhash import MinHasher
-from sailor2_jax.data.clean.outputs import JsonlOut, rejected_record
+from sailor2_jax.data.stages.outputs import JsonlOut, rejected_record
 from sailor2_jax.data.clean.step import CleanStep, CountedStep
 from sailor2_jax.data.clean.text import normalise, words
 from sailor2_jax.languages import LANGUAGES

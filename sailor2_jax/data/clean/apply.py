@@ -13,7 +13,7 @@ from sailor2_jax.data.clean.decide import DECIDE_STEPS, FIXED_REASONS
 from sailor2_jax.data.clean.heuristics import check
 from sailor2_jax.data.clean.langid import LanguageIdentifier
 from sailor2_jax.data.clean.perplexity import PerplexityModel
-from sailor2_jax.data.clean.outputs import JsonlOut, jsonl_file, kept_record, rejected_record
+from sailor2_jax.data.stages.outputs import JsonlOut, jsonl_file, kept_record, rejected_record
 from sailor2_jax.data.clean.step import CleanStep, CountedStep
 
 

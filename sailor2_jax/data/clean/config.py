@@ -13,31 +13,7 @@ from pydantic import Field
 from sailor2_jax.config import Config, describe, find_config, load
 from sailor2_jax.languages import canonical_language
 from sailor2_jax.data.clean.params import SAILCRAFT, LanguageParams
-
-
-class SlurmConfig(Config):
-    partition: str = "cpu"
-    time: str = "24:00:00"
-    cpus_per_task: int = Field(1, gt=0)
-    mem_per_cpu_gb: int = Field(2, gt=0)
-    gpus_per_task: int = Field(0, ge=0, description="GPUs per task (translation and quality scoring on GPUs)")
-    venv_path: str | None = None
-    sbatch_args: dict[str, str] = Field(default_factory=dict)
-
-
-class RayConfig(Config):
-    address: str | None = None  # None: `ray.init()` joins RAY_ADDRESS or starts a local cluster
-    cpus_per_task: int = Field(1, gt=0)
-    mem_per_cpu_gb: float = Field(2, gt=0)
-    gpus_per_task: float = Field(0, ge=0, description="GPUs per task (translation and quality scoring on GPUs)")
-
-
-class ExecutorConfig(Config):
-    kind: Literal["local", "slurm", "ray"] = "local"
-    tasks: int = Field(1, gt=0, description="shards of the input (files are split between tasks)")
-    workers: int = Field(1, gt=0, description="tasks run at once (local executor)")
-    slurm: SlurmConfig = SlurmConfig()
-    ray: RayConfig = RayConfig()
+from sailor2_jax.data.stages.executor import ExecutorConfig
 
 
 class MinHashConfig(Config):

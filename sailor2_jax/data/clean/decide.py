@@ -14,7 +14,7 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.io import DataFolder
 
-from sailor2_jax.data.clean.accounting import StepCounter, intern
+from sailor2_jax.data.stages.accounting import StepCounter, intern
 from sailor2_jax.data.clean.config import CleanConfig
 from sailor2_jax.data.clean.minhash import cluster_duplicates
 from sailor2_jax.data.clean.step import CleanStep

@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from pathlib import Path
 
-from datatrove.executor.base import PipelineExecutor
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from sailor2_jax.data.clean.analyse import Annotate, Normalise, WorkWriter
 from sailor2_jax.data.clean.apply import ApplyDecisions, OutputWriter, PerplexityFilter, SecondPass
-from sailor2_jax.data.clean.config import CleanConfig, ExecutorConfig
+from sailor2_jax.data.clean.config import CleanConfig
+from sailor2_jax.data.stages.executor import run_stages
 from sailor2_jax.data.clean.decide import Decide
 from sailor2_jax.data.clean.lines import FrequentLineFilter, FrequentLines
 from sailor2_jax.data.clean.read import InputReader
@@ -61,48 +60,6 @@ def stages(inputs: list[str], out_dir: str, config: CleanConfig) -> list[tuple[s
         apply.append(PerplexityFilter(config, out))
     apply.append(OutputWriter(config, out))
     return [*plan, ("apply", apply, tasks), ("summarise", [Summarise(out)], 1)]
-
-
-def executor(ex: ExecutorConfig, name: str, pipeline: list[PipelineStep], tasks: int, logs: str,
-             depends: PipelineExecutor | None) -> PipelineExecutor:
-    """A datatrove executor of the kind `ex` names, for one stage (`depends`: the stage before it)."""
-    if ex.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(ex.workers, tasks), logging_dir=logs,
-                                     skip_completed=False, depends=depends)
-    if ex.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = ex.slurm
-        return SlurmPipelineExecutor(pipeline, tasks=tasks, time=s.time, partition=s.partition,
-                                     cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb,
-                                     gpus_per_task=s.gpus_per_task, venv_path=s.venv_path,
-                                     sbatch_args=s.sbatch_args or None, job_name=name, logging_dir=logs,
-                                     skip_completed=False, depends=depends)
-    from datatrove.executor import RayPipelineExecutor
-
-    r = ex.ray
-    return RayPipelineExecutor(pipeline, tasks=tasks, workers=min(ex.workers, tasks), logging_dir=logs,
-                               cpus_per_task=r.cpus_per_task, mem_per_cpu_gb=r.mem_per_cpu_gb,
-                               gpus_per_task=r.gpus_per_task, skip_completed=False, depends=depends)
-
-
-def run_stages(ex: ExecutorConfig, plan: list[tuple[str, list[PipelineStep], int]], out: Path, prefix: str) -> None:
-    """Chain the stages with `depends=` and launch the last: datatrove runs each dependency first."""
-    if ex.kind == "ray":
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=ex.ray.address)
-    previous = None
-    for name, pipeline, tasks in plan:
-        previous = executor(ex, f"{prefix}-{name}", pipeline, tasks, str(out / "logs" / name), previous)
-    with warnings.catch_warnings():
-        # the local executor forks a multiprocessing Manager, its queue server; JAX, when the caller imported it,
-        # warns that forking a multithreaded process may deadlock. The server runs no JAX and no threads of ours.
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        previous.run()
 
 
 def run_clean(inputs: list[str], out_dir: str | Path, config: CleanConfig) -> dict:

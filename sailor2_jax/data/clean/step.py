@@ -8,7 +8,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
 
-from sailor2_jax.data.clean.accounting import StepCounter
+from sailor2_jax.data.stages.accounting import StepCounter
 from sailor2_jax.data.clean.config import CleanConfig
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -10,21 +9,12 @@ from datatrove.data import DocumentsPipeline
 from datatrove.io import DataFolder
 from datatrove.pipeline.base import PipelineStep
 
-from sailor2_jax.data.clean.accounting import STEPS, merge_stats, step_totals
+from sailor2_jax.data.stages.accounting import AccountingError, count_records, merge_stats, step_totals
 
-
-class AccountingError(RuntimeError):
-    """kept + rejected differs from the number of documents read."""
-
-
-def count_records(folder: Path) -> int:
-    """Lines actually written under `folder` (the check counts files, not counters)."""
-    total = 0
-    for path in sorted(folder.glob("*.jsonl*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            total += sum(1 for _ in f)
-    return total
+# The steps of the cleaning pipeline, in order; summary.json and the chart list them this way (translation and quality
+# selection count their own steps with the same counters).
+STEPS = ("read", "normalise", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash", "substring_dedup",
+         "frequent_lines", "second_pass", "kenlm")
 
 
 def write_summary(out_dir: Path, stats: dict[str, dict[str, dict]]) -> dict:
@@ -65,7 +55,7 @@ class Summarise(PipelineStep):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         path = Path(self.out_dir.path)
-        check_balance(write_summary(path, merge_stats(self.out_dir)), path / "summary.json")
+        check_balance(write_summary(path, merge_stats(self.out_dir, STEPS)), path / "summary.json")
         return
         yield  # a PipelineStep's run is a generator; this stage yields no documents
 

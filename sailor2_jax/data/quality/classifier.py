@@ -23,7 +23,7 @@ from pydantic import Field
 from sailor2_jax.config import Config
 from sailor2_jax.languages import canonical_language
 from sailor2_jax.data.clean.params import SAILCRAFT
-from sailor2_jax.data.clean.read import list_input_files, read_rows
+from sailor2_jax.data.stages.inputs import list_input_files, read_rows
 from sailor2_jax.data.clean.text import words
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"

@@ -26,13 +26,13 @@ import pydantic
 from pydantic import Field
 
 from sailor2_jax.config import Config, find_config, load
-from sailor2_jax.data.clean.accounting import StepCounter, intern, merge_stats
-from sailor2_jax.data.clean.config import ExecutorConfig
+from sailor2_jax.data.stages.accounting import StepCounter, intern, merge_stats
+from sailor2_jax.data.stages.executor import ExecutorConfig
 from sailor2_jax.languages import canonical_language
-from sailor2_jax.data.clean.pipeline import run_stages
-from sailor2_jax.data.clean.read import RecordReader
-from sailor2_jax.data.clean.outputs import REJECTION_KEY, JsonlOut, jsonl_file, rejected_record
-from sailor2_jax.data.clean.summary import AccountingError, count_records
+from sailor2_jax.data.stages.executor import run_stages
+from sailor2_jax.data.stages.inputs import RecordReader
+from sailor2_jax.data.stages.outputs import REJECTION_KEY, JsonlOut, jsonl_file, rejected_record
+from sailor2_jax.data.stages.accounting import AccountingError, count_records
 
 STEPS = ("read", "score", "select")
 _BATCH = 512  # records scored per fastText call

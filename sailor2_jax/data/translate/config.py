@@ -10,7 +10,7 @@ import pydantic
 from pydantic import Field
 
 from sailor2_jax.config import Config, find_config, load
-from sailor2_jax.data.clean.config import ExecutorConfig
+from sailor2_jax.data.stages.executor import ExecutorConfig
 from sailor2_jax.languages import canonical_language
 from sailor2_jax.languages import FLORES
 

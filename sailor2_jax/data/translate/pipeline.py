@@ -22,11 +22,11 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
-from sailor2_jax.data.clean.accounting import StepCounter, merge_stats, step_totals
-from sailor2_jax.data.clean.pipeline import run_stages
-from sailor2_jax.data.clean.read import RecordReader
-from sailor2_jax.data.clean.outputs import JsonlOut, rejected_record
-from sailor2_jax.data.clean.summary import AccountingError, count_records
+from sailor2_jax.data.stages.accounting import StepCounter, merge_stats, step_totals
+from sailor2_jax.data.stages.executor import run_stages
+from sailor2_jax.data.stages.inputs import RecordReader
+from sailor2_jax.data.stages.outputs import JsonlOut, rejected_record
+from sailor2_jax.data.stages.accounting import AccountingError, count_records
 from sailor2_jax.data.translate.config import TranslateConfig
 from sailor2_jax.data.translate.engine import Engine, convert_to_ctranslate2, is_ctranslate2_model, load_engine
 from sailor2_jax.data.translate.segment import join_document, split_document

@@ -255,7 +255,8 @@ def test_demo_corpus_cleans_and_balances(tmp_path):
 def test_executor_kind_comes_from_config(tmp_path, kind, cls, substring):
     """Slurm and Ray executors are built from the config with the same chained stages (nothing is launched)."""
     from sailor2_jax.data.clean.config import CleanConfig
-    from sailor2_jax.data.clean.pipeline import executor, stages
+    from sailor2_jax.data.stages.executor import executor
+    from sailor2_jax.data.clean.pipeline import stages
 
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": GOOD}])
     config = CleanConfig(executor={"kind": kind, "tasks": 4, "workers": 4}, substring_dedup={"enabled": substring})

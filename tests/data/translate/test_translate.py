@@ -143,7 +143,7 @@ def test_engine_failure_is_a_counted_rejection(model, tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["slurm", "ray"])
 def test_translation_runs_on_the_cluster_executors(model, tmp_path, kind):
     """The same stages on Slurm or Ray, a GPU per task (the executors are built, nothing is launched)."""
-    from sailor2_jax.data.clean.pipeline import executor
+    from sailor2_jax.data.stages.executor import executor
     from sailor2_jax.data.translate.pipeline import stages
 
     write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": EN[0]}])

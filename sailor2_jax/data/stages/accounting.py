@@ -3,16 +3,12 @@ summed into `summary.json`. Bytes are UTF-8 bytes of the text as it enters and l
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import defaultdict
+from pathlib import Path
 
 from datatrove.io import DataFolder
-
-# The steps of the cleaning pipeline, in order; summary.json and the chart list them this way. Other pipelines
-# (translation, quality selection) count their own steps with the same counters.
-STEPS = ("read", "normalise", "url_dedup", "exact_dedup", "heuristics", "lid", "minhash", "substring_dedup",
-         "frequent_lines", "second_pass", "kenlm")
-
 
 def _empty() -> dict:
     return {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "removed": defaultdict(int)}
@@ -63,7 +59,7 @@ def _plain(c: dict) -> dict:
     return {**c, "removed": dict(c["removed"])}
 
 
-def merge_stats(folder: DataFolder, order: tuple[str, ...] = STEPS) -> dict[str, dict[str, dict]]:
+def merge_stats(folder: DataFolder, order: tuple[str, ...]) -> dict[str, dict[str, dict]]:
     """Sum every task's counters (under `folder`/work/stats): {step: {language: counts}}, steps in `order`."""
     merged: dict[str, dict[str, dict]] = {}
     for path in sorted(folder.list_files("work/stats")):
@@ -92,3 +88,17 @@ def intern(table: list[str], value: str) -> int:
     except ValueError:
         table.append(value)
         return len(table) - 1
+
+
+class AccountingError(RuntimeError):
+    """kept + rejected differs from the number of documents read."""
+
+
+def count_records(folder: Path) -> int:
+    """Lines actually written under `folder` (the check counts files, not counters)."""
+    total = 0
+    for path in sorted(folder.glob("*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            total += sum(1 for _ in f)
+    return total
