@@ -16,18 +16,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from sailor2_jax.data import mixture
-from sailor2_jax.data.config import (
-    LANGUAGE_INDEX,
-    LANGUAGES,
-    DataConfig,
-    FileSource,
-    OnBadInput,
-    TaskConfig,
-    TfdsSource,
-)
+from sailor2_jax.data.config import DataConfig, FileSource, OnBadInput, TaskConfig, TfdsSource
 from sailor2_jax.data.sources import COUNTS, BadInputError, expand_files, read_documents
 from sailor2_jax.data.tf_runtime import seqio, tf
 from sailor2_jax.data.vocab import QwenVocabulary, get_vocabulary
+from sailor2_jax.languages import LANGUAGE_INDEX, LANGUAGES
 
 SPLIT = "train"
 TOKENIZE_BATCH = 256  # documents per call into the Rust tokenizer: amortises the py_function hop
