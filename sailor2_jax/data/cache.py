@@ -124,7 +124,7 @@ class _WriteShard(beam.DoFn):
                      "max": max(lengths)}
 
 
-def _write_stats(element: tuple[str, dict[str, list]], cache_dir: str, languages: dict[str, str]) -> str:
+def _write_stats(element: tuple[str, dict[str, Iterable[Any]]], cache_dir: str, languages: dict[str, str]) -> str:
     name, grouped = element
     shards = grouped["shards"]
     skipped: dict[str, int] = {}

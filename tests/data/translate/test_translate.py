@@ -79,6 +79,16 @@ def test_translate_end_to_end_and_engines_agree(model, tmp_path):
     assert runs["ctranslate2"] == runs["transformers"]
 
 
+def test_conversion_from_a_relative_directory(model, tmp_path, monkeypatch):
+    """CTranslate2's converter copies `copy_files` by name from inside the model directory: a directory given
+    relative to the working directory (what a user types) converts, tokenizer files included."""
+    from sailor2_jax.data.translate.engine import convert_to_ctranslate2
+
+    monkeypatch.chdir(model.parent)
+    out = convert_to_ctranslate2(Path(model.name), tmp_path / "ct2")
+    assert (out / "model.bin").is_file() and (out / "tokenizer.json").is_file()
+
+
 def test_preference_records_and_shards(model, tmp_path):
     pref = [{"id": f"p{i}", "prompt": EN[i], "chosen": [{"role": "user", "content": EN[i]},
                                                        {"role": "assistant", "content": EN[i + 1]}],
