@@ -4,6 +4,7 @@ stage's summary, checks and seconds."""
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from types import ModuleType
@@ -58,7 +59,9 @@ def run_demo(out: str | Path, stages: tuple[ModuleType, ...] = STAGES, console: 
             raise DemoFailed(f"stage {number} ({name}): check failed: {'; '.join(failed)} (its summary: "
                              f"{ctx.out / 'summary.json'})")
         passed = f"{len(result.checks)} checks passed" if result.checks else "no checks"
-        ctx.console.print(f"[dim]{number}. {name}: {passed}, {seconds}s")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+        summary["stages"][name]["peak_rss_gib"] = round(peak, 2)
+        ctx.console.print(f"[dim]{number}. {name}: {passed}, {seconds}s, peak memory so far {peak:.1f} GiB")
     summary["seconds"] = round(time.perf_counter() - start, 1)
     write_json(ctx.out / "summary.json", summary)
     ctx.console.rule(f"[bold]demo finished in {summary['seconds']}s, {sum(map(len, (r.checks for r in ctx.results.values())))} "
