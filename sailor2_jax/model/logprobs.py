@@ -30,7 +30,7 @@ def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk
                     with_greedy: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """`token_logprobs` from the final-normed hidden states [B, T, D] (for callers that also use the states)."""
     B, T, D = x_BTD.shape
-    C = chunk if T % chunk == 0 else T
+    C = max(c for c in range(1, min(chunk, T) + 1) if T % c == 0)  # the longest chunk ≤ `chunk` that tiles T
 
     @jax.checkpoint
     def chunk_logprobs(x_BCD, targets_BC):
