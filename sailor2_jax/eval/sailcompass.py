@@ -255,28 +255,41 @@ def scoring_task(cfg: DatasetConfig, source: Source, name: str) -> dict:
     return task
 
 
-def convert(cfg: DatasetConfig, source: Source, data_root: Path, out: Path) -> tuple[dict, int, list[str]]:
-    """(task entry, records written, rejections 'file:line: reason') for one dataset config."""
-    name = task_name(cfg)
-    language = _language(cfg, name)
-    load = _loader(cfg, source, language.split("-")[0])
+def load_entries(cfg: DatasetConfig, source: Source, data_root: Path) -> list[tuple[str, dict | str]]:
+    """(file:line, the record as SailCompass' loader leaves it, or why it cannot be read) for a config's data."""
+    load = _loader(cfg, source, _language(cfg, task_name(cfg)).split("-")[0])
     path = data_root / Path(cfg.path.removeprefix("./data/").removeprefix("data/"))
-    records, rejected = [], []
+    out = []
     for number, row in read_rows(path):
         where = f"{path}:{number}"
         try:
             if isinstance(row, str):
                 raise ValueError(row)
-            entry = load(dict(row))
+            out.append((where, load(dict(row))))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            out.append((where, f"{type(e).__name__}: {e}"[:300]))
+    return out
+
+
+def convert(cfg: DatasetConfig, source: Source, data_root: Path, out: Path) -> tuple[dict, int, list[str]]:
+    """(task entry, records written, rejections 'file:line: reason') for one dataset config."""
+    name = task_name(cfg)
+    language = _language(cfg, name)
+    records, rejected = [], []
+    for where, entry in load_entries(cfg, source, data_root):
+        try:
+            if isinstance(entry, str):
+                raise ValueError(entry)
+            number = where.rsplit(":", 1)[1]
             if cfg.labelled:
-                labels = list(cfg.template)
+                labels = [str(x) for x in cfg.template]
                 gold = str(entry[cfg.output_column])
-                if gold not in map(str, labels):
+                if gold not in labels:
                     raise ValueError(f"answer {gold!r} is none of the labels {labels}")
-                prompts = [render_items(template_items(cfg.template[label]), entry) for label in labels]
+                prompts = [render_items(template_items(cfg.template[label]), entry) for label in cfg.template]
                 context, choices = split_choices(prompts)
-                records.append({"context": context, "choices": choices, "gold": [str(x) for x in labels].index(gold),
-                                "labels": [str(x) for x in labels], "language": language, "id": f"{name}-{number}"})
+                records.append({"context": context, "choices": choices, "gold": labels.index(gold),
+                                "labels": labels, "language": language, "id": f"{name}-{number}"})
             else:
                 answer = entry[cfg.output_column]
                 references = [str(a) for a in answer] if isinstance(answer, list) else [str(answer)]

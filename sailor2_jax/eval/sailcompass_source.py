@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,15 @@ class _Interpreter:
         self.fail(node, "condition")
 
 
+def _parse(file: Path) -> ast.Module:
+    with warnings.catch_warnings():  # SailCompass writes regexes as "\\s" in plain f-strings
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        return ast.parse(file.read_text(encoding="utf-8"), str(file))
+
+
 def read_module(file: Path) -> dict[str, Any]:
     """The module-level names of a Python file, evaluated as the module docstring says."""
-    return _Interpreter(file).module(ast.parse(file.read_text(encoding="utf-8"), str(file)))
+    return _Interpreter(file).module(_parse(file))
 
 
 # --- dataset configs ----------------------------------------------------------------------------------------------
@@ -203,8 +210,7 @@ def read_dataset_configs(file: Path) -> list[DatasetConfig]:
 # --- constants in its Python modules ------------------------------------------------------------------------------
 
 def _function(file: Path, name: str) -> ast.FunctionDef:
-    tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
-    for node in ast.walk(tree):
+    for node in ast.walk(_parse(file)):
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return node
     raise ValueError(f"{file}: no function {name}()")
@@ -239,8 +245,7 @@ def option_patterns(root: Path) -> list[str]:
 def evaluator_labels(root: Path, module: str, evaluator: str) -> list[str]:
     """The labels an option evaluator (M3Exam's, Belebele's) cuts a prediction at, in source order."""
     file = root / "datasets" / f"{module}.py"
-    tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
-    for node in tree.body:
+    for node in _parse(file).body:
         if isinstance(node, ast.ClassDef) and node.name == evaluator:
             for sub in ast.walk(node):
                 if (isinstance(sub, ast.Assign) and any(getattr(t, "id", None) == "prompts" for t in sub.targets)):
