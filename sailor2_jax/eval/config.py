@@ -34,7 +34,7 @@ import pydantic
 from sailor2_jax.config import Config, resolve_path
 from sailor2_jax.eval.sailcompass_metrics import SailCompassScoring
 
-GenerationMetric = Literal["chrf++", "chrf", "bleu", "exact_match", "f1",
+GenerationMetric = Literal["chrf++", "chrf", "bleu", "exact_match", "f1", "exact",
                            # SailCompass' evaluators (eval/sailcompass_metrics.py), on the raw output
                            "em_sc", "f1_sc", "em_tydiqa", "f1_tydiqa", "bleu_sc", "chrf++_sc", "option_sc"]
 SAILCOMPASS_METRICS = ("em_sc", "f1_sc", "em_tydiqa", "f1_tydiqa", "bleu_sc", "chrf++_sc", "option_sc")

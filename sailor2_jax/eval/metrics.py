@@ -1,6 +1,8 @@
 """Generation metrics: chrF/chrF++ and BLEU from sacrebleu (corpus level; sentence level per record), exact match
 and token F1 as the SQuAD v1.1 script (and TyDi QA GoldP, which reuses it) computes them: the best over the
-references, on answers lower-cased, without punctuation, articles and extra whitespace. All on a 0-100 scale.
+references, on answers lower-cased, without punctuation, articles and extra whitespace; `exact`: the post-processed
+output equals a reference as a string (for option letters, which SQuAD's normalisation would erase: "A" is an
+article). All on a 0-100 scale.
 
 Outputs are post-processed before scoring: cut before the first stop string, then `strip` (surrounding
 whitespace), `first_line` (the first non-empty line, stripped) or `none`; `normalize_digits` writes every decimal
@@ -109,6 +111,8 @@ def sentence_scores(task: GenerationTask, output: str, references: Sequence[str]
             out[name] = metric.sentence_score(pred, [references[0].lower()]).score
         elif name == "exact_match":
             out[name] = exact_match(output, references)
+        elif name == "exact":
+            out[name] = 100.0 * (output in references)
         elif name == "f1":
             out[name] = token_f1(output, references)
         else:
@@ -125,7 +129,7 @@ def corpus_scores(task: GenerationTask, outputs: Sequence[str], references: Sequ
     for name in task.metrics:
         if name in ("bleu_sc", "chrf++_sc"):  # SailCompass' evaluator: one reference per record
             out[name] = sc.textgen_scores(outputs, [r[0] for r in references], task.sailcompass)[name]
-        elif name in ("exact_match", "f1", "option_sc", "em_sc", "f1_sc", "em_tydiqa", "f1_tydiqa"):
+        elif name in ("exact_match", "exact", "f1", "option_sc", "em_sc", "f1_sc", "em_tydiqa", "f1_tydiqa"):
             out[name] = sum(r[name] for r in per_record) / len(per_record)
         else:
             out[name] = _sacrebleu(name, task).corpus_score(list(outputs), _streams(references)).score

@@ -7,7 +7,8 @@ say: `data/m3exam/vietnamese-questions-test.json`, `data/xcopa/th_test.jsonl`, .
 What SailCompass (OpenCompass 001e77f, no meta template, ZeroRetriever) feeds the model, reproduced here:
 - **Prompts**: the template's items (`begin`, then `round`: the instruction line, three fixed examples, the query,
   the answer label) each formatted with OpenCompass' `safe_format` (every `{column}` of the record replaced in
-  column order, other braces left alone), joined with "\\n" (an empty item adds nothing but its separator's turn).
+  column order, other braces left alone), joined with "\\n" (an empty item adds nothing; an item after the first
+  is preceded by the separator even when the first was empty).
   Generation prompts blank the answer column first, as its `GenInferencer` does.
 - **Choice tasks** (its `PPLInferencer`): one whole prompt per label; a record's `context` is the part every label's
   prompt shares (the items before the first that differs, and the separator), its `choices` the rest, so
@@ -75,8 +76,9 @@ def render_items(items: list, entry: dict) -> list[str | None]:
 
 
 def join_items(texts: list[str | None]) -> str:
-    """OpenCompass' LMTemplateParser without a meta template: items joined with "\\n"; the separator is owed from
-    the second item on, whether or not the item before added text."""
+    """OpenCompass' LMTemplateParser without a meta template: the non-empty items joined with "\\n", and a separator
+    before every non-empty item but the very first item of the list (so an empty first item leaves a leading
+    "\\n")."""
     prompt, sep = "", ""
     for text in texts:
         if text:
@@ -277,9 +279,10 @@ def convert(cfg: DatasetConfig, source: Source, data_root: Path, out: Path) -> t
     language = _language(cfg, name)
     records, rejected = [], []
     for where, entry in load_entries(cfg, source, data_root):
+        if isinstance(entry, str):
+            rejected.append(f"{where}: {entry}")
+            continue
         try:
-            if isinstance(entry, str):
-                raise ValueError(entry)
             number = where.rsplit(":", 1)[1]
             if cfg.labelled:
                 labels = [str(x) for x in cfg.template]
