@@ -316,7 +316,10 @@ class _Dumper(yaml.SafeDumper):
 
 
 def import_sailcompass(src: Path, data: Path, out: Path, only: list[str] | None = None) -> dict:
-    """Write DIR/sailcompass.yaml and DIR/data/<task>.jsonl (module docstring); returns {task: counts}."""
+    """Write DIR/sailcompass.yaml and DIR/data/<task>.jsonl (module docstring); returns {task: counts}. `data` is
+    the directory holding m3exam/, xcopa/, ... or the dataset download above it (which keeps them under data/)."""
+    if not (data / "m3exam").is_dir() and (data / "data").is_dir():
+        data = data / "data"
     config_dir = src / "configs" / "datasets"
     if not config_dir.is_dir() or not (src / "sailor_text_postprocessors.py").is_file():
         raise FileNotFoundError(f"{src}: not a SailCompass checkout (configs/datasets/ and "
