@@ -132,3 +132,25 @@ def test_textgen_lowercases_and_uses_13a(scoring):
     preds, refs = ["แมว นอน บน เสื่อ สีแดง", "the cat sat on the mat"], [["แมว นอน บน เสื่อ สีแดง", "the cat sat on the mat."]]
     assert got["bleu_sc"] == pytest.approx(BLEU(tokenize="13a").corpus_score(preds, refs).score) and got["bleu_sc"] < 100
     assert got["chrf++_sc"] == pytest.approx(CHRF(word_order=2).corpus_score(preds, refs).score)
+
+
+def test_imported_generation_tasks_run(fixture_dirs, loaded):
+    """The imported generation tasks through `eval` on a tiny model: SailCompass' scorers on the raw outputs, language
+    consistency where the output is text (not for option letters), every record scored."""
+    from sailor2_jax.eval.config import load_tasks
+    from sailor2_jax.eval.run import Evaluator
+    checkout, data, out = fixture_dirs
+    assert main(["eval-import", "sailcompass", "--src", str(checkout), "--data", str(data), "--output-dir", str(out),
+                 "--only", "xquad_th", "tydiqa_id", "flores_en_th", "m3exam_vi"]) == 0
+    tasks = load_tasks(out / "sailcompass.yaml", ["max_length=256", "batch_size=2"])
+    summary = Evaluator(loaded, tasks).run(out / "run", "tiny")
+    m = summary["tasks"]
+    assert {"em_sc", "f1_sc", "language_consistency", "em_sc/th"} <= set(m["xquad_th"])
+    assert {"em_tydiqa", "f1_tydiqa", "language_consistency"} <= set(m["tydiqa_id"])
+    assert {"bleu_sc", "chrf++_sc", "language_consistency/en-th"} <= set(m["flores_en_th"])
+    assert set(m["m3exam_vi"]) == {"option_sc", "option_sc/vi"}
+    assert summary["records"]["xquad_th"] == {"read": 2, "scored": 2, "skipped": 0}
+    rows = [json.loads(x) for x in (out / "run" / "flores_en_th.jsonl").read_text().splitlines()]
+    assert all(r["output"] == r["raw_output"] and "output_language" in r for r in rows)
+    expected = 100 * sum(r["language_consistent"] for r in rows) / len(rows)
+    assert m["flores_en_th"]["language_consistency"] == pytest.approx(expected)
