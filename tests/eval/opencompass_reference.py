@@ -72,11 +72,14 @@ def setup() -> None:
     retr.ZeroRetriever = importlib.import_module("opencompass.openicl.icl_retriever.icl_zero_retriever").ZeroRetriever
     ev = sys.modules["opencompass.openicl.icl_evaluator"]
     ev.BaseEvaluator = importlib.import_module("opencompass.openicl.icl_evaluator.icl_base_evaluator").BaseEvaluator
+    # SailCompass' configs import its evaluators from here: placeholders (the evaluators are compared separately)
+    ev.__getattr__ = lambda attr: _Placeholder.__getattr__(ev, attr)
     sys.modules["opencompass.datasets"] = _Placeholder("opencompass.datasets")
 
 
 def read_config(file: str) -> dict:
-    """Our fixture config, run with the placeholders (it is ours: SailCompass' own are never run here)."""
+    """A dataset config, run with the placeholders: our fixture's, or with SAILCOMPASS_SRC the user's SailCompass
+    checkout's (run here, in the reference venv, as OpenCompass itself runs them; the project only parses them)."""
     from opencompass.openicl.icl_inferencer.icl_gen_inferencer import GenInferencer
     from opencompass.openicl.icl_inferencer.icl_ppl_inferencer import PPLInferencer
     from opencompass.openicl.icl_prompt_template import PromptTemplate

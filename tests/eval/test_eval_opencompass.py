@@ -1,5 +1,5 @@
-"""SailCompass' protocol against OpenCompass' own code (opencompass 0.2.2 in `.venv-opencompass`, `make opencompass-venv`
-; its compared modules equal those of 001e77f, the commit SailCompass pins), run in a subprocess
+"""SailCompass' protocol against OpenCompass' own code (opencompass 0.2.2 in `.venv-opencompass`, built by `make
+opencompass-venv`; its compared modules equal those of 001e77f, the commit SailCompass pins), run in a subprocess
 (tests/eval/opencompass_reference.py) on a stand-in SailCompass checkout and data of ours in SailCompass' formats
 (tests/eval/sailcompass_fixture.py): letter-option M3Exam vi/jv (a Cyrillic "В", lower-case letters), Thai-digit
 M3Exam th, Thai QA, TyDi QA, Thai FLORES, XCOPA th / Belebele th / M3Exam vi as PPL choices.
@@ -10,7 +10,8 @@ M3Exam th, Thai QA, TyDi QA, Thai FLORES, XCOPA th / Belebele th / M3Exam vi as 
   and the choices (lowest wins) are the same;
 - with SAILCOMPASS_SRC naming a SailCompass checkout (it has no licence and is on no package registry, so only a
   user can supply it), SailCompass' own evaluators score fixed predictions (Thai QA with partial credit, vi/jv
-  letter options, Thai digits, Thai FLORES) as ours do, within 1e-6.
+  letter options, Thai digits, Thai FLORES) as ours do, within 1e-6, and all of its configs render as OpenCompass
+  renders them.
 """
 
 from __future__ import annotations
@@ -160,3 +161,55 @@ def test_metrics_equal_sailcompass_evaluators(tmp_path):
             # AnsEvaluator leaves F1 out when it equals EM
             expected = theirs.get(names[metric], theirs["EM"] if metric == "f1_sc" else None)
             assert ours[metric] == pytest.approx(expected, abs=1e-6), (name, metric, ours, theirs)
+
+
+def _synthetic_data(configs, data: Path) -> None:
+    """One record per data file, in SailCompass' formats, with every field its configs read."""
+    for c in configs:
+        path = data / c.path.removeprefix("./data/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if c.dataset_type.startswith("M3EXAM"):
+            n = int(path.stem.rsplit("-", 1)[1]) if path.stem.rsplit("-", 1)[1].isdigit() else 4
+            letters = {"M3EXAMTHDataset": "12345", "M3EXAMJvDataset": "abcde"}.get(c.dataset_type, "AB\u0412DE")
+            answer = "\u0e52" if c.dataset_type == "M3EXAMTHDataset" else letters[2 if "VI" in c.dataset_type else 1]
+            path.write_text(json.dumps([{"question_text": "Câu {x} hỏi …", "answer_text": answer,
+                                         "options": [f"{letters[i]}. opt{i}" for i in range(n)]}]))
+        elif c.dataset_type == "XCOPASDataset":
+            path.write_text(json.dumps({"premise": "p", "choice1": "a", "choice2": "b", "question": "effect",
+                                        "label": 1}) + "\n")
+        elif c.dataset_type == "BelebeleDataset":
+            path.write_text(json.dumps({"flores_passage": "fp {question}", "question": "q", "correct_answer_num": "3",
+                                        **{f"mc_answer{k}": f"a{k}" for k in range(1, 5)}}) + "\n")
+        else:
+            row = json.loads(path.read_text().splitlines()[0]) if path.exists() else {}
+            row |= {k: f"{k} text" for k in c.input_columns}
+            row[c.output_column] = (str(list(c.template)[-1]) if c.labelled else
+                                    ["ans"] if c.dataset_type == "TydiqaIdDataset" else "ans")
+            path.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@pytest.mark.skipif(not SAILCOMPASS_SRC, reason="SAILCOMPASS_SRC (a sail-sg/sailcompass checkout) not set: its "
+                    "configs are unlicensed and on no package registry")
+def test_every_sailcompass_config_renders_as_opencompass(tmp_path, hf_dir):
+    """All of SailCompass' own configs (38 at 6093e6c), on one synthetic record each: our prompts and choice splits
+    equal OpenCompass' (the checkout's configs run in the reference venv)."""
+    from sailor2_jax.eval.sailcompass import Source, import_sailcompass, load_entries, task_name
+    from sailor2_jax.eval.sailcompass_source import read_dataset_configs
+
+    root = Path(SAILCOMPASS_SRC)
+    configs = [c for f in sorted((root / "configs" / "datasets").glob("**/*.py")) for c in read_dataset_configs(f)]
+    _synthetic_data(configs, tmp_path / "data")
+    counts = import_sailcompass(root, tmp_path / "data", tmp_path / "out")
+    assert all(c["written"] == 1 and not c["rejected"] for c in counts.values()), counts
+    source = Source.read(root)
+    answer = reference({"model": str(hf_dir), "max_seq_len": 4096, "datasets": [
+        {"config": str(c.file), "entries": [e for _, e in load_entries(c, source, tmp_path / "data")]}
+        for c in configs]}, tmp_path)
+    for c, ref in zip(configs, answer["datasets"]):
+        records = [json.loads(x) for x in (tmp_path / "out" / "data" / f"{task_name(c)}.jsonl").read_text()
+                   .splitlines()]
+        if c.labelled:
+            assert ref["labels"] == records[0]["labels"], task_name(c)
+            assert [[r["context"] + x for x in r["choices"]] for r in records] == ref["prompts"], task_name(c)
+        else:
+            assert [r["prompt"] for r in records] == ref["prompts"], task_name(c)
