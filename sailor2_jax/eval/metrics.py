@@ -44,6 +44,16 @@ def postprocess(task: GenerationTask, text: str) -> str:
     return text
 
 
+def answer_text(task: GenerationTask, output: str) -> str:
+    """The part of an output that is the answer (what the language check reads): SailCompass' post-processed
+    prediction (its first line, answer label cut; lower-cased, as it compares, and as lid.176 reads anyway) for tasks
+    scored its way, whose raw output runs on past the answer; else the post-processed output."""
+    if task.sailcompass is not None:
+        from sailor2_jax.eval.sailcompass_metrics import pred_postprocess
+        return pred_postprocess(output.lower(), task.sailcompass.answer_labels)
+    return output
+
+
 def reference_texts(task: GenerationTask, references: Sequence[str]) -> list[str]:
     return [normalize_digits(r) for r in references] if task.normalize_digits else list(references)
 

@@ -14,8 +14,9 @@ Metrics (per language too, as `metric/<language>`, when records carry one):
   with left-padded batches also scores a padded row's first token from a pad position; that depends on the batch
   and is not reproduced: the value here is its value for a batch of one);
 - generation: the task's `metrics` (eval/metrics.py), 0-100, and `language_consistency`: the share (0-100) of
-  outputs whose lid.176 language is the record's (a translation's target: `target_language`, else the part of
-  `language` after its last "-"), for tasks that ask for it and records that carry a language.
+  outputs whose answer (`metrics.answer_text`) lid.176 finds in the record's language (a translation's target:
+  `target_language`, else the part of `language` after its last "-"), for tasks that ask for it and records that
+  carry a language.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class Evaluator:
                    "scores": metrics.sentence_scores(task, output, references, self.is_thai)}
             if task.language_consistency and "language" in r:
                 expected = expected_language(r)
-                verdict = self.verifier.verdict(output, expected)
+                verdict = self.verifier.verdict(metrics.answer_text(task, output), expected)
                 row |= {"output_language": verdict.language, "language_consistent": verdict.consistent}
             rows.append(row)
 
