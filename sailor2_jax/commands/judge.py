@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     prompts, rejected = read_judge_prompts(resolve_path(args.prompts), args.limit)
     for line in rejected:
         print(f"{line}; prompt skipped")
+    answers_cache = JudgeCache(out / "answers_cache.jsonl")
     if args.answers_url:
         answerer = EndpointAnswerer(_endpoint(args.answers_url, args.answers_model, args.answers_key_env,
-                                              "--answers-url"), max_tokens=args.max_new_tokens,
+                                              "--answers-url"), answers_cache, max_tokens=args.max_new_tokens,
                                     temperature=args.temperature, concurrency=args.concurrency)
     else:
         from sailor2_jax.model.source import open_model
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     if args.reference_url:
         reference = EndpointAnswerer(_endpoint(args.reference_url, args.reference_model, args.reference_key_env,
-                                               "--reference-url"), max_tokens=args.max_new_tokens,
+                                               "--reference-url"), answers_cache, max_tokens=args.max_new_tokens,
                                      concurrency=args.concurrency)
     if args.judge_url:
         judge = EndpointJudge(_endpoint(args.judge_url, args.judge_model, args.judge_key_env, "--judge-url"),

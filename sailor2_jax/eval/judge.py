@@ -18,7 +18,7 @@ Per item (a prompt with its checklist and language):
 
 Aggregates, overall and per language: `score` = (mean reward + 1) / 2 (Sea-WildBench's reward.normalized), its 95%
 bootstrap interval (`score_ci_low`, `score_ci_high`; items resampled with replacement, seeded), `win_rate` (share
-of wins, much or slight), the outcome counts, and `language_consistency` (share of the model's responses in the
+of wins, much or slight) with its interval from the same resamples, the outcome counts, and `language_consistency` (share of the model's responses in the
 prompt's language, over every answered item).
 """
 
@@ -137,14 +137,16 @@ def length_rule(reward: float, model_chars: int, reference_chars: int, k: int) -
     return 0.0 if winner - loser > k else reward
 
 
-def bootstrap_interval(rewards: Sequence[float], n: int, seed: int) -> tuple[float, float]:
-    """95% interval of (mean + 1) / 2 over `n` resamples with replacement."""
+def bootstrap_intervals(rewards: Sequence[float], n: int, seed: int) -> dict[str, float]:
+    """95% intervals of the score ((mean + 1) / 2) and of the win rate over `n` resamples with replacement (the
+    same resamples for both)."""
     if not rewards or n <= 0:
-        return float("nan"), float("nan")
+        return {k: float("nan") for k in ("score_ci_low", "score_ci_high", "win_rate_ci_low", "win_rate_ci_high")}
     r = np.asarray(rewards, float)
-    idx = np.random.default_rng(seed).integers(0, len(r), (n, len(r)))
-    scores = (r[idx].mean(axis=1) + 1) / 2
-    return float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5))
+    sample = r[np.random.default_rng(seed).integers(0, len(r), (n, len(r)))]
+    scores, wins = (sample.mean(axis=1) + 1) / 2, (sample > 0).mean(axis=1)
+    return {"score_ci_low": float(np.percentile(scores, 2.5)), "score_ci_high": float(np.percentile(scores, 97.5)),
+            "win_rate_ci_low": float(np.percentile(wins, 2.5)), "win_rate_ci_high": float(np.percentile(wins, 97.5))}
 
 
 def aggregate(items: Sequence[Mapping], bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
@@ -155,9 +157,8 @@ def aggregate(items: Sequence[Mapping], bootstrap: int = 1000, seed: int = 0) ->
         rewards = [it["reward"] for it in kept]
         out: dict[str, float] = {"judged": float(len(kept)), "dropped": float(len(group) - len(kept))}
         if rewards:
-            low, high = bootstrap_interval(rewards, bootstrap, seed)
-            out |= {"score": (float(np.mean(rewards)) + 1) / 2, "score_ci_low": low, "score_ci_high": high,
-                    "win_rate": float(np.mean([r > 0 for r in rewards]))}
+            out |= {"score": (float(np.mean(rewards)) + 1) / 2, "win_rate": float(np.mean([r > 0 for r in rewards])),
+                    **bootstrap_intervals(rewards, bootstrap, seed)}
             for value, name in OUTCOMES.items():
                 out[name] = float(sum(r == value for r in rewards))
         answered = [it["model_consistent"] for it in group if "model_consistent" in it]

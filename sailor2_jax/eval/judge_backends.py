@@ -6,7 +6,8 @@ endpoint, our own engine, or a local reward model as a cheap stand-in judge.
   (connection errors, timeouts, HTTP 408/409/429/5xx), a clear error naming the URL and status after the last try.
 - `JudgeCache`: every judge answer appended to a JSONL file as soon as it arrives, keyed by sha256 of (judge,
   request): the request holds the prompt and both responses in their A/B order, so a rerun after a failure asks
-  again only what was never answered. A torn last line (a crash mid-write) is ignored.
+  again only what was never answered. A torn last line (a crash mid-write) is ignored. Endpoint answers (the model
+  under test, the reference) are cached the same way, by (endpoint, settings, conversation).
 - `RewardJudge`: the reward model's scores of (prompt, response) for both sides; the margin (A − B) in reward units
   gives the outcome: |margin| < `tie` → A=B, < `much` → slight, else much. A stand-in for an LLM judge (its numbers
   are not Sea-WildBench's), for runs without one.
@@ -119,8 +120,7 @@ class EndpointJudge:
                  json_mode: bool = True):
         self.endpoint, self.cache, self.max_tokens = endpoint, cache, max_tokens
         self.concurrency, self.json_mode = concurrency, json_mode
-        self.name = endpoint.name
-        self.calls = 0
+        self.name, self.calls = endpoint.name, 0
 
     def judge(self, requests: Sequence[Messages], on_item: Callable[[], None] | None = None) -> list[str]:
         def one(request):
@@ -164,15 +164,28 @@ class RewardJudge:
 # --- answerers ----------------------------------------------------------------------------------------------------
 
 class EndpointAnswerer:
-    def __init__(self, endpoint: Endpoint, *, max_tokens: int, temperature: float = 0.0, concurrency: int = 4):
-        self.endpoint, self.max_tokens, self.temperature, self.concurrency = endpoint, max_tokens, temperature, concurrency
-        self.name = endpoint.name
+    """Answers from an endpoint, each cached (by endpoint, conversation and settings) as it arrives, so a rerun
+    after a failure asks only what was never answered."""
+
+    def __init__(self, endpoint: Endpoint, cache: JudgeCache, *, max_tokens: int, temperature: float = 0.0,
+                 concurrency: int = 4):
+        self.endpoint, self.cache, self.max_tokens, self.temperature = endpoint, cache, max_tokens, temperature
+        self.concurrency, self.name, self.calls = concurrency, endpoint.name, 0
 
     def answer(self, conversations: Sequence[Messages]) -> list[tuple[str, bool]]:
         """(text, truncated by the length limit) per conversation."""
+        settings = f"{self.name} max_tokens={self.max_tokens} temperature={self.temperature}"
+
         def one(messages):
-            text, finish = self.endpoint.chat(messages, max_tokens=self.max_tokens, temperature=self.temperature)
-            return text, finish == "length"
+            key = JudgeCache.key(settings, messages)
+            cached = self.cache.get(key)
+            if cached is None:
+                text, finish = self.endpoint.chat(messages, max_tokens=self.max_tokens, temperature=self.temperature)
+                cached = json.dumps({"text": text, "truncated": finish == "length"}, ensure_ascii=False)
+                self.cache.put(key, cached)
+                self.calls += 1
+            answer = json.loads(cached)
+            return answer["text"], answer["truncated"]
         with ThreadPoolExecutor(max(1, self.concurrency)) as pool:
             return list(pool.map(one, conversations))
 

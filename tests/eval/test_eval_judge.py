@@ -54,6 +54,7 @@ def test_aggregate_by_hand():
     assert m["language_consistency"] == 80.0 and m["language_consistency/vi"] == 50.0
     assert m["win_much"] == 1 and m["lose"] == 1 and m["tie"] == 1 and m["win"] == 1
     assert m["score_ci_low"] <= m["score"] <= m["score_ci_high"] and m["score_ci_low"] < m["score_ci_high"]
+    assert m["win_rate_ci_low"] <= m["win_rate"] == 0.5 <= m["win_rate_ci_high"]
     assert J.aggregate(items, bootstrap=500, seed=3) == m  # seeded
 
 
@@ -143,9 +144,11 @@ def test_judge_against_an_openai_compatible_server(server, tmp_path, monkeypatch
     assert calls["judge"] == 4 and calls["judge_503"] == 2  # each request failed once, retried once
     for text in (printed.out, printed.err, *(p.read_text() for p in (tmp_path / "out").iterdir())):
         assert KEY not in text
-    # a rerun asks the judge nothing: every answer is in the cache
+    # a rerun asks nothing: every answer and every judgement is in the caches
+    before = dict(calls)
     assert main(argv) == 0
-    assert calls["judge"] == 4 and json.loads((tmp_path / "out" / "results.json").read_text())["judge_calls"] == 0
+    assert calls == before and json.loads((tmp_path / "out" / "results.json").read_text())["judge_calls"] == 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]["judge"] == m
 
 
 def test_endpoint_errors_are_named(server, monkeypatch):
