@@ -59,12 +59,11 @@ def setup() -> None:
                       ("opencompass.utils", "utils")):
         _package(name, ROOT / rel)
     utils = sys.modules["opencompass.utils"]
-    for sub in ("logging", "prompt", "types", "text_postprocessors"):
+    for sub in ("logging", "prompt", "types", "text_postprocessors", "auxiliary"):
         module = importlib.import_module(f"opencompass.utils.{sub}")
         for k, v in vars(module).items():
             if not k.startswith("_"):
                 setattr(utils, k, v)
-    utils.batched = lambda seq, n: [seq[i:i + n] for i in range(0, len(seq), n)]  # utils/misc's, not imported
     oi = sys.modules["opencompass.openicl.utils"]
     oi.get_logger = importlib.import_module("opencompass.openicl.utils.logging").get_logger
     retr = sys.modules["opencompass.openicl.icl_retriever"]
