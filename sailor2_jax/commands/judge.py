@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sailor2_jax.commands._args import model_source, sampling_from
     from sailor2_jax.config import resolve_path
-    from sailor2_jax.eval.judge_backends import EndpointAnswerer, EndpointJudge, EngineAnswerer, JudgeCache
-    from sailor2_jax.eval.judge_backends import RewardJudge
+    from sailor2_jax.eval.judge_backends import EndpointAnswerer, EndpointJudge, EngineAnswerer, JudgeCache, RewardJudge
     from sailor2_jax.eval.judge_data import read_judge_prompts
     from sailor2_jax.eval.judge_run import run_judge
 
@@ -107,12 +106,13 @@ def render_summary(summary: dict) -> str:
     lines = [f"{'language':<9} {'judged':>6} {'dropped':>7} {'score':>6} {'95% interval':>15} {'win':>5} "
              f"{'lang ok %':>9}"]
     for lang, suffix in [*((x, f"/{x}") for x in langs), ("all", "")]:
-        get = lambda k: m.get(k + suffix)  # noqa: E731
-        score = "–" if get("score") is None else f"{get('score'):.3f}"
-        interval = "–" if get("score") is None else f"[{get('score_ci_low'):.3f}, {get('score_ci_high'):.3f}]"
-        win = "–" if get("win_rate") is None else f"{get('win_rate'):.2f}"
-        consistency = "–" if get("language_consistency") is None else f"{get('language_consistency'):.0f}"
-        lines.append(f"{lang:<9} {int(get('judged') or 0):>6} {int(get('dropped') or 0):>7} {score:>6} "
+        row = {k.removesuffix(suffix): v for k, v in m.items() if k.endswith(suffix) and ("/" in k) == bool(suffix)}
+        scored = row.get("score") is not None
+        score = f"{row['score']:.3f}" if scored else "–"
+        interval = f"[{row['score_ci_low']:.3f}, {row['score_ci_high']:.3f}]" if scored else "–"
+        win = f"{row['win_rate']:.2f}" if scored else "–"
+        consistency = "–" if row.get("language_consistency") is None else f"{row['language_consistency']:.0f}"
+        lines.append(f"{lang:<9} {int(row.get('judged', 0)):>6} {int(row.get('dropped', 0)):>7} {score:>6} "
                      f"{interval:>15} {win:>5} {consistency:>9}")
     if summary.get("dropped"):
         lines.append("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["dropped"].items())))

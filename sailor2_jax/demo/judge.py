@@ -12,7 +12,7 @@ import numpy as np
 
 from sailor2_jax.demo.stage import Context, StageResult
 
-TITLE = "Judge: the DPO model against reference answers in 15 languages, the reward model as judge (Sea-WildBench rules)"
+TITLE = "Judge: the DPO model vs reference answers in 15 languages, the reward model as judge (Sea-WildBench rules)"
 
 
 def run(ctx: Context) -> StageResult:

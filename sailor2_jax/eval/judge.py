@@ -18,8 +18,8 @@ Per item (a prompt with its checklist and language):
 
 Aggregates, overall and per language: `score` = (mean reward + 1) / 2 (Sea-WildBench's reward.normalized), its 95%
 bootstrap interval (`score_ci_low`, `score_ci_high`; items resampled with replacement, seeded), `win_rate` (share
-of wins, much or slight) with its interval from the same resamples, the outcome counts, and `language_consistency` (share of the model's responses in the
-prompt's language, over every answered item).
+of wins, much or slight) with its interval from the same resamples, the outcome counts, and `language_consistency`
+(share of the model's responses in the prompt's language, over every answered item).
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ Let these questions guide your judgement; they do not limit it.
 
 # Output
 Answer with one JSON object and nothing else:
-{{"analysis of A": "...", "analysis of B": "...", "reason of A=B": "...", "reason of A>B": "...", "reason of B>A": "...", "choice": "A++ | A+ | A=B | B+ | B++"}}
+{{"analysis of A": "...", "analysis of B": "...", "reason of A=B": "...", "reason of A>B": "...",
+ "reason of B>A": "...", "choice": "A++ | A+ | A=B | B+ | B++"}}
 """
 
 

@@ -13,8 +13,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sailor2_jax.eval.judge import aggregate, length_rule, model_is_a, model_reward, pairwise_messages, parse_choice
-from sailor2_jax.eval.judge import truncate_words
+from sailor2_jax.eval.judge import (
+    aggregate,
+    length_rule,
+    model_is_a,
+    model_reward,
+    pairwise_messages,
+    parse_choice,
+    truncate_words,
+)
 from sailor2_jax.eval.judge_backends import RewardJudge
 from sailor2_jax.eval.judge_data import JudgePrompt
 from sailor2_jax.files import write_atomic, write_jsonl
@@ -91,7 +98,8 @@ def run_judge(prompts: list[JudgePrompt], answerer, judge, out_dir: Path, *, ref
     dropped = collections.Counter(it["dropped"] for it in items if "dropped" in it)
     write_jsonl(out_dir / "judge.jsonl", items)
     summary = {"tasks": {"judge": metrics}, "model": model_name or answerer.name, "judge": judge.name,
-               "reference": reference_name, "keep_truncated": keep_truncated, "k": k, "seed": seed, "max_words": max_words,
+               "reference": reference_name, "keep_truncated": keep_truncated, "k": k, "seed": seed,
+               "max_words": max_words,
                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(time.time() - start, 1),
                "records": {"judge": {"read": len(prompts) + rejected, "scored": len(items) - sum(dropped.values()),
                                      "skipped": rejected}},

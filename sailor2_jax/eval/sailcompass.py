@@ -34,8 +34,15 @@ from pathlib import Path
 
 import yaml
 
-from sailor2_jax.eval.sailcompass_source import (DatasetConfig, answer_labels, evaluator_labels, loader_branches,
-                                                 loader_dicts, option_patterns, read_dataset_configs)
+from sailor2_jax.eval.sailcompass_source import (
+    DatasetConfig,
+    answer_labels,
+    evaluator_labels,
+    loader_branches,
+    loader_dicts,
+    option_patterns,
+    read_dataset_configs,
+)
 from sailor2_jax.files import write_atomic, write_jsonl
 
 # the language of each loader's data (Belebele, XCOPA, XNLI, XQuAD and FLORES: from the file or config name)
@@ -121,7 +128,7 @@ class Source:
     belebele_unknown: dict
 
     @classmethod
-    def read(cls, root: Path) -> "Source":
+    def read(cls, root: Path) -> Source:
         return cls(root, answer_labels(root), option_patterns(root), loader_dicts(root, "xcopa_sea", "full_question"),
                    loader_branches(root, "belebele", "mc_answer5"))
 

@@ -30,9 +30,9 @@ import collections
 import re
 from collections.abc import Callable, Sequence
 
-from sailor2_jax.config import Config
-
 import pydantic
+
+from sailor2_jax.config import Config
 
 
 class SailCompassScoring(Config):

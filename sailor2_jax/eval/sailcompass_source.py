@@ -56,7 +56,7 @@ class _Interpreter:
         return self.env
 
     def eval(self, node: ast.AST, local: dict[str, Any]) -> Any:
-        ev = lambda n: self.eval(n, local)  # noqa: E731
+        ev = lambda n: self.eval(n, local)
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):

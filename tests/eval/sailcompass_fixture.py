@@ -143,7 +143,8 @@ class M3examThEvaluator:
 '''
 XCOPA_PY = '''def load(path):
     def preprocess(example):
-        trans = {'cause': {'th': 'เหตุ', 'vi': 'vì', 'id': 'sebab'}, 'effect': {'th': 'ผล', 'vi': 'nên', 'id': 'akibat'}}
+        trans = {'cause': {'th': 'เหตุ', 'vi': 'vì', 'id': 'sebab'},
+                 'effect': {'th': 'ผล', 'vi': 'nên', 'id': 'akibat'}}
         example['trans_question'] = trans[example['question']]['th']
         trans = {'cause': {'th': 'เพราะอะไร?', 'vi': 'Vì sao?', 'id': 'Kenapa?'},
                  'effect': {'th': 'แล้วเป็นอย่างไร?', 'vi': 'Rồi sao?', 'id': 'Lalu?'}}

@@ -60,7 +60,8 @@ def test_aggregate_by_hand():
 
 # --- a fake OpenAI-compatible server ----------------------------------------------------------------------------------
 
-GOOD = {"th": "ปิดก๊อกน้ำขณะแปรงฟัน และซ่อมท่อน้ำที่รั่วทันที", "vi": "Khóa vòi nước khi đánh răng và sửa ống nước bị rò rỉ."}
+GOOD = {"th": "ปิดก๊อกน้ำขณะแปรงฟัน และซ่อมท่อน้ำที่รั่วทันที",
+        "vi": "Khóa vòi nước khi đánh răng và sửa ống nước bị rò rỉ."}
 WRONG_LANGUAGE = "Turn off the tap while brushing your teeth and fix leaking pipes."
 KEY = "sk-test-secret-value-123"
 
@@ -94,7 +95,8 @@ def server():
         else:
             content = GOOD["th"][:12] if "ประหยัด" in text else GOOD["vi"][:20]
         return {"id": "x", "object": "chat.completion", "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]}
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}]}
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

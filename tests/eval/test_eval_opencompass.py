@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sailcompass_fixture import write_checkout, write_data  # noqa: E402
+from sailcompass_fixture import write_checkout, write_data
 
 REPO = Path(__file__).parents[2]
 VENV_PY = REPO / ".venv-opencompass" / "bin" / "python"
@@ -40,7 +40,7 @@ def reference(request: dict, tmp: Path) -> dict:
     """OpenCompass' (and SailCompass') answer to a request, computed in .venv-opencompass."""
     done = subprocess.run([str(VENV_PY), str(SCRIPT)], input=json.dumps({**request, "output": str(tmp / "answer.json")},
                                                                      ensure_ascii=False),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp / "answer.json").read_text(encoding="utf-8"))
 
@@ -89,7 +89,8 @@ def test_prompts_and_ppl_choices_equal_opencompass(imported, hf_dir, loaded):
                                                    ref["predictions"]):
             assert [record["context"] + c for c in record["choices"]] == prompts, name
             np.testing.assert_allclose(row["ppl_sc"], ppl, rtol=1e-4)
-            if sorted(ppl)[1] - sorted(ppl)[0] > 3e-4 * sorted(ppl)[0]:  # decided by more than the tolerance
+            low, second = sorted(ppl)[:2]
+            if second - low > 3e-4 * low:  # decided by more than the tolerance
                 assert record["labels"][row["pred_ppl_sc"]] == pred
                 decided += 1
         expected = 100.0 * np.mean([r["labels"][r["gold"]] == p for r, p in zip(records[name], ref["predictions"])])
@@ -121,14 +122,14 @@ SAILCOMPASS_SRC = os.environ.get("SAILCOMPASS_SRC")
 def test_metrics_equal_sailcompass_evaluators(tmp_path):
     from sailor2_jax.eval.config import GenerationTask
     from sailor2_jax.eval.metrics import corpus_scores, sentence_scores
-    from sailor2_jax.eval.sailcompass import Source, THAI_DIGITS
+    from sailor2_jax.eval.sailcompass import THAI_DIGITS, Source
     from sailor2_jax.eval.sailcompass_metrics import SailCompassScoring
     from sailor2_jax.eval.sailcompass_source import evaluator_labels
     from sailor2_jax.post.verifier import LanguageVerifier
 
     root = Path(SAILCOMPASS_SRC)
     source, verifier = Source.read(root), LanguageVerifier()
-    is_thai = lambda t: verifier.identify(t) == "th"  # noqa: E731
+    is_thai = lambda t: verifier.identify(t) == "th"
     labels = SailCompassScoring(answer_labels=source.answer_labels)
     cases = {
         # Thai QA: exact, partial credit on Thai words, label stripped, punctuation, an English answer
@@ -150,7 +151,8 @@ def test_metrics_equal_sailcompass_evaluators(tmp_path):
             option_patterns=source.option_patterns, option_map=dict(zip("1234", "ABCD")))),
     }
     answer = reference({"sailcompass": str(root), "evaluations": [
-        {"evaluator": name, "predictions": preds, "references": refs} for name, (preds, refs, _, _) in cases.items()]}, tmp_path)
+        {"evaluator": name, "predictions": preds, "references": refs}
+        for name, (preds, refs, _, _) in cases.items()]}, tmp_path)
     names = {"em_sc": "EM", "f1_sc": "F1", "em_tydiqa": "EM", "f1_tydiqa": "F1", "bleu_sc": "BLEU",
              "chrf++_sc": "Chrf++", "option_sc": "EM"}
     for (name, (preds, refs, metrics, scoring)), theirs in zip(cases.items(), answer["evaluations"]):

@@ -30,7 +30,8 @@ def test_published_numbers_side_by_side(tmp_path, capsys):
     assert "Side by side with the published Sailor2 numbers" in out and "arXiv 2502.12982" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     rows = {r["benchmark"]: r for r in report["published"]}
-    assert rows["TyDiQA-id"]["runs"] == {"base": 60.0, "dpo": None} and rows["TyDiQA-id"]["values"]["Sailor2-8B"] == 66.4
+    assert rows["TyDiQA-id"]["runs"] == {"base": 60.0, "dpo": None}
+    assert rows["TyDiQA-id"]["values"]["Sailor2-8B"] == 66.4
     flores_row = next(r for b, r in rows.items() if b.startswith("FLORES"))
     assert flores_row["runs"]["base"] == pytest.approx(32.5)  # the mean of 30..35 over the six directions
     assert next(r for b, r in rows.items() if b.startswith("XCOPA"))["runs"] == {"base": None, "dpo": None}
