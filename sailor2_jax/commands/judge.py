@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     judge.add_argument("--judge-reward", metavar="HF_DIR", help="the judge: a local reward model (a cheap stand-in)")
     p.add_argument("--judge-model", help="the judge endpoint's model name")
     p.add_argument("--judge-key-env", metavar="VAR", help="environment variable holding the judge's API key")
+    p.add_argument("--judge-no-json-mode", action="store_true", help="do not ask the judge endpoint for JSON mode "
+                   "(response_format), for servers that do not support it; the choice is parsed from the text")
     p.add_argument("--reward-backend", choices=("jax", "transformers"), default="jax")
     p.add_argument("--tie", type=float, default=0.1, help="reward judge: |margin| below this is a tie")
     p.add_argument("--much", type=float, default=1.0, help="reward judge: |margin| from this on is a much-better")
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                                      concurrency=args.concurrency)
     if args.judge_url:
         judge = EndpointJudge(_endpoint(args.judge_url, args.judge_model, args.judge_key_env, "--judge-url"),
-                              JudgeCache(out / "judge_cache.jsonl"), concurrency=args.concurrency)
+                              JudgeCache(out / "judge_cache.jsonl"), concurrency=args.concurrency,
+                              json_mode=not args.judge_no_json_mode)
     else:
         from sailor2_jax.post.reward import load_reward_model
         judge = RewardJudge(load_reward_model(args.judge_reward, args.reward_backend, progress=False), tie=args.tie,
