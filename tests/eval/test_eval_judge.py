@@ -73,7 +73,7 @@ def server():
     every call is counted by model; the Authorization header must carry KEY for the judge."""
     import uvicorn
 
-    app, calls, seen = FastAPI(), {"test": 0, "ref": 0, "judge": 0, "judge_503": 0}, set()
+    app, calls, seen = FastAPI(), {"test": 0, "ref": 0, "judge": 0, "judge_503": 0, "json_mode": 0}, set()
 
     @app.post("/v1/chat/completions")
     async def complete(request: Request):
@@ -81,6 +81,7 @@ def server():
         model, text = body["model"], body["messages"][-1]["content"]
         calls[model] += 1
         if model == "judge":
+            calls["json_mode"] += body.get("response_format") == {"type": "json_object"}
             if request.headers.get("authorization") != f"Bearer {KEY}":
                 raise HTTPException(401)
             if text not in seen:
@@ -144,6 +145,7 @@ def test_judge_against_an_openai_compatible_server(server, tmp_path, monkeypatch
     assert m["score"] == pytest.approx((0.5 - 1.0) / 2 / 2 + 0.5) and m["score/th"] == 0.75 and m["score/vi"] == 0.0
     assert m["language_consistency"] == 50.0 and results["records"]["judge"] == {"read": 3, "scored": 2, "skipped": 1}
     assert calls["judge"] == 4 and calls["judge_503"] == 2  # each request failed once, retried once
+    assert calls["json_mode"] == 4 and calls["test"] == calls["ref"] == 2
     for text in (printed.out, printed.err, *(p.read_text() for p in (tmp_path / "out").iterdir())):
         assert KEY not in text
     # a rerun asks nothing: every answer and every judgement is in the caches
