@@ -16,9 +16,10 @@ What SailCompass (OpenCompass 001e77f, no meta template, ZeroRetriever) feeds th
   `acc_norm` score the same split. `gold` is the label equal to the answer column (as its evaluators compare them).
 - **Loaders** (its `datasets/*.py`): M3Exam th options `options_i` (text after "N."), Thai-digit answers as digits;
   vi answers and option letters written with a Cyrillic "В" repaired to "B", a stray "." after the letter dropped;
-  jv answers and option letters upper-cased, the question's trailing ". …" stripped; XCOPA's question as a sentence
-  in the data's language and the label as "0"/"1"; Belebele's answer letter, a fifth "don't know" option and the
-  lettered option list; XQuAD's context/question/answer. Their language-specific strings come from the checkout.
+  jv answers and option letters upper-cased, the question's trailing ". …" stripped; XCOPA's question as a word and
+  as a sentence in the data's language and the label as "0"/"1"; Belebele's answer letter, a fifth "don't know"
+  option and the lettered option list; XQuAD's context/question/answer. Their language-specific strings come from
+  the checkout.
 - **Scoring** (eval/sailcompass_metrics.py): each config's evaluator as a metric, with the labels and option
   patterns read from the checkout; 0-100; every test record scored (nothing moved to a few-shot pool).
 
@@ -124,13 +125,14 @@ class Source:
     root: Path
     answer_labels: list[str]
     option_patterns: list[str]
+    xcopa_words: dict      # XCOPA's cause/effect as a word (`trans_question`) and as a question (`full_question`)
     xcopa_questions: dict
     belebele_unknown: dict
 
     @classmethod
     def read(cls, root: Path) -> Source:
-        return cls(root, answer_labels(root), option_patterns(root), loader_dicts(root, "xcopa_sea", "full_question"),
-                   loader_branches(root, "belebele", "mc_answer5"))
+        return cls(root, answer_labels(root), option_patterns(root), loader_dicts(root, "xcopa_sea", "trans_question"),
+                   loader_dicts(root, "xcopa_sea", "full_question"), loader_branches(root, "belebele", "mc_answer5"))
 
 
 def _m3exam_th(r: dict) -> dict:
@@ -177,6 +179,7 @@ def _loader(cfg: DatasetConfig, source: Source, language: str):
         return _m3exam_jv
     if kind == "XCOPASDataset":
         def xcopa(r):
+            r["trans_question"] = source.xcopa_words[r["question"]][language]
             r["full_question"] = source.xcopa_questions[r["question"]][language]
             r["answer"] = "1" if r["label"] == 1 else "0"
             return r
