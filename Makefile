@@ -6,7 +6,10 @@ VENV := .venv
 LOCK := requirements-lock.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lock clean-venv
+OC_VENV := .venv-opencompass
+OC_LOCK := requirements-opencompass-lock.txt
+
+.PHONY: demo test lock clean-venv opencompass-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	rm -rf $(VENV)
@@ -18,7 +21,7 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(VENV)/bin/sailor2-jax demo --output-dir runs/demo
 
-test: $(STAMP)
+test: $(STAMP) $(OC_VENV)/.installed
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q tests
 
 # Re-resolve the lock in a scratch venv from the newest releases the ranges in pyproject.toml admit. Commit the new
@@ -35,5 +38,15 @@ lock:
 	rm -rf .venv-lock
 	rm -f $(STAMP)
 
+# OpenCompass' own code, the reference of tests/eval/test_eval_opencompass.py: a separate venv (its pins conflict with
+# the project's lock), installed exactly from its own lock without resolving opencompass' declared dependencies.
+$(OC_VENV)/.installed: $(OC_LOCK)
+	rm -rf $(OC_VENV)
+	$(PY) -m venv $(OC_VENV)
+	$(OC_VENV)/bin/pip install -q --no-deps -r $(OC_LOCK)
+	touch $@
+
+opencompass-venv: $(OC_VENV)/.installed
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(OC_VENV)

@@ -1,9 +1,10 @@
 """The house: imports run only downward through the floors below, never in a circle.
 
-Floors, bottom to top: configs and files; the mesh, the tokenizer and the languages; the model and the data side; generation; post-training data, reward and
-evaluation; training; the searches and compilers that drive training; the embedded-data builders; the command line;
-the demo wing. A package may import its own floor's other packages only where listed (`SIDEWAYS`). Every import
-counts, including those inside functions (they are how heavy dependencies load late, not a way around the house).
+Floors, bottom to top: configs and files; the mesh, the tokenizer and the languages; the model and the data side;
+generation; post-training (chat format, conversation files, reward, the language verifier); evaluation and training;
+the searches and compilers that drive training; the embedded-data builders; the command line; the demo wing. A
+package may import its own floor's other packages only where listed (`SIDEWAYS`). Every import counts, including
+those inside functions (they are how heavy dependencies load late, not a way around the house).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ FLOORS = [
     {"sharding", "tokenizer", "languages"},
     {"model", "data"},
     {"generate"},
-    {"post", "eval"},
-    {"train"},
+    {"post"},
+    {"eval", "train"},
     {"regmix", "aot"},
     {"embedded"},
     {"commands", "cli"},

@@ -7,7 +7,8 @@ import argparse
 from sailor2_jax.commands._args import add_model_arguments, model_source
 
 NAME = "eval"
-HELP = ("evaluate a model on the tasks of a tasks file (perplexity, multiple choice, generation); writes "
+HELP = ("evaluate a model on the tasks of a tasks file (perplexity, multiple choice, generation; SailCompass tasks "
+        "from eval-import); writes "
         "DIR/results.json and DIR/<task>.jsonl")
 
 

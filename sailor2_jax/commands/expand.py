@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "Sailor2-20B has 1e-6, its Qwen2.5-14B base 1e-5; default: the base's)")
     p.add_argument("--max-position-embeddings", type=positive_int, help="set the expanded model's length (the "
                    "released Sailor2-20B has 4096, Qwen2.5-14B 131072; default: the base's)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
 
 
 def run(args: argparse.Namespace) -> int:

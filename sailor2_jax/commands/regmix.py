@@ -1,4 +1,4 @@
-"""`sailor2-jax regmix --config CFG --out DIR`: search a stage's data mixture with RegMix (sample → train proxies →
+"""`sailor2-jax regmix --config CFG --output-dir DIR`: search a stage's data mixture with RegMix (sample → train proxies →
 fit → search); a rerun skips what DIR already holds."""
 
 from __future__ import annotations

@@ -32,8 +32,12 @@ from typing import Annotated, Literal
 import pydantic
 
 from sailor2_jax.config import Config, resolve_path
+from sailor2_jax.eval.sailcompass_metrics import SailCompassScoring
 
-GenerationMetric = Literal["chrf++", "chrf", "bleu", "exact_match", "f1"]
+GenerationMetric = Literal["chrf++", "chrf", "bleu", "exact_match", "f1", "exact",
+                           # SailCompass' evaluators (eval/sailcompass_metrics.py), on the raw output
+                           "em_sc", "f1_sc", "em_tydiqa", "f1_tydiqa", "bleu_sc", "chrf++_sc", "option_sc"]
+SAILCOMPASS_METRICS = ("em_sc", "f1_sc", "em_tydiqa", "f1_tydiqa", "bleu_sc", "chrf++_sc", "option_sc")
 
 
 class TaskBase(Config):
@@ -73,8 +77,15 @@ class GenerationTask(TaskBase):
     until: list[str] = pydantic.Field(default_factory=lambda: ["\n\n"], description="stop strings: the output "
                                       "is cut before the first one")
     metrics: list[GenerationMetric] = pydantic.Field(default_factory=lambda: ["chrf++"])
-    postprocess: Literal["strip", "first_line"] = pydantic.Field(
-        "strip", description="strip: surrounding whitespace; first_line: the first non-empty line, stripped")
+    postprocess: Literal["strip", "first_line", "none"] = pydantic.Field(
+        "strip", description="strip: surrounding whitespace; first_line: the first non-empty line, stripped; none: "
+        "as generated (cut at the stop strings only; SailCompass' metrics post-process themselves)")
+    skip_special_tokens: bool = pydantic.Field(False, description="decode without special tokens (as OpenCompass "
+                                               "decodes)")
+    sailcompass: SailCompassScoring | None = pydantic.Field(None, description="what the SailCompass metrics look "
+                                                            "for (written by eval-import sailcompass)")
+    language_consistency: bool = pydantic.Field(True, description="report the share of outputs in the record's "
+                                                "(target) language (lid.176), for records that carry a language")
     answer_pattern: str | None = pydantic.Field(None, description="regex: score its first match (group 1 if "
                                                 "it has one) instead of the whole output, e.g. an option number")
     normalize_digits: bool = pydantic.Field(False, description="Thai/Lao/Khmer/Burmese/... digits → 0-9 in outputs "
@@ -87,6 +98,14 @@ class GenerationTask(TaskBase):
         if any(not s for s in v):
             raise ValueError("stop strings must be non-empty")
         return v
+
+    @pydantic.model_validator(mode="after")
+    def _sailcompass(self):
+        needs = [m for m in self.metrics if m in SAILCOMPASS_METRICS]
+        if needs and self.sailcompass is None:
+            raise ValueError(f"task {self.name}: metrics {needs} need a `sailcompass` section (eval-import "
+                             "sailcompass writes it)")
+        return self
 
 
 Task = Annotated[PerplexityTask | MultipleChoiceTask | GenerationTask, pydantic.Field(discriminator="type")]

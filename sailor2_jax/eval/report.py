@@ -1,5 +1,7 @@
-"""Compare evaluation runs (`sailor2-jax eval` output directories): one table of every task's metrics across runs,
-one PNG per metric (a bar per run), and `report.json` (the table as data)."""
+"""Compare evaluation runs (`sailor2-jax eval` and `sailor2-jax judge` output directories): one table of every task's
+metrics across runs, one PNG per metric (a bar per run), `report.json` (the table as data), and the benchmarks
+Sailor2 published numbers for side by side with those numbers (`data/eval/sailor2_published.jsonl`: each row names
+its source, the tasks and metric of ours it corresponds to, and how sure that correspondence is)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,50 @@ import json
 from pathlib import Path
 
 # lower is better for these; every other metric (accuracy, chrF++, BLEU, EM, F1) is higher-better
-LOWER_IS_BETTER = ("ppl", "bpb")
+LOWER_IS_BETTER = ("ppl", "bpb", "dropped")
+PUBLISHED = "data/eval/sailor2_published.jsonl"
+
+
+def published(path: str | Path = PUBLISHED) -> list[dict]:
+    """The published Sailor2 numbers (module docstring)."""
+    from sailor2_jax.config import resolve_path
+
+    file = resolve_path(str(path))
+    rows = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            row = json.loads(line)
+            missing = {"benchmark", "tasks", "metric", "values", "source"} - set(row)
+            if missing:
+                raise ValueError(f"{file}:{number}: missing {sorted(missing)}")
+            rows.append(row)
+    return rows
+
+
+def published_table(runs: dict[str, dict], rows: list[dict]) -> list[dict]:
+    """Per published benchmark: each run's value (the mean of the metric over the benchmark's tasks, when the run
+    has all of them) beside the published values."""
+    out = []
+    for row in rows:
+        ours = {}
+        for name, results in runs.items():
+            values = [results["tasks"].get(t, {}).get(row["metric"]) for t in row["tasks"]]
+            ours[name] = sum(values) / len(values) if values and None not in values else None
+        out.append({**row, "runs": ours})
+    return out
+
+
+def render_published(runs: dict[str, dict], table: list[dict]) -> str:
+    models = list(dict.fromkeys(m for r in table for m in r["values"]))
+    header = ["benchmark", "metric", *runs, *models]
+    body = [[r["benchmark"], r["metric"], *("–" if r["runs"][n] is None else f"{r['runs'][n]:.4g}" for n in runs),
+             *("–" if m not in r["values"] else f"{r['values'][m]:.4g}" for m in models)] for r in table]
+    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(x, widths)) for x in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"- {r['benchmark']}: {r['note']}" for r in table if r.get("note")]
+    sources = sorted({r["source"] for r in table})
+    return "\n".join([*lines, *notes, *(f"source: {s}" for s in sources)])
 
 
 def load_runs(dirs: list[str | Path]) -> dict[str, dict]:

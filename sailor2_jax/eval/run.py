@@ -5,14 +5,23 @@ atomically.
 Metrics (per language too, as `metric/<language>`, when records carry one):
 - perplexity: `ppl` = exp(total NLL / total tokens) and `bpb` = total NLL / (total UTF-8 bytes · ln 2), over all
   tokens of all texts (not a mean of per-text values);
-- multiple choice: `acc` (the choice of largest summed log-prob is the gold one) and `acc_norm` (the same after
+- multiple choice, 0-100: `acc` (the choice of largest summed log-prob is the gold one), `acc_norm` (the same after
   dividing each log-prob by the choice's UTF-8 byte length: lm-eval's `acc_bytes`; its `acc_norm` divides by
-  characters), fractions in [0, 1];
-- generation: the task's `metrics` (eval/metrics.py), 0-100.
+  characters) and `ppl_sc`, OpenCompass' PPL rule as SailCompass scores choices: each candidate's *whole* prompt
+  (context + choice, tokenized as one string, its left end cut to `max_length` tokens) is scored by its summed
+  token cross-entropy divided by its token count (`HuggingFaceCausalLM._get_ppl`: every token but the first is
+  predicted, every token counts in the denominator), and the lowest wins (the first on a tie). (OpenCompass run
+  with left-padded batches also scores a padded row's first token from a pad position; that depends on the batch
+  and is not reproduced: the value here is its value for a batch of one);
+- generation: the task's `metrics` (eval/metrics.py), 0-100, and `language_consistency`: the share (0-100) of
+  outputs whose answer (`metrics.answer_text`) lid.176 finds in the record's language (a translation's target:
+  `target_language`, else the part of `language` after its last "-"), for tasks that ask for it and records that
+  carry a language.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -30,6 +39,13 @@ from sailor2_jax.files import write_json, write_jsonl
 from sailor2_jax.generate.engine import Generator
 from sailor2_jax.model.source import OpenModel
 
+
+
+def expected_language(record: dict) -> str:
+    """The language an output for `record` must be in: `target_language`, else `language`'s last "-" part (a
+    translation's `en-th` → th)."""
+    from sailor2_jax.data.clean.languages import canonical_language
+    return canonical_language(record.get("target_language") or record["language"].rsplit("-", 1)[-1])
 
 
 def _by_language(records: list[dict], metric: Callable[[list[int]], dict[str, float]]) -> dict[str, float]:
@@ -92,27 +108,38 @@ class Evaluator:
 
     def multiple_choice(self, task: MultipleChoiceTask, records: list[dict], bar: tqdm) -> tuple[list[dict], dict]:
         fewshot = self._fewshot(task)
-        flat, owner = [], []
+        flat, owner, whole, whole_owner = [], [], [], []
+        n_tokens: list[list[int]] = []  # per record and choice: the whole prompt's token count
         for i, r in enumerate(records):
             context = fewshot.prompt(r, i)
-            for choice in choice_texts(task, r):
+            n_tokens.append([])
+            for k, choice in enumerate(choice_texts(task, r)):
                 flat.append(pair_row(*encode_pair(self.encode, context, choice), self.max_length, self.prefix_id))
                 owner.append(i)
-        bar.reset(total=len(flat))
-        bar.unit = "choice"
-        scores = self.scorer.score(flat, on_rows=bar.update)
+                ids = self.encode(context + choice)[-self.max_length:]
+                n_tokens[i].append(len(ids))
+                if len(ids) > 1:  # a single token predicts nothing: OpenCompass' value is 0 / 1
+                    whole.append((ids, len(ids) - 1))
+                    whole_owner.append((i, k))
+        bar.reset(total=len(flat) + len(whole))
+        bar.unit = "row"
+        scores = self.scorer.score(flat + whole, on_rows=bar.update)
         lls: list[list[float]] = [[] for _ in records]
         for i, (ll, _) in zip(owner, scores):
             lls[i].append(ll)
+        ce = [[0.0] * len(n) for n in n_tokens]  # mean token cross-entropy of each whole prompt
+        for (i, k), (ll, _) in zip(whole_owner, scores[len(flat):]):
+            ce[i][k] = -ll / n_tokens[i][k]
         rows = []
-        for r, ll in zip(records, lls):
-            nbytes = np.array([len(c.encode("utf-8")) for c in choice_texts(task, r)], float)
-            pred, pred_norm = int(np.argmax(ll)), int(np.argmax(np.array(ll) / nbytes))
-            rows.append({**r, "logliks": ll, "pred": pred, "pred_norm": pred_norm, "gold": r["gold"]})
+        for r, ll, c in zip(records, lls, ce):
+            nbytes = np.array([len(x.encode("utf-8")) for x in choice_texts(task, r)], float)
+            rows.append({**r, "logliks": ll, "pred": int(np.argmax(ll)),
+                         "pred_norm": int(np.argmax(np.array(ll) / nbytes)), "ppl_sc": c,
+                         "pred_ppl_sc": int(np.argmin(c)), "gold": r["gold"]})
 
         def metric(idx):
-            return {"acc": float(np.mean([rows[i]["pred"] == rows[i]["gold"] for i in idx])),
-                    "acc_norm": float(np.mean([rows[i]["pred_norm"] == rows[i]["gold"] for i in idx]))}
+            return {name: 100.0 * float(np.mean([rows[i][key] == rows[i]["gold"] for i in idx]))
+                    for name, key in (("acc", "pred"), ("acc_norm", "pred_norm"), ("ppl_sc", "pred_ppl_sc"))}
         return rows, _by_language(rows, metric)
 
     def generation(self, task: GenerationTask, records: list[dict], bar: tqdm) -> tuple[list[dict], dict]:
@@ -127,18 +154,35 @@ class Evaluator:
         rows, outputs, refs = [], [], []
         for r, (c,) in zip(records, completions):
             ids = c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids
-            raw = self.tok.decode(ids, skip_special_tokens=False)
+            raw = self.tok.decode(ids, skip_special_tokens=task.skip_special_tokens)
             output = metrics.postprocess(task, raw)
             references = metrics.reference_texts(task, r["references"])
             outputs.append(output)
             refs.append(references)
-            rows.append({**r, "raw_output": raw, "output": output,
-                         "scores": metrics.sentence_scores(task, output, references)})
+            row = {**r, "raw_output": raw, "output": output,
+                   "scores": metrics.sentence_scores(task, output, references, self.is_thai)}
+            if task.language_consistency and "language" in r:
+                expected = expected_language(r)
+                verdict = self.verifier.verdict(metrics.answer_text(task, output), expected)
+                row |= {"output_language": verdict.language, "language_consistent": verdict.consistent}
+            rows.append(row)
 
         def metric(idx):
-            return metrics.corpus_scores(task, [outputs[i] for i in idx], [refs[i] for i in idx],
-                                         [rows[i]["scores"] for i in idx])
+            out = metrics.corpus_scores(task, [outputs[i] for i in idx], [refs[i] for i in idx],
+                                        [rows[i]["scores"] for i in idx])
+            checked = [rows[i]["language_consistent"] for i in idx if "language_consistent" in rows[i]]
+            if checked:
+                out["language_consistency"] = 100.0 * float(np.mean(checked))
+            return out
         return rows, _by_language(rows, metric)
+
+    @functools.cached_property
+    def verifier(self):
+        from sailor2_jax.post.verifier import LanguageVerifier
+        return LanguageVerifier()
+
+    def is_thai(self, text: str) -> bool:
+        return self.verifier.identify(text) == "th"
 
     def _fewshot(self, task: TaskBase) -> FewShot:
         if not task.num_fewshot:

@@ -21,8 +21,9 @@ def test_eval_and_report(hf_dir, tmp_path, capsys):
         assert set(results["tasks"]) == {"udhr_ppl", "udhr_continuation", "udhr_translation"}
         assert results["model"] == name
         assert {"ppl", "bpb", "ppl/en", "ppl/zh"} <= set(results["tasks"]["udhr_ppl"])
-        assert {"acc", "acc_norm"} <= set(results["tasks"]["udhr_continuation"])
-        assert {"chrf++", "chrf++/en-zh"} <= set(results["tasks"]["udhr_translation"])
+        assert {"acc", "acc_norm", "ppl_sc"} <= set(results["tasks"]["udhr_continuation"])
+        assert {"chrf++", "chrf++/en-zh", "language_consistency", "language_consistency/en-zh"} <= set(
+            results["tasks"]["udhr_translation"])
         lines = (out / "udhr_translation.jsonl").read_text().splitlines()
         assert len(lines) == 2 and "output" in json.loads(lines[0])
     capsys.readouterr()
@@ -34,7 +35,8 @@ def test_eval_and_report(hf_dir, tmp_path, capsys):
     # the same model twice: the same numbers (one program computing the same thing twice)
     assert ppl["values"]["base"] == ppl["values"]["final"] > 1
     assert (tmp_path / "report" / "udhr_ppl.ppl.png").stat().st_size > 1000
-    assert len(list((tmp_path / "report").glob("*.png"))) == 5  # ppl, bpb, acc, acc_norm, chrf++
+    # ppl, bpb, acc, acc_norm, ppl_sc, chrf++, language_consistency
+    assert len(list((tmp_path / "report").glob("*.png"))) == 7
 
 
 def test_eval_errors(hf_dir, tmp_path, capsys):

@@ -158,7 +158,7 @@ def test_multiple_choice_matches_transformers(evaluated, reference):
         assert row["pred"] == int(np.argmax(ref)) and row["gold"] == record["gold"]
         per_byte = np.array(ref) / [len(c.encode()) for c in record["choices"]]
         assert row["pred_norm"] == int(np.argmax(per_byte))
-    acc = np.mean([r["pred"] == r["gold"] for r in rows["mc"]])
+    acc = 100 * np.mean([r["pred"] == r["gold"] for r in rows["mc"]])
     assert summary["tasks"]["mc"]["acc"] == pytest.approx(acc)
     # few-shot: two examples (both of the pool, in a seeded order) before the templated query
     row = rows["mc_fewshot"][0]
