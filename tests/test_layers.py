@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import importlib.util
 
 from jobs import ROOT
 
@@ -102,3 +103,26 @@ def test_no_import_circles():
         if v not in index:
             visit(v)
     assert not circles, f"import circles: {circles}"
+
+
+def test_every_import_of_the_project_resolves():
+    """Every `from sailor2_jax... import name` in the package and the tests names a module and a name that exist,
+    the imports inside functions included (they run only when their code does, so a moved module would otherwise
+    surface at run time)."""
+    import importlib
+
+    missing = []
+    for f in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sailor2_jax")):
+                continue
+            where = f"{f.relative_to(ROOT)}:{node.lineno}"
+            try:
+                module = importlib.import_module(node.module)
+            except ModuleNotFoundError as e:
+                missing.append(f"{where}: {e}")
+                continue
+            for alias in node.names:
+                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
+                    missing.append(f"{where}: {node.module} has no {alias.name}")
+    assert not missing, "\n".join(missing)

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sailor2_jax.data.clean.languages import canonical_language
+from sailor2_jax.languages import canonical_language
 from sailor2_jax.files import write_jsonl
 
 # Sea-WildBench's language codes (ISO 639-3) → ours

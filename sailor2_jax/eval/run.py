@@ -44,7 +44,7 @@ from sailor2_jax.model.source import OpenModel
 def expected_language(record: dict) -> str:
     """The language an output for `record` must be in: `target_language`, else `language`'s last "-" part (a
     translation's `en-th` → th)."""
-    from sailor2_jax.data.clean.languages import canonical_language
+    from sailor2_jax.languages import canonical_language
     return canonical_language(record.get("target_language") or record["language"].rsplit("-", 1)[-1])
 
 

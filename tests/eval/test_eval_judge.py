@@ -199,7 +199,7 @@ def test_sea_wildbench_converter(tmp_path, capsys):
 
 
 def test_embedded_prompts_cover_15_languages():
-    from sailor2_jax.data.config import LANGUAGES
+    from sailor2_jax.languages import LANGUAGES
     from sailor2_jax.eval.judge_data import read_judge_prompts
     from sailor2_jax.post.verifier import LanguageVerifier
     prompts, rejected = read_judge_prompts(DATA_DIR / "eval" / "judge_prompts.jsonl")
