@@ -21,10 +21,10 @@ def run(ctx: Context) -> StageResult:
         runs.append(str(ctx.out / "eval" / name))
     ctx.run_command(["eval-report", *runs, "--output-dir", str(ctx.out / "eval" / "report")])
     report = json.loads((ctx.out / "eval" / "report" / "report.json").read_text())
-    values = {f"{r['task']}/{r['metric']}": r["values"] for r in report["rows"]}
+    values = {f"{r['task']}/{r['metric']}": r["values"] for r in report["rows"]}  # metric → {run name: value}
     ppl = values["udhr_ppl/ppl"]
     return StageResult(
         {"report": str(ctx.out / "eval" / "report"), **values},
         {"every model scored on every task": all(len(v) == len(MODELS) for v in values.values()),
-         "the expansion leaves perplexity unchanged": math.isclose(ppl[0], ppl[1], rel_tol=1e-4),
-         "training lowered perplexity on held-out text": ppl[2] < ppl[1]})
+         "the expansion leaves perplexity unchanged": math.isclose(ppl["base"], ppl["expanded"], rel_tol=1e-4),
+         "training lowered perplexity on held-out text": ppl["final"] < ppl["expanded"]})
