@@ -50,6 +50,7 @@ def run_demo(out: str | Path, stages: tuple[ModuleType, ...] = STAGES, console: 
             result = stage.run(ctx)
         except Exception as e:
             raise DemoFailed(f"stage {number} ({name}) failed: {type(e).__name__}: {e}") from e
+        result.checks = {check: bool(ok) for check, ok in result.checks.items()}  # (numpy bools too)
         ctx.results[name] = result
         seconds = round(time.perf_counter() - began, 1)
         summary["stages"][name] = {"seconds": seconds, "checks": result.checks, **result.summary}
