@@ -57,12 +57,8 @@ def free_port() -> int:
 def job_envs(processes: int, devices: int) -> list[dict[str, str]]:
     """Environments of the processes of one job, described as `sailor2_jax.train.multihost.initialize` reads it."""
     coordinator = f"127.0.0.1:{free_port()}"
-    # JAX's cache key leaves out the process layout: a program compiled by one 8-device process and loaded by a
-    # 2 x 4 job would run the wrong collectives (and hang), so jobs keep a cache of their own per process count
-    cache = {"JAX_COMPILATION_CACHE_DIR": f"{os.environ['JAX_COMPILATION_CACHE_DIR']}-jobs-of-{processes}"} \
-        if "JAX_COMPILATION_CACHE_DIR" in os.environ else {}
     return [cpu_env(devices, SAILOR2_COORDINATOR=coordinator, SAILOR2_NUM_PROCESSES=str(processes),
-                    SAILOR2_PROCESS_ID=str(i), **cache) for i in range(processes)]
+                    SAILOR2_PROCESS_ID=str(i)) for i in range(processes)]
 
 
 def run_processes(cmds: list[list[str]], envs: list[dict[str, str]], timeout: float) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from sailor2_jax.commands._args import PROG, positive_int, renamed
 
@@ -28,10 +27,8 @@ def run(args: argparse.Namespace) -> int:
         jax.config.update("jax_num_cpu_devices", args.devices)
     except RuntimeError:  # backends already up (the demo called from a running program): keep its devices
         pass
-    # stages that compile the same program again (the evaluation of three models of one architecture, a resumed
-    # run, the commands the stages start) load it from JAX's persistent cache instead, as does a rerun of the demo
-    jax.config.update("jax_compilation_cache_dir", str(Path(args.output_dir) / "jax-compilation-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # no persistent compilation cache: on CPU, JAX 0.10's multi-device programs loaded back from it deadlock in
+    # their first collective (docs/performance.md, "Compilation cache")
     try:
         run_demo(args.output_dir)
     except DemoFailed as e:
