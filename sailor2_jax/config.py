@@ -183,31 +183,40 @@ class ComputeConfig(Config):
 
 
 class MeshConfig(Config):
-    """Mesh axis sizes; one of them may be -1 to take the remaining devices."""
+    """Mesh axis sizes; one of them may be -1 to take the remaining devices. `context` splits each sequence (context
+    parallelism, for sequences whose activations do not fit one chip: 32K and beyond); 1 leaves it whole."""
 
     data: int = 1
     fsdp: int = -1
+    context: int = 1
     tensor: int = 1
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "MeshConfig":
-        sizes = (self.data, self.fsdp, self.tensor)
+        sizes = (self.data, self.fsdp, self.context, self.tensor)
         if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
             raise ValueError(f"mesh sizes must be positive with at most one -1, got data={self.data}, "
-                             f"fsdp={self.fsdp}, tensor={self.tensor}")
+                             f"fsdp={self.fsdp}, context={self.context}, tensor={self.tensor}")
         return self
 
     @classmethod
     def parse(cls, text: str) -> "MeshConfig":
         """A mesh written as three sizes DATA,FSDP,TENSOR (`-1,1,1`; `x` or `;` may separate them, as in lm-eval's
-        comma-split model arguments): where a mesh arrives as text (a flag, a model argument), it becomes this."""
+        comma-split model arguments), or four, DATA,FSDP,CONTEXT,TENSOR: where a mesh arrives as text (a flag, a
+        model argument), it becomes this."""
         parts = text.replace("x", ",").replace(";", ",").split(",")
         try:
-            data, fsdp, tensor = (int(p) for p in parts)
-            return cls(data=data, fsdp=fsdp, tensor=tensor)
+            sizes = [int(p) for p in parts]
+            if len(sizes) == 3:
+                sizes.insert(2, 1)
+            if len(sizes) != 4:
+                raise ValueError
+            data, fsdp, context, tensor = sizes
+            return cls(data=data, fsdp=fsdp, context=context, tensor=tensor)
         except (ValueError, pydantic.ValidationError) as e:
-            detail = describe(e) if isinstance(e, pydantic.ValidationError) else "three integers"
-            raise ValueError(f"mesh {text!r}: expected three sizes DATA,FSDP,TENSOR ({detail})") from None
+            detail = describe(e) if isinstance(e, pydantic.ValidationError) else "three or four integers"
+            raise ValueError(f"mesh {text!r}: expected sizes DATA,FSDP,TENSOR or DATA,FSDP,CONTEXT,TENSOR "
+                             f"({detail})") from None
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

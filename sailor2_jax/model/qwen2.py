@@ -24,13 +24,14 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 from flax import nnx
 
 from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.attention import attention
 from sailor2_jax.model.rope import apply_rope, rope_tables
-from sailor2_jax.sharding import shard
+from sailor2_jax.sharding import balanced_order, context_size, shard
 
 LAYER_PARAMS = ("attn_norm", "q", "q_bias", "k", "k_bias", "v", "v_bias", "o", "mlp_norm", "gate", "up", "down")
 
@@ -211,7 +212,15 @@ class Qwen2(nnx.Module):
             segment_ids_BT = jnp.ones((B, T), jnp.int32)
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        return self._stack(x_BTD, positions_BT, segment_ids_BT, packed, None)[0]
+        n = context_size()
+        if n == 1:
+            return self._stack(x_BTD, positions_BT, segment_ids_BT, packed, None)[0]
+        # Context parallelism: the layers run the sequence in the load-balanced order (sharding.balanced_order), its
+        # segment ids and positions permuted with it; the natural order is restored before the caller sees it.
+        order = balanced_order(T, n)
+        x_BTD, positions_BT, segment_ids_BT = (a[:, order] for a in (x_BTD, positions_BT, segment_ids_BT))
+        out_BTD = self._stack(x_BTD, positions_BT, segment_ids_BT, True, None)[0]
+        return shard(out_BTD[:, np.argsort(order)], ("batch", "seq", "act_embed"))
 
     def extend(self, tokens_BT: jax.Array, cache: KVCache, *, positions_BT: jax.Array, segment_ids_BT: jax.Array,
                layers: list[dict[str, jax.Array]] | None = None) -> tuple[jax.Array, KVCache]:
