@@ -260,7 +260,8 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
 
 
 def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, rows: int, prompt_len: int,
-                       max_new: int, samples: int = 1, gather: bool = True) -> list[CompileReport]:
+                       max_new: int, samples: int = 1, gather: bool = True,
+                       prefill_chunk: int | None = None) -> list[CompileReport]:
     """Compile the generation engine's two programs (`generate.engine.Generator.programs`: prefill, then the
     decode loop) for `target` on cfg's mesh, as `generate` and on-policy sampling run them where the policy trains:
     weights in the compute dtype, `rows` prompts of `prompt_len` slots (a length bucket), `samples` per prompt,
@@ -276,7 +277,7 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
         raise ValueError(f"--max-new-tokens must be at least 2 to compile a decode loop, got {max_new}")
     mesh = make_mesh(cfg.mesh, target.devices())
     compute = cfg.compute.model_copy(update={"param_dtype": cfg.compute.dtype, "remat": "none"})
-    generator = Generator(abstract_model(model_cfg, compute), mesh, gather=gather)
+    generator = Generator(abstract_model(model_cfg, compute), mesh, gather=gather, prefill_chunk=prefill_chunk)
     if rows % generator.data_parallel:
         raise ValueError(f"--decode-batch ({rows}) must be a multiple of the data-parallel devices "
                          f"({generator.data_parallel})")
