@@ -39,6 +39,60 @@ _HF_FIELDS = {  # ModelConfig field -> HF config.json key
 }
 
 
+_ROPE_HF_KEYS = {  # rope type -> the config.json keys it takes (besides type/rope_type/rope_theta)
+    "linear": {"factor"}, "dynamic": {"factor"},
+    "yarn": {"factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "truncate"},
+}
+
+
+class RopeScaling(Config):
+    """RoPE scaling as transformers' Qwen2 computes it (`modeling_rope_utils`): `linear` divides every frequency by
+    `factor`; `dynamic` (NTK) raises the base once a forward pass's positions pass `max_position_embeddings`; `yarn`
+    interpolates the low frequencies by `factor`, keeps the high ones, ramps between the dimensions where a
+    wavelength fits `beta_fast`..`beta_slow` times into `original_max_position_embeddings`, and scales sin/cos by
+    `attention_factor` (default 0.1·ln(factor) + 1). config.json spells it `rope_scaling` (transformers 4, vLLM) or
+    `rope_parameters` (transformers 5, with rope_theta inside); both are read and written."""
+
+    type: Literal["linear", "dynamic", "yarn"]
+    factor: float = pydantic.Field(ge=1.0, description="context extension factor (Qwen2.5 128K: yarn with 4)")
+    original_max_position_embeddings: int | None = pydantic.Field(
+        None, gt=0, description="yarn: the pre-training length (default: max_position_embeddings, as transformers)")
+    attention_factor: float | None = pydantic.Field(None, gt=0, description="yarn: sin/cos scale (default from factor)")
+    beta_fast: float | None = pydantic.Field(None, gt=0, description="yarn: extrapolation boundary (default 32)")
+    beta_slow: float | None = pydantic.Field(None, gt=0, description="yarn: interpolation boundary (default 1)")
+    truncate: bool = pydantic.Field(True, description="yarn: round the ramp's ends to whole dimensions")
+
+    @classmethod
+    def from_hf(cls, scaling: dict[str, Any]) -> "RopeScaling | None":
+        """From config.json's `rope_scaling`/`rope_parameters` dict (None for the default RoPE)."""
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind == "default":
+            return None
+        if kind not in _ROPE_HF_KEYS:
+            raise ValueError(f"unsupported rope scaling type {kind!r} in config.json (supported: default, "
+                             f"{', '.join(_ROPE_HF_KEYS)})")
+        fields = {k: v for k, v in scaling.items() if k not in ("type", "rope_type", "rope_theta")}
+        if unknown := sorted(set(fields) - _ROPE_HF_KEYS[kind]):
+            raise ValueError(f"config.json rope scaling {kind!r}: unsupported keys {unknown} "
+                             f"(supported: {sorted(_ROPE_HF_KEYS[kind])})")
+        try:
+            return cls(type=kind, **{k: v for k, v in fields.items() if v is not None})
+        except pydantic.ValidationError as e:
+            raise ValueError(f"config.json rope scaling: {describe(e)}") from None
+
+    def to_hf(self, max_position_embeddings: int) -> dict[str, Any]:
+        """The dict for config.json, in both spellings' keys (`type` for transformers 4 and vLLM, `rope_type`)."""
+        out: dict[str, Any] = {"type": self.type, "rope_type": self.type, "factor": self.factor}
+        if self.type == "yarn":
+            out["original_max_position_embeddings"] = (self.original_max_position_embeddings
+                                                       or max_position_embeddings)
+            out |= {k: getattr(self, k) for k in ("attention_factor", "beta_fast", "beta_slow")
+                    if getattr(self, k) is not None}
+            if not self.truncate:
+                out["truncate"] = False
+        return out
+
+
 class ModelConfig(Config):
     """A Qwen2.5 decoder's architecture: what a checkpoint fixes (HF `config.json` holds the same; `from_hf`/`to_hf`
     map the two). How a run executes it — dtypes, remat, attention kernel — is `ComputeConfig`, the run's choice."""
@@ -54,6 +108,7 @@ class ModelConfig(Config):
     rms_norm_eps: float = 1e-6
     tie_embeddings: bool = False
     max_position_embeddings: int = 32768
+    rope_scaling: RopeScaling | None = pydantic.Field(None, description="RoPE scaling (None: plain RoPE)")
     bos_token_id: int | None = 151643
     eos_token_id: int | list[int] | None = pydantic.Field(
         151643, description="one id, or the list a chat model stops on (Qwen2.5/Sailor2 chat: [151645, 151643])")
@@ -77,10 +132,8 @@ class ModelConfig(Config):
                              "only Qwen2ForCausalLM (model_type 'qwen2') is supported")
         if hf.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported hidden_act {hf['hidden_act']!r} in config.json (only 'silu')")
+        # transformers 5 writes `rope_parameters` (rope_theta inside); transformers 4 and vLLM read `rope_scaling`
         scaling = hf.get("rope_scaling") or (hf.get("rope_parameters") or {})
-        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-        if rope_type != "default":
-            raise ValueError(f"unsupported rope scaling {scaling!r} in config.json (only the default RoPE)")
         if hf.get("use_sliding_window"):
             raise ValueError("unsupported: use_sliding_window=true in config.json")
         kwargs: dict[str, Any] = {}
@@ -97,6 +150,7 @@ class ModelConfig(Config):
         if kwargs["head_dim"] * kwargs["num_heads"] != kwargs["hidden_size"]:
             raise ValueError("config.json: hidden_size must equal num_attention_heads * head_dim for Qwen2")
         kwargs.setdefault("tie_embeddings", False)
+        kwargs["rope_scaling"] = RopeScaling.from_hf(scaling)
         try:
             return cls(**{**kwargs, **overrides})
         except pydantic.ValidationError as e:
@@ -106,10 +160,13 @@ class ModelConfig(Config):
         hf: dict[str, Any] = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
                               "attention_dropout": 0.0, "initializer_range": 0.02, "use_cache": True,
                               "use_sliding_window": False, "sliding_window": None, "max_window_layers":
-                              self.num_layers, "rope_scaling": None, "head_dim": self.head_dim,
-                              "torch_dtype": torch_dtype}
+                              self.num_layers, "head_dim": self.head_dim, "torch_dtype": torch_dtype}
         for ours, theirs in _HF_FIELDS.items():
             hf[theirs] = getattr(self, ours)
+        # Both spellings, so transformers 4/vLLM (`rope_scaling`) and transformers 5 (`rope_parameters`) agree.
+        scaling = self.rope_scaling.to_hf(self.max_position_embeddings) if self.rope_scaling else None
+        hf["rope_scaling"] = scaling
+        hf["rope_parameters"] = (scaling or {"rope_type": "default"}) | {"rope_theta": self.rope_theta}
         return hf
 
 
@@ -126,31 +183,40 @@ class ComputeConfig(Config):
 
 
 class MeshConfig(Config):
-    """Mesh axis sizes; one of them may be -1 to take the remaining devices."""
+    """Mesh axis sizes; one of them may be -1 to take the remaining devices. `context` splits each sequence (context
+    parallelism, for sequences whose activations do not fit one chip: 32K and beyond); 1 leaves it whole."""
 
     data: int = 1
     fsdp: int = -1
+    context: int = 1
     tensor: int = 1
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "MeshConfig":
-        sizes = (self.data, self.fsdp, self.tensor)
+        sizes = (self.data, self.fsdp, self.context, self.tensor)
         if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
             raise ValueError(f"mesh sizes must be positive with at most one -1, got data={self.data}, "
-                             f"fsdp={self.fsdp}, tensor={self.tensor}")
+                             f"fsdp={self.fsdp}, context={self.context}, tensor={self.tensor}")
         return self
 
     @classmethod
     def parse(cls, text: str) -> "MeshConfig":
         """A mesh written as three sizes DATA,FSDP,TENSOR (`-1,1,1`; `x` or `;` may separate them, as in lm-eval's
-        comma-split model arguments): where a mesh arrives as text (a flag, a model argument), it becomes this."""
+        comma-split model arguments), or four, DATA,FSDP,CONTEXT,TENSOR: where a mesh arrives as text (a flag, a
+        model argument), it becomes this."""
         parts = text.replace("x", ",").replace(";", ",").split(",")
         try:
-            data, fsdp, tensor = (int(p) for p in parts)
-            return cls(data=data, fsdp=fsdp, tensor=tensor)
+            sizes = [int(p) for p in parts]
+            if len(sizes) == 3:
+                sizes.insert(2, 1)
+            if len(sizes) != 4:
+                raise ValueError
+            data, fsdp, context, tensor = sizes
+            return cls(data=data, fsdp=fsdp, context=context, tensor=tensor)
         except (ValueError, pydantic.ValidationError) as e:
-            detail = describe(e) if isinstance(e, pydantic.ValidationError) else "three integers"
-            raise ValueError(f"mesh {text!r}: expected three sizes DATA,FSDP,TENSOR ({detail})") from None
+            detail = describe(e) if isinstance(e, pydantic.ValidationError) else "three or four integers"
+            raise ValueError(f"mesh {text!r}: expected sizes DATA,FSDP,TENSOR or DATA,FSDP,CONTEXT,TENSOR "
+                             f"({detail})") from None
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

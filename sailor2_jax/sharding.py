@@ -5,7 +5,14 @@ Parameters and activations name their axes logically where they are defined (`"e
 once, here: resolving already-resolved specs again would silently replicate everything (stack.md).
 
 Mesh axes: `data` (pure data parallelism), `fsdp` (data parallelism with parameters and optimiser state sharded),
-`tensor` (heads, MLP width and vocabulary split across devices).
+`context` (the sequence split across devices: context parallelism, size 1 unless a run asks), `tensor` (heads, MLP
+width and vocabulary split across devices).
+
+Context parallelism splits the sequence of every activation over `context`. Causal attention gives late tokens more
+work than early ones, so the model runs each sequence in a load-balanced order (`balanced_order`): of 2n equal
+chunks, shard i holds chunks i and 2n−1−i (Llama 3's all-gather context parallelism), and every shard has the same
+number of (query, key) pairs to compute. Segment ids and positions are permuted with their tokens, so masks stay
+exact; the model restores the natural order before the LM head, so losses, masks and loaders never see it.
 """
 
 from __future__ import annotations
@@ -19,16 +26,18 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from sailor2_jax.config import MeshConfig
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "context", "tensor")
 
 MeshAxes = str | tuple[str, ...] | None
 
 # logical axis -> mesh axis (or axes). Parameters: the model dimension is FSDP-sharded, heads/MLP/vocab are tensor-
-# sharded. Activations: the batch is split over every data-parallel axis; the sequence stays whole.
+# sharded; the model dimension is split over `context` too (its devices hold different tokens of the same rows, so they
+# are data-parallel for the weights). Activations: the batch is split over every data-parallel axis, the sequence
+# over `context`.
 RULES: dict[str, MeshAxes] = {
     # parameters
     "vocab": "tensor",
-    "embed": "fsdp",
+    "embed": ("fsdp", "context"),
     "q_heads": "tensor",
     "kv_heads": "tensor",
     "head_dim": None,
@@ -37,7 +46,7 @@ RULES: dict[str, MeshAxes] = {
     "norm": None,
     # activations
     "batch": ("data", "fsdp"),
-    "seq": None,
+    "seq": "context",
     "act_embed": None,
     "act_heads": "tensor",
     "act_kv_heads": "tensor",
@@ -51,9 +60,9 @@ RULES: dict[str, MeshAxes] = {
 
 
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over `devices` (default: all); a -1 size takes what the others leave."""
+    """A (data, fsdp, context, tensor) mesh over `devices` (default: all); a -1 size takes what the others leave."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+    sizes = [cfg.data, cfg.fsdp, cfg.context, cfg.tensor]
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if len(devices) % known:
@@ -64,14 +73,14 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
                          f"{len(devices)} are available")
     # Auto axes: GSPMD propagates shardings from our constraints (Explicit is jax.make_mesh's default now).
     try:
-        return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+        return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
     except NotImplementedError:
         # A TPU torus has no device order for this shape (e.g. data=2, fsdp=32 on 4x4x4) that keeps every mesh
         # axis within physical axes: let mesh axes span parts of physical ones.
         from jax.experimental import mesh_utils
 
         grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
-        return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+        return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 def target_platform() -> str:
@@ -81,6 +90,23 @@ def target_platform() -> str:
     if not mesh.empty and mesh.abstract_device is not None:
         return mesh.abstract_device.platform
     return jax.default_backend()
+
+
+def context_size() -> int:
+    """The size of the current mesh's `context` axis (1 outside a mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return 1 if mesh.empty or "context" not in mesh.axis_names else mesh.shape["context"]
+
+
+def balanced_order(seq_len: int, n: int) -> np.ndarray:
+    """The load-balanced order of a sequence split n ways: the sequence's 2n chunks as [0, 2n−1, 1, 2n−2, ...], so
+    contiguous shard i holds chunks i and 2n−1−i. `x[:, order]` puts a sequence in it; `x[:, argsort(order)]` back."""
+    if seq_len % (2 * n):
+        raise ValueError(f"context parallelism over {n} devices needs a sequence length divisible by {2 * n} "
+                         f"(2 chunks per device), got {seq_len}")
+    c = seq_len // (2 * n)
+    chunks = [j for i in range(n) for j in (i, 2 * n - 1 - i)]
+    return np.concatenate([np.arange(j * c, (j + 1) * c) for j in chunks])
 
 
 def logical_to_spec(names: Sequence[str | None], rules: Mapping[str, MeshAxes] = RULES) -> P:

@@ -40,17 +40,27 @@ from sailor2_jax.train.objectives import LM_KEYS, Objective
 SPLASH_KERNELS = {"splash_mha_fwd": (4, 3), "splash_mha_dq": (6, 1), "splash_mha_dkv": (8, 3)}
 
 
-def splash_flops(name: str, outputs: tuple[tuple[int, ...], ...], q_heads: int, seq_len: int, head_dim: int
-                 ) -> float | None:
-    """FLOPs of one Splash kernel execution (causal blocks only), or None for a kernel this does not know."""
+def splash_flops(name: str, outputs: tuple[tuple[int, ...], ...], q_heads: int, seq_len: int, head_dim: int,
+                 context: int = 1) -> float | None:
+    """FLOPs of one Splash kernel execution (causal blocks only), or None for a kernel this does not know.
+
+    Under context parallelism over n devices a shard runs two kernels of C = T/2n queries, chunks i and 2n−1−i,
+    against (i+1)·C and (2n−i)·C keys: 2n·C² causal pairs together whatever i is, so n·C² each on average."""
     kind = next((k for k in SPLASH_KERNELS if name.startswith(k)), None)
     if kind is None:
         return None
     per_pair, index = SPLASH_KERNELS[kind]
     dims = outputs[index] if len(outputs) > index else ()
-    if len(dims) not in (3, 4) or dims[-2:] != (seq_len, head_dim):
+    if len(dims) not in (3, 4):
         return None
     rows = dims[0] if len(dims) == 4 else 1
+    if context > 1:
+        C = seq_len // (2 * context)
+        if dims[-1] != head_dim or dims[-2] not in (C,) + tuple(k * C for k in range(1, 2 * context + 1)):
+            return None
+        return per_pair * rows * q_heads * context * C * C * head_dim
+    if dims[-2:] != (seq_len, head_dim):
+        return None
     blocks = seq_len // (splash_block(seq_len) or seq_len)
     causal = (blocks + 1) / (2 * blocks)  # share of (q, k) blocks the causal mask leaves to compute
     return per_pair * rows * q_heads * seq_len * seq_len * head_dim * causal
@@ -183,13 +193,14 @@ def compile_train_step(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice) 
         lowered = step.lower(state, abstract_batch(cfg, mesh), ref)
     tokens = cfg.data.batch_size * cfg.data.seq_len * (2 if cfg.objective.is_preference else 1)
     return compile_lowered(lowered, report, target, model_cfg, tensor=mesh.shape["tensor"], seq_len=cfg.data.seq_len,
-                           tokens=tokens, model_flops=flops_per_token(model_cfg, cfg.data.seq_len) * tokens,
+                           context=mesh.shape["context"], tokens=tokens,
+                           model_flops=flops_per_token(model_cfg, cfg.data.seq_len) * tokens,
                            started=t0)
 
 
 def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: Slice, model_cfg: ModelConfig, *,
                     tensor: int, seq_len: int, tokens: int, model_flops: float, started: float,
-                    runtime_trips: int | None = None) -> CompileReport:
+                    runtime_trips: int | None = None, context: int = 1) -> CompileReport:
     """Compile a program lowered for `target` and fill `report`: the compiler's verdict (or its refusal), memory by
     kind, the kernels lowered, FLOPs through every loop (a loop that stops on a runtime value runs `runtime_trips`
     times), and the roofline for `tokens` per call whose model FLOPs (all chips) are `model_flops`. The training
@@ -216,12 +227,12 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
     q_heads = model_cfg.num_heads // tensor
     cost = HloModule(compiled.as_text(), peak_flops=chip.peak_flops, hbm_bandwidth=chip.hbm_bandwidth,
                      kernel_flops=lambda name, outputs: splash_flops(name, outputs, q_heads, seq_len,
-                                                                     model_cfg.head_dim),
+                                                                     model_cfg.head_dim, context),
                      runtime_trips=runtime_trips).cost()
     calls, unknown = {}, {}
     for (name, outputs), n in cost.kernels.items():
         calls[name] = calls.get(name, 0) + int(n)
-        if splash_flops(name, outputs, q_heads, seq_len, model_cfg.head_dim) is None:
+        if splash_flops(name, outputs, q_heads, seq_len, model_cfg.head_dim, context) is None:
             unknown[name] = unknown.get(name, 0) + int(n)
     report.attention = {"requested": report.compute["attention"],
                         "lowered": "splash (Mosaic kernel)" if any(k.startswith("splash") for k in calls) else "xla",
@@ -249,7 +260,8 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
 
 
 def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, rows: int, prompt_len: int,
-                       max_new: int, samples: int = 1, gather: bool = True) -> list[CompileReport]:
+                       max_new: int, samples: int = 1, gather: bool = True,
+                       prefill_chunk: int | None = None) -> list[CompileReport]:
     """Compile the generation engine's two programs (`generate.engine.Generator.programs`: prefill, then the
     decode loop) for `target` on cfg's mesh, as `generate` and on-policy sampling run them where the policy trains:
     weights in the compute dtype, `rows` prompts of `prompt_len` slots (a length bucket), `samples` per prompt,
@@ -265,7 +277,7 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
         raise ValueError(f"--max-new-tokens must be at least 2 to compile a decode loop, got {max_new}")
     mesh = make_mesh(cfg.mesh, target.devices())
     compute = cfg.compute.model_copy(update={"param_dtype": cfg.compute.dtype, "remat": "none"})
-    generator = Generator(abstract_model(model_cfg, compute), mesh, gather=gather)
+    generator = Generator(abstract_model(model_cfg, compute), mesh, gather=gather, prefill_chunk=prefill_chunk)
     if rows % generator.data_parallel:
         raise ValueError(f"--decode-batch ({rows}) must be a multiple of the data-parallel devices "
                          f"({generator.data_parallel})")

@@ -1,7 +1,9 @@
 """Find a training configuration that fits a TPU slice, and the fastest such, with the real compiler.
 
-Search space: every (data, fsdp, tensor) mesh of the slice that the model's dimensions and the batch divide, the
-remat policies, the micro-batch counts, and the LM head's logits chunk. A real compilation costs about a minute of
+Search space: every (data, fsdp, context, tensor) mesh of the slice that the model's dimensions and the batch divide,
+the remat policies, the micro-batch counts, and the LM head's logits chunk. The context axis (the sequence split,
+sharding.py) is searched only for sequences longer than `CONTEXT_FROM` tokens, where one sequence's activations
+outgrow a chip; each of its shards must keep Splash-tileable chunks (T/2n a multiple of 512). A real compilation costs about a minute of
 two CPU cores at these sizes, so the space is pruned analytically first:
 1. `estimate` gives each candidate an HBM estimate per chip (train state, saved activations per remat policy, one
    layer's backward working set, the logits of one chunk) and a step time (FLOPs with each policy's recompute at
@@ -33,6 +35,7 @@ from sailor2_jax.train.metrics import flops_per_token
 
 REMATS = ("none", "dots_saveable", "save_attention_out", "full")
 CHUNKS = (4096, 2048, 1024, 512, 256)
+CONTEXT_FROM = 8192  # the sequence length above which context parallelism is searched
 ESTIMATE_MARGIN = 1.25  # compile candidates whose estimate is up to this far above the limit: the estimate is rough
 
 
@@ -44,14 +47,17 @@ class Candidate:
     remat: str
     micro_batches: int
     logits_chunk: int
+    context: int = 1
 
     def overrides(self) -> list[str]:
-        return [f"mesh.data={self.data}", f"mesh.fsdp={self.fsdp}", f"mesh.tensor={self.tensor}",
+        return [f"mesh.data={self.data}", f"mesh.fsdp={self.fsdp}", f"mesh.context={self.context}",
+                f"mesh.tensor={self.tensor}",
                 f"compute.remat={self.remat}", f"data.micro_batches={self.micro_batches}",
                 f"objective.logits_chunk={self.logits_chunk}"]
 
     def apply(self, cfg: TrainConfig) -> TrainConfig:
-        return cfg.replace(mesh=cfg.mesh.replace(data=self.data, fsdp=self.fsdp, tensor=self.tensor),
+        return cfg.replace(mesh=cfg.mesh.replace(data=self.data, fsdp=self.fsdp, context=self.context,
+                                                 tensor=self.tensor),
                            compute=cfg.compute.replace(remat=self.remat),
                            data=cfg.data.replace(micro_batches=self.micro_batches),
                            objective=cfg.objective.replace(logits_chunk=self.logits_chunk))
@@ -84,21 +90,23 @@ def candidates(cfg: TrainConfig, model: ModelConfig, chips: int, max_tensor: int
     """Every mesh/remat/micro-batch/chunk combination the sharding rules and the batch admit."""
     T = cfg.data.seq_len
     chunks = [c for c in CHUNKS if c <= T and T % c == 0] or [T]
+    contexts = [n for n in _divisors(chips) if n == 1 or (T > CONTEXT_FROM and T % (2 * n * 512) == 0 and n <= 16)]
     out = []
     for tensor in _divisors(chips):
         if tensor > max_tensor or any(d % tensor for d in (model.num_heads, model.num_kv_heads,
                                                           model.intermediate_size, model.vocab_size)):
             continue
-        for fsdp in _divisors(chips // tensor):
-            data = chips // tensor // fsdp
-            if model.hidden_size % fsdp:
-                continue
-            for m in _divisors(cfg.data.batch_size):
-                if m > 64 or cfg.data.batch_size % (m * data * fsdp):
+        for context in (n for n in contexts if (chips // tensor) % n == 0):
+            for fsdp in _divisors(chips // tensor // context):
+                data = chips // tensor // context // fsdp
+                if model.hidden_size % (fsdp * context):
                     continue
-                out += [Candidate(data, fsdp, tensor, r, m, c) for r in REMATS for c in chunks]
+                for m in _divisors(cfg.data.batch_size):
+                    if m > 64 or cfg.data.batch_size % (m * data * fsdp):
+                        continue
+                    out += [Candidate(data, fsdp, tensor, r, m, c, context) for r in REMATS for c in chunks]
     if not out:
-        raise ValueError(f"no (data, fsdp, tensor) mesh of {chips} chips divides this model and data.batch_size "
+        raise ValueError(f"no (data, fsdp, context, tensor) mesh of {chips} chips divides this model and data.batch_size "
                          f"{cfg.data.batch_size}: fsdp must divide hidden_size {model.hidden_size}, tensor the "
                          f"heads ({model.num_heads}/{model.num_kv_heads}), and data×fsdp the batch")
     return out
@@ -108,13 +116,13 @@ def estimate(c: Candidate, cfg: TrainConfig, model: ModelConfig, target: Slice, 
     """A rough per-chip HBM and step-time estimate (see the module docstring); the compiler has the last word."""
     D, F, L, V = model.hidden_size, model.intermediate_size, model.num_layers, model.vocab_size
     NH, KH = model.num_heads * model.head_dim, model.num_kv_heads * model.head_dim
-    t, dp = c.tensor, c.data * c.fsdp
+    t, dp, n = c.tensor, c.data * c.fsdp, c.context
     T = cfg.data.seq_len
     rows = cfg.data.batch_size * (2 if cfg.objective.is_preference else 1) // (c.micro_batches * dp)
-    tokens = rows * T  # per chip per micro-batch
-    # fp32 parameters, Adam moments and gradient; the embedding table whole along D (the lookup gathers it) and
-    # the LM head's gathered copy
-    state = 16.0 * params / (c.fsdp * t) + 4 * V * D / t
+    tokens = rows * T // n  # per chip per micro-batch (context parallelism splits each row n ways)
+    # fp32 parameters, Adam moments and gradient (sharded over fsdp × context); the embedding table whole along D
+    # (the lookup gathers it) and the LM head's gathered copy
+    state = 16.0 * params / (c.fsdp * n * t) + 4 * V * D / t
     # bytes per token and layer kept for the backward pass besides the layer's input (2·D): what the backward
     # reads, under each policy (dots_saveable: the q/k/v and gate/up matmul outputs; the o and down projections
     # feed only residual adds, which need nothing saved)
@@ -127,6 +135,7 @@ def estimate(c: Candidate, cfg: TrainConfig, model: ModelConfig, target: Slice, 
     }[c.remat]
     activations = tokens * L * (2 * D + saved_per_token)
     working = tokens * (8 * D + 12 * F / t + 8 * (NH + 2 * KH) / t)  # one layer's recompute and gradients
+    working += rows * T * 2 * KH / t * 2 * 2 * (n > 1)                # context: one layer's gathered K/V and grads
     logits = 1.5 * rows * c.logits_chunk * V / t * 4                   # fp32 logits of a chunk and their gradient
     hbm = state + activations + working + logits
 
@@ -147,8 +156,10 @@ def estimate(c: Candidate, cfg: TrainConfig, model: ModelConfig, target: Slice, 
     hbm_s = traffic / target.chip.hbm_bandwidth
     shard = lambda n: (n - 1) / n
     weights = 2.0 * params / t  # bf16 bytes of the weights a device gathers (FSDP)
-    ici = c.micro_batches * (2 * weights + 2 * weights) * shard(c.fsdp)   # gather fwd + bwd, reduce-scatter grads
-    ici += 2 * 4.0 * params / (c.fsdp * t) * shard(c.data)                # all-reduce over data
+    ici = c.micro_batches * (2 * weights + 2 * weights) * shard(c.fsdp * n)  # gather fwd + bwd, reduce-scatter grads
+    ici += 2 * 4.0 * params / (c.fsdp * n * t) * shard(c.data)                # all-reduce over data
+    # context: K/V all-gathered per layer (forward, remat recompute) and their gradients reduce-scattered
+    ici += c.micro_batches * 3 * L * rows * T * 2 * KH / t * 2 * shard(n)
     ici += c.micro_batches * 8 * L * tokens * D * 2 * shard(t)            # tensor-parallel activations
     # ops run one after another, each doing its FLOPs and moving its bytes: the estimate adds the two (the
     # compiled roofline, which takes the larger per op, ranks the answer); collectives run beside them
@@ -168,14 +179,14 @@ def shortlist(cfg: TrainConfig, model: ModelConfig, target: Slice, headroom: flo
     by_key: dict[tuple, list[tuple[Candidate, Estimate]]] = {}
     for c, e in scored:
         if e.hbm <= limit * ESTIMATE_MARGIN:
-            by_key.setdefault((c.data, c.fsdp, c.tensor, c.remat, c.micro_batches), []).append((c, e))
+            by_key.setdefault((c.data, c.fsdp, c.context, c.tensor, c.remat, c.micro_batches), []).append((c, e))
     if not by_key:
         smallest = min(scored, key=lambda s: s[1].hbm)
         raise ValueError(f"nothing fits {target.name}: the smallest estimate is {smallest[1].hbm / 2 ** 30:.1f} GiB "
                          f"per chip ({', '.join(smallest[0].overrides())}) against {limit / 2 ** 30:.1f} GiB "
                          f"({headroom:.0%} of the compiler's limit); use a larger slice or a smaller batch")
     rows = lambda c: cfg.data.batch_size * (2 if cfg.objective.is_preference else 1) // (
-        c.micro_batches * c.data * c.fsdp)
+        c.micro_batches * c.data * c.fsdp * c.context)
     # per (mesh, remat, micro-batches), the logits chunk: the smallest that gives the LM head's matmul
     # LM_HEAD_ROWS rows (its fp32 logits stay small), else the largest estimated to fit
     ordered = [min((ce for ce in group if rows(ce[0]) * ce[0].logits_chunk >= LM_HEAD_ROWS),

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-len", type=positive_int, default=128,
                    help="prompt tokens (rounded up to the engine's length bucket; default 128)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="new tokens per prompt (default 256)")
+    p.add_argument("--prefill-chunk", type=positive_int, default=None,
+                   help="prefill the prompt this many tokens at a time (a power of two; `generate --prefill-chunk`)")
     p.add_argument("--samples", type=positive_int, default=1,
                    help="samples per prompt sharing one prefill (on-policy DPO draws 4-8; default 1)")
     p.add_argument("--decode-fsdp-weights", action="store_true",
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.decode:
         reports += compile_generation(cfg, model, target, rows=args.decode_batch, prompt_len=args.prompt_len,
                                       max_new=args.max_new_tokens, samples=args.samples,
-                                      gather=not args.decode_fsdp_weights)
+                                      gather=not args.decode_fsdp_weights, prefill_chunk=args.prefill_chunk)
     if args.json:
         out = reports[0].to_json() if len(reports) == 1 else {r.program: r.to_json() for r in reports}
         print(json.dumps(out), flush=True)

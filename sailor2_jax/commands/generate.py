@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1, help="completions per prompt (they share one prefill)")
     add_sampling_arguments(p, max_new_tokens=256)
     p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
+    p.add_argument("--prefill-chunk", type=int, default=None,
+                   help="prefill long prompts this many tokens at a time (a power of two, e.g. 2048 for 32K prompts: "
+                        "the prompt's whole attention matrix is never held; default: one pass)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
           f"{sampling.model_dump()}, {args.num_samples} samples each, eos ids {list(eos_ids)}", file=sys.stderr)
     start = time.perf_counter()
     with tqdm(total=len(prompts), desc="generating", unit="prompt", file=sys.stderr) as bar:
-        results = Generator(opened.model, opened.mesh).generate(prompts, sampling=sampling, max_new_tokens=args.max_new_tokens,
-                                            num_samples=args.num_samples, seed=args.seed, eos_ids=eos_ids,
-                                            batch_size=args.batch_size, on_batch=bar.update)
+        generator = Generator(opened.model, opened.mesh, prefill_chunk=args.prefill_chunk)
+        results = generator.generate(prompts, sampling=sampling, max_new_tokens=args.max_new_tokens,
+                                     num_samples=args.num_samples, seed=args.seed, eos_ids=eos_ids,
+                                     batch_size=args.batch_size, on_batch=bar.update)
     seconds = time.perf_counter() - start
 
     def text(c):

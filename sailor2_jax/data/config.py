@@ -52,6 +52,9 @@ class TaskConfig(Config):
     name: str
     language: Language
     source: FileSource | TfdsSource = pydantic.Field(discriminator="type")
+    min_tokens: int | None = pydantic.Field(
+        None, gt=0, description="keep only documents of at least this many tokens: a long-context stage gives a "
+        "language's long documents their own task, and so their own (higher) rate beside the language's whole data")
 
     @pydantic.field_validator("name")
     @classmethod

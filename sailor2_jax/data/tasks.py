@@ -108,6 +108,14 @@ def append_eos(eos_id: int):
     return preprocess
 
 
+def keep_long(min_tokens: int):
+    """Only documents of at least `min_tokens` tokens (a long-context stage's long-document task)."""
+    def preprocess(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.filter(lambda ex: tf.size(ex["tokens"]) >= min_tokens)
+
+    return preprocess
+
+
 def add_language(language: str):
     def preprocess(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.map(lambda ex: {**ex, "language": tf.constant(LANGUAGE_INDEX[language], tf.int32)})
@@ -133,6 +141,8 @@ def build_task(task: TaskConfig, vocab: QwenVocabulary, on_bad: OnBadInput) -> s
         first = [_select_text(task.source.text_field, f"tfds:{task.source.name}")]
     # add_language before tokenize: tokenize batches, and a constant per-example feature batches trivially
     steps = [*first, normalize, add_language(task.language), tokenize(vocab), append_eos(vocab.eos_id)]
+    if task.min_tokens:
+        steps.append(keep_long(task.min_tokens))
     return seqio.Task(task.name, source=source, preprocessors=steps, output_features=output_features(vocab))
 
 

@@ -14,6 +14,7 @@ tasks:
     template: "Premise: {context}\\nAnswer:"  # str.format over the record's fields
     choice_template: " {choice}"
   - {name: flores_en-th, type: generation, data: flores/en-th.jsonl, until: ["\\n"], metrics: [chrf++, bleu]}
+  - {name: passkey, type: passkey, lengths: [4096, 16384, 32768], depths: [0, 0.5, 1]}  # built, no data
 ```
 
 Records (one JSON object per line of `data`): perplexity `{"text", "language"?}`, multiple choice
@@ -33,6 +34,7 @@ import pydantic
 
 from sailor2_jax.config import Config, resolve_path
 from sailor2_jax.eval.sailcompass_metrics import SailCompassScoring
+from sailor2_jax.languages import LANGUAGES
 
 GenerationMetric = Literal["chrf++", "chrf", "bleu", "exact_match", "f1", "exact",
                            # SailCompass' evaluators (eval/sailcompass_metrics.py), on the raw output
@@ -108,13 +110,44 @@ class GenerationTask(TaskBase):
         return self
 
 
-Task = Annotated[PerplexityTask | MultipleChoiceTask | GenerationTask, pydantic.Field(discriminator="type")]
+class PasskeyTask(TaskBase):
+    """Passkey retrieval (eval/passkey.py): records built from the embedded UDHR text, not read from `data`."""
+    type: Literal["passkey"]
+    data: str = pydantic.Field("", description="unused: the records are built")
+    languages: list[str] = pydantic.Field(default_factory=lambda: list(LANGUAGES), min_length=1)
+    lengths: list[int] = pydantic.Field(default_factory=lambda: [1024, 2048, 4096], min_length=1,
+                                        description="prompt lengths in tokens (the grid's columns)")
+    depths: list[float] = pydantic.Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1,
+                                         description="needle depths, 0 = start of the haystack (the grid's rows)")
+    samples: int = pydantic.Field(1, gt=0, description="keys per language and cell")
+    seed: int = 0
+    max_new_tokens: int = pydantic.Field(8, gt=0)
+
+    @pydantic.field_validator("depths")
+    @classmethod
+    def _depths(cls, v):
+        if any(not 0.0 <= d <= 1.0 for d in v):
+            raise ValueError(f"depths must lie in [0, 1], got {v}")
+        return v
+
+    @pydantic.field_validator("languages")
+    @classmethod
+    def _languages(cls, v):
+        if unknown := [x for x in v if x not in LANGUAGES]:
+            raise ValueError(f"unknown languages {unknown} (known: {', '.join(LANGUAGES)})")
+        return v
+
+
+Task = Annotated[PerplexityTask | MultipleChoiceTask | GenerationTask | PasskeyTask,
+                 pydantic.Field(discriminator="type")]
 
 
 class TasksFile(Config):
     data_dir: str | None = None
     max_length: int = pydantic.Field(4096, gt=1, description="tokens per scored row and generation context")
     batch_size: int = pydantic.Field(16, gt=0)
+    prefill_chunk: int | None = pydantic.Field(None, gt=0, description="prefill long prompts this many tokens at a "
+                                               "time (a power of two; generate --prefill-chunk)")
     limit: int | None = pydantic.Field(None, gt=0, description="score only the first N valid records of each task "
                                        "that sets no limit of its own (the embedded files interleave languages)")
     tasks: list[Task] = pydantic.Field(min_length=1)

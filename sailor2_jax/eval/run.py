@@ -13,6 +13,8 @@ Metrics (per language too, as `metric/<language>`, when records carry one):
   predicted, every token counts in the denominator), and the lowest wins (the first on a tie). (OpenCompass run
   with left-padded batches also scores a padded row's first token from a pad position; that depends on the batch
   and is not reproduced: the value here is its value for a batch of one);
+- passkey (eval/passkey.py): `exact_match` (0-100) of the key over the depth × length grid, per language and per
+  cell, with the heat map `DIR/<task>.png`;
 - generation: the task's `metrics` (eval/metrics.py), 0-100, and `language_consistency`: the share (0-100) of
   outputs whose answer (`metrics.answer_text`) lid.176 finds in the record's language (a translation's target:
   `target_language`, else the part of `language` after its last "-"), for tasks that ask for it and records that
@@ -31,8 +33,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sailor2_jax.eval import metrics
-from sailor2_jax.eval.config import GenerationTask, MultipleChoiceTask, PerplexityTask, TaskBase, TasksFile
+from sailor2_jax.eval import metrics, passkey
+from sailor2_jax.eval.config import (GenerationTask, MultipleChoiceTask, PasskeyTask, PerplexityTask, TaskBase,
+                                     TasksFile)
 from sailor2_jax.eval.task_records import FewShot, choice_texts, read_records
 from sailor2_jax.eval.score import Scorer, encode_pair, pair_row, rolling_rows
 from sailor2_jax.files import write_json, write_jsonl
@@ -63,7 +66,7 @@ def _by_language(records: list[dict], metric: Callable[[list[int]], dict[str, fl
 class Evaluator:
     def __init__(self, opened: OpenModel, tasks: TasksFile):
         self.tasks, self.tok, self.eos_ids = tasks, opened.tokenizer, opened.eos_ids
-        self.generator = Generator(opened.model, opened.mesh)
+        self.generator = Generator(opened.model, opened.mesh, prefill_chunk=tasks.prefill_chunk)
         self.max_length = min(tasks.max_length, self.generator.cfg.max_position_embeddings)
         self.scorer = Scorer(self.generator, batch_size=tasks.batch_size)
         self.prefix_id = opened.eos_ids[0]
@@ -75,13 +78,22 @@ class Evaluator:
         results, counts = {}, {}
         start = time.time()
         for task in self.tasks.tasks:
-            records = read_records(task, self.tasks.path(task.data), self.tasks.task_limit(task))
-            if not records.kept:
-                raise ValueError(f"task {task.name}: no valid record in {records.path}")
-            counts[task.name] = {"read": records.read, "scored": len(records.kept), "skipped": len(records.skipped)}
-            with tqdm(total=len(records.kept), desc=task.name, unit="record", file=sys.stderr) as bar:
-                rows, results[task.name] = getattr(self, task.type)(task, records.kept, bar)
+            if isinstance(task, PasskeyTask):  # built from the embedded text
+                kept = passkey.records(task.languages, task.lengths, task.depths, task.samples, task.seed,
+                                       self.encode)[:self.tasks.task_limit(task)]
+                counts[task.name] = {"read": len(kept), "scored": len(kept), "skipped": 0}
+            else:
+                records = read_records(task, self.tasks.path(task.data), self.tasks.task_limit(task))
+                if not records.kept:
+                    raise ValueError(f"task {task.name}: no valid record in {records.path}")
+                kept = records.kept
+                counts[task.name] = {"read": records.read, "scored": len(kept), "skipped": len(records.skipped)}
+            with tqdm(total=len(kept), desc=task.name, unit="record", file=sys.stderr) as bar:
+                rows, results[task.name] = getattr(self, task.type)(task, kept, bar)
             write_jsonl(out_dir / f"{task.name}.jsonl", rows)
+            if isinstance(task, PasskeyTask):
+                passkey.plot_heatmap(rows, task.lengths, task.depths, out_dir / f"{task.name}.png",
+                                     title=f"passkey retrieval: {model_name}")
         summary = {"tasks": results, "model": model_name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "seconds": round(time.time() - start, 1), "records": counts, "max_length": self.max_length}
         write_json(out_dir / "results.json", summary)
@@ -175,6 +187,33 @@ class Evaluator:
                 out["language_consistency"] = 100.0 * float(np.mean(checked))
             return out
         return rows, _by_language(rows, metric)
+
+    def passkey(self, task: PasskeyTask, records: list[dict], bar: tqdm) -> tuple[list[dict], dict]:
+        """Greedy completions of the passkey prompts (never truncated: a prompt is as long as its cell says),
+        scored by exact match of the first number generated; metrics overall, per language and per grid cell
+        (`exact_match/len<N>_depth<D>`)."""
+        from sailor2_jax.generate.sampling import SamplingConfig
+
+        completions = self.generator.generate(
+            [self.encode(r["prompt"]) for r in records], sampling=SamplingConfig(temperature=0.0),
+            max_new_tokens=task.max_new_tokens, eos_ids=self.eos_ids, batch_size=self.tasks.batch_size,
+            on_batch=bar.update)
+        rows = []
+        for r, (c,) in zip(records, completions):
+            output = self.tok.decode(c.token_ids, skip_special_tokens=True)
+            rows.append({k: v for k, v in r.items() if k != "prompt"}
+                        | {"output": output, "answer": passkey.answer(output),
+                           "correct": passkey.answer(output) == r["key"]})
+
+        def metric(idx):
+            return {"exact_match": 100.0 * float(np.mean([rows[i]["correct"] for i in idx]))}
+        out = _by_language(rows, metric)
+        for length in task.lengths:
+            for depth in task.depths:
+                cell = [i for i, r in enumerate(rows) if r["length"] == length and r["depth"] == depth]
+                if cell:
+                    out[f"exact_match/len{length}_depth{depth:g}"] = metric(cell)["exact_match"]
+        return rows, out
 
     @functools.cached_property
     def verifier(self):

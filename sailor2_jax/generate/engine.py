@@ -13,6 +13,10 @@ or max_new_tokens) and the loop ends when all have, or at `stop_step` (streaming
 calls it again; batch generation asks for all). The state is donated, so the cache is updated in place, and the
 loop reads per-layer copies of the layer weights (see `Generator`).
 
+Chunked prefill (`prefill_chunk`): a long prompt is fed Q tokens at a time (a `lax.scan` over its chunks, each
+attending over the cache written so far), so the prefill never holds the [T, S] attention scores of the whole prompt;
+the result equals the one-pass prefill.
+
 Randomness: row r of prompt i draws with key fold_in(key(seed), i·n + r), folded again with the step, so a
 sample depends on (seed, prompt index, sample index) only, never on batch size, bucket or order.
 """
@@ -59,6 +63,25 @@ class DecodeState:
     step: jax.Array       # int32 []: the step that produces tokens[:, step]
 
 
+def prefill_prompt(model: Qwen2, tokens_BT: jax.Array, cache: KVCache, positions_BT: jax.Array,
+                   segment_ids_BT: jax.Array, chunk: int | None) -> tuple[jax.Array, KVCache]:
+    """Write a prompt into the cache, in one pass or `chunk` tokens at a time; returns the final-normed hidden state
+    of its last slot [B, 1, D] and the cache."""
+    B, T = tokens_BT.shape
+    if chunk is None or chunk >= T:
+        x_BTD, cache = model.extend(tokens_BT, cache, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT)
+        return x_BTD[:, -1:], cache
+
+    def one(cache, chunk_inputs):
+        tokens_BQ, positions_BQ, segments_BQ = chunk_inputs
+        x_BQD, cache = model.extend(tokens_BQ, cache, positions_BT=positions_BQ, segment_ids_BT=segments_BQ)
+        return cache, x_BQD[:, -1]
+
+    by_chunk = lambda a: a.reshape(B, T // chunk, chunk).swapaxes(0, 1)  # [T/Q, B, Q]
+    cache, last_nBD = jax.lax.scan(one, cache, tuple(map(by_chunk, (tokens_BT, positions_BT, segment_ids_BT))))
+    return last_nBD[-1][:, None], cache
+
+
 def length_bucket(n: int) -> int:
     """Prompt slots: the next power of two (at least 16), so a few programs cover every prompt length."""
     return max(MIN_LENGTH_BUCKET, 1 << max(0, n - 1).bit_length())
@@ -85,8 +108,11 @@ class Generator:
     weights whole on each device, divided by the tensor axis; turn it off where they do not fit (or give the mesh a
     tensor axis). Prefill reads each weight once for all prompt tokens and keeps the training layout."""
 
-    def __init__(self, model: Qwen2, mesh: Mesh, *, unstack: bool = True, gather: bool = True):
-        self.cfg, self.mesh, self.unstack = model.cfg, mesh, unstack
+    def __init__(self, model: Qwen2, mesh: Mesh, *, unstack: bool = True, gather: bool = True,
+                 prefill_chunk: int | None = None):
+        if prefill_chunk is not None and (prefill_chunk < 1 or prefill_chunk & (prefill_chunk - 1)):
+            raise ValueError(f"prefill_chunk must be a power of two (prompt buckets are), got {prefill_chunk}")
+        self.cfg, self.mesh, self.unstack, self.prefill_chunk = model.cfg, mesh, unstack, prefill_chunk
         self.graphdef, self.params = nnx.split(model)
         self.param_shardings = state_shardings(self.params, mesh)  # by the rules: `model` may be abstract (aot)
         # the same rules with the parameters' FSDP axis ("embed") whole
@@ -145,9 +171,9 @@ class Generator:
             real_BT = slot_T[None, :] >= pad_B[:, None]
             positions_BT = jnp.where(real_BT, slot_T[None, :] - pad_B[:, None], 0)
             cache = KVCache.empty(cfg, B, T + max_new, dtype)
-            x_BTD, cache = model.extend(tokens_BP, cache, positions_BT=positions_BT,
-                                        segment_ids_BT=real_BT.astype(jnp.int32))
-            logits_BV = model.logits(x_BTD[:, -1:])[:, 0]  # left padding: every row's last prompt token is slot T-1
+            x_B1D, cache = prefill_prompt(model, tokens_BP, cache, positions_BT, real_BT.astype(jnp.int32),
+                                          self.prefill_chunk)
+            logits_BV = model.logits(x_B1D)[:, 0]  # left padding: every row's last prompt token is slot T-1
 
             def repeat(a, axis=0):  # prompt rows → samples × prompt rows (row i·n + r is sample r of prompt i)
                 return jnp.repeat(a, samples, axis=axis)

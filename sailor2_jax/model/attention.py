@@ -14,6 +14,8 @@ Backends:
   cost nothing extra; under a mesh it runs per shard (`shard_map`: rows over the data axes, heads over `tensor`).
   On CPU it runs the same kernel in Pallas's interpreter (how the tests check it); on GPU it is an error.
 - `auto`: `splash` on TPU (`xla` for lengths it cannot tile), `cudnn` on GPU, `xla` elsewhere.
+With a `context` mesh axis above 1 (training a split sequence) every backend runs per shard in `context_attention`,
+against keys and values all-gathered over that axis.
 "On TPU" means the platform of the mesh being traced for (`sharding.target_platform`), not the local backend: a
 step lowered for a TPU slice on a CPU machine (`sailor2-jax compile`) gets the compiled Mosaic kernel.
 """
@@ -24,10 +26,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
-from sailor2_jax.sharding import logical_to_spec, target_platform
+from sailor2_jax.sharding import balanced_order, context_size, logical_to_spec, target_platform
 
 NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully masked rows stay NaN-free
 
@@ -76,21 +79,36 @@ def splash_block(seq_len: int) -> int | None:
 
 
 @functools.cache
-def _splash_kernel(num_heads: int, seq_len: int, interpret: bool):
-    """The causal multi-head Splash kernel for [N, T, H] queries and [K, T, H] keys/values (grouped natively).
+def _splash_kernel(num_heads: int, seq_len: int, interpret: bool, kv_len: int | None = None, offset: int = 0):
+    """The causal multi-head Splash kernel for [N, T, H] queries and [K, S, H] keys/values (grouped natively); S = T
+    unless a context shard's query chunk, starting `offset` tokens into the keys, attends to keys [0, S).
 
     Its residuals carry the `attention_out` name, so the `save_attention_out` remat policy keeps what the backward
     pass needs instead of re-running the forward kernel."""
     block = splash_block(seq_len)
     if block is None:
         raise ValueError(f"attention 'splash' needs a sequence length divisible by 128, got {seq_len}")
-    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((seq_len, seq_len))] * num_heads)
+    shape = (seq_len, kv_len or seq_len)
+    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask(shape, offset=offset)] * num_heads)
     sizes = dict.fromkeys(("block_q", "block_kv", "block_kv_compute", "block_q_dkv", "block_kv_dkv",
                            "block_kv_dkv_compute", "block_q_dq", "block_kv_dq"), block)
     with jax.ensure_compile_time_eval():  # its mask tables are cached constants, never tracers of the first caller
         return splash_kernel.make_splash_mha(mask, block_sizes=splash_kernel.BlockSizes(**sizes), head_shards=1,
                                              q_seq_shards=1, residual_checkpoint_name="attention_out",
                                              interpret=interpret)
+
+
+def _splash_run(kernel, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT=None, kv_segment_ids_BS=None):
+    """A Splash kernel over a batch in our [B, T, N, H] layout (the kernel takes [N, T, H] and does not scale)."""
+    H = q_BTNH.shape[-1]
+    q_BNTH = (q_BTNH * H ** -0.5).astype(q_BTNH.dtype).transpose(0, 2, 1, 3)
+    k_BKSH, v_BKSH = k_BSKH.transpose(0, 2, 1, 3), v_BSKH.transpose(0, 2, 1, 3)
+    if q_segment_ids_BT is None:
+        o_BNTH = jax.vmap(kernel)(q_BNTH, k_BKSH, v_BKSH)
+    else:
+        segments = jax.vmap(splash_kernel.SegmentIds)(q_segment_ids_BT, kv_segment_ids_BS)
+        o_BNTH = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q_BNTH, k_BKSH, v_BKSH, segments)
+    return o_BNTH.transpose(0, 2, 1, 3)
 
 
 def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
@@ -104,18 +122,10 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
     # Pallas's interpreter everywhere but TPU. Compile-only TPU devices hold no arrays: the kernel's mask tables
     # (built at compile time) must then be made outside `jax.set_mesh` of those devices, e.g. lowering under
     # `jax.sharding.use_abstract_mesh` as `aot.compile` does.
-    H = q_BTNH.shape[-1]
 
     def per_shard(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT):
         kernel = _splash_kernel(q_BTNH.shape[2], q_BTNH.shape[1], interpret=backend != "tpu")
-        q_BNTH = (q_BTNH * H ** -0.5).astype(q_BTNH.dtype).transpose(0, 2, 1, 3)  # the kernel does not scale
-        k_BKTH, v_BKTH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)
-        if segment_ids_BT is None:
-            o_BNTH = jax.vmap(kernel)(q_BNTH, k_BKTH, v_BKTH)
-        else:
-            segments = jax.vmap(splash_kernel.SegmentIds)(segment_ids_BT, segment_ids_BT)
-            o_BNTH = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q_BNTH, k_BKTH, v_BKTH, segments)
-        return o_BNTH.transpose(0, 2, 1, 3)
+        return _splash_run(kernel, q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, segment_ids_BT)
 
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
@@ -126,6 +136,62 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
     seg_spec = None if segment_ids_BT is None else logical_to_spec(("batch", "seq"))
     return jax.shard_map(per_shard, in_specs=(q_spec, kv_spec, kv_spec, seg_spec), out_specs=q_spec,
                          check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
+
+
+def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl: str) -> jax.Array:
+    """Attention with the sequence split over the mesh's `context` axis, rows in `balanced_order` (each shard holds
+    chunks i and 2n−1−i of 2n): every shard all-gathers the keys, values, segment ids and positions of its rows and
+    attends its own queries to all of them (Llama 3's all-gather context parallelism: K/V are GQA-small next to the
+    queries, and one all-gather per layer overlaps better than n ring steps). The backends per shard: `xla` and
+    `cudnn` take the exact segment-and-position mask; `splash` restores the keys' natural order and runs each query
+    chunk c as a causal kernel over keys [0, (c+1)·C) with offset c·C, so a shard computes only its unmasked blocks
+    and the balanced order gives every shard the same work."""
+    n = context_size()
+    T = q_BTNH.shape[1]
+    platform = target_platform()
+    if impl == "splash" and platform == "gpu":
+        raise ValueError("attention 'splash' is a TPU kernel; use 'cudnn' or 'auto' on GPUs")
+
+    def per_shard(q_BtNH, k_BtKH, v_BtKH, seg_Bt, pos_Bt):
+        k_BTKH, v_BTKH, seg_BT, pos_BT = (jax.lax.all_gather(x, "context", axis=1, tiled=True)
+                                          for x in (k_BtKH, v_BtKH, seg_Bt, pos_Bt))
+        if impl == "splash":
+            return _splash_context(q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT, n, interpret=platform != "tpu")
+        mask_BtT = attention_mask(seg_Bt, seg_BT, pos_Bt, pos_BT)
+        if impl == "cudnn":
+            # (the fused kernel on GPUs; elsewhere the same call's XLA path, which is how the tests check the route)
+            return jax.nn.dot_product_attention(q_BtNH, k_BTKH, v_BTKH, mask=mask_BtT[:, None],
+                                                implementation="cudnn" if platform == "gpu" else "xla")
+        return xla_attention(q_BtNH, k_BTKH, v_BTKH, mask_BtT)
+
+    balanced_order(T, n)  # a clear error for a length the split cannot take
+    q_spec = logical_to_spec(("batch", "seq", "act_heads", None))
+    kv_spec = logical_to_spec(("batch", "seq", "act_kv_heads", None))
+    tok_spec = logical_to_spec(("batch", "seq"))
+    return jax.shard_map(per_shard, in_specs=(q_spec, kv_spec, kv_spec, tok_spec, tok_spec), out_specs=q_spec,
+                         check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT)
+
+
+def _splash_context(q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT, n: int, interpret: bool) -> jax.Array:
+    """Splash on one context shard: its two query chunks i and 2n−1−i against the gathered keys in natural order.
+    The chunk indices depend on the shard, the kernels' masks must be static: one branch per shard (`lax.switch`)."""
+    T = k_BTKH.shape[1]
+    C = T // (2 * n)
+    natural = np.argsort(balanced_order(T, n))
+    k_BTKH, v_BTKH, seg_BT = k_BTKH[:, natural], v_BTKH[:, natural], seg_BT[:, natural]
+    N = q_BtNH.shape[2]
+
+    def shard_branch(i: int, q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT):
+        outs = []
+        for half, c in enumerate((i, 2 * n - 1 - i)):
+            S = (c + 1) * C  # later keys are all masked for this chunk
+            kernel = _splash_kernel(N, C, interpret, kv_len=S, offset=c * C)
+            q = slice(half * C, (half + 1) * C)
+            outs.append(_splash_run(kernel, q_BtNH[:, q], k_BTKH[:, :S], v_BTKH[:, :S], seg_Bt[:, q], seg_BT[:, :S]))
+        return jnp.concatenate(outs, axis=1)
+
+    branches = [functools.partial(shard_branch, i) for i in range(n)]
+    return jax.lax.switch(jax.lax.axis_index("context"), branches, q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT)
 
 
 def resolve_impl(impl: str, seq_len: int) -> str:
@@ -149,6 +215,10 @@ def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segm
     `packed=True` every backend applies the segment mask (`cudnn` through a same-segment mask, `splash` through its
     kernel's segment ids). Decoding (T != S) takes the reference path.
     """
+    n = context_size()
+    if n > 1 and q_BTNH.shape[1] == k_BSKH.shape[1]:  # a split sequence (training): the kernel sees chunks of T/2n
+        impl = resolve_impl(impl, q_BTNH.shape[1] // (2 * n))
+        return context_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, q_positions, impl)
     impl = resolve_impl(impl, q_BTNH.shape[1])
     if impl in ("cudnn", "splash") and q_BTNH.shape[1] == k_BSKH.shape[1]:
         route = cudnn_attention if impl == "cudnn" else splash_attention

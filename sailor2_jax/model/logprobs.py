@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from sailor2_jax.model.qwen2 import Qwen2
+from sailor2_jax.sharding import context_size
 
 
 def token_logprobs(model: Qwen2, tokens_BT: jax.Array, targets_BT: jax.Array, *, segment_ids_BT: jax.Array | None,
@@ -30,16 +31,24 @@ def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk
                     with_greedy: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """`token_logprobs` from the final-normed hidden states [B, T, D] (for callers that also use the states)."""
     B, T, D = x_BTD.shape
-    C = max(c for c in range(1, min(chunk, T) + 1) if T % c == 0)  # the longest chunk ≤ `chunk` that tiles T
+    # Under context parallelism each of the n sequence shards takes its own part of every chunk ([B, n, C] per
+    # step), so the LM head stays split over the context devices instead of being gathered onto each.
+    n = context_size()
+    if T % n:
+        n = 1
+    C = max(c for c in range(1, min(chunk, T // n) + 1) if (T // n) % c == 0)  # the longest ≤ `chunk` that tiles T/n
+    J = T // n // C
 
     @jax.checkpoint
-    def chunk_logprobs(x_BCD, targets_BC):
-        logits_BCV = model.logits(x_BCD)  # fp32
-        target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-        logp_BC = target_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
-        return (logp_BC, target_BC >= jnp.max(logits_BCV, axis=-1)) if with_greedy else logp_BC
+    def chunk_logprobs(x_BnCD, targets_BnC):
+        logits_BcV = model.logits(x_BnCD.reshape(B, n * C, D))  # fp32
+        targets_Bc = targets_BnC.reshape(B, n * C)
+        target_Bc = jnp.take_along_axis(logits_BcV, targets_Bc[..., None], axis=-1)[..., 0]
+        logp_Bc = target_Bc - jax.nn.logsumexp(logits_BcV, axis=-1)
+        out = (logp_Bc, target_Bc >= jnp.max(logits_BcV, axis=-1)) if with_greedy else logp_Bc
+        return jax.tree.map(lambda a: a.reshape(B, n, C), out)
 
-    x_nBCD = x_BTD.reshape(B, T // C, C, D).swapaxes(0, 1)
-    targets_nBC = targets_BT.reshape(B, T // C, C).swapaxes(0, 1)
-    _, out_nBC = jax.lax.scan(lambda _, xs: (None, chunk_logprobs(*xs)), None, (x_nBCD, targets_nBC))
-    return jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(B, T), out_nBC)
+    x_JBnCD = x_BTD.reshape(B, n, J, C, D).transpose(2, 0, 1, 3, 4)
+    targets_JBnC = targets_BT.reshape(B, n, J, C).transpose(2, 0, 1, 3)
+    _, out_JBnC = jax.lax.scan(lambda _, xs: (None, chunk_logprobs(*xs)), None, (x_JBnCD, targets_JBnC))
+    return jax.tree.map(lambda a: a.transpose(1, 2, 0, 3).reshape(B, T), out_JBnC)

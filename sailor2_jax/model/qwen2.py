@@ -3,7 +3,8 @@
 Architecture choices, top to bottom:
 - token embedding [V, D], rows padded beyond the tokenizer's vocabulary; optional tied LM head (`x @ embed.T`);
 - pre-norm decoder layers: RMSNorm (fp32 statistics) → GQA attention with bias on q/k/v only, rotate-half RoPE over
-  the full head dim (theta from config) → residual; RMSNorm → SwiGLU MLP without bias → residual;
+  the full head dim (theta and linear/dynamic/yarn scaling from config: model/rope.py) → residual; RMSNorm → SwiGLU
+  MLP without bias → residual;
 - a final RMSNorm, then logits in fp32.
 Layer weights are stacked on a leading L axis and the layer function is scanned (`jax.lax.scan`) with a named remat
 policy; `scan_layers=False` runs the same layer function in a Python loop (for debugging; tested equal).
@@ -23,12 +24,14 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 from flax import nnx
 
 from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.attention import attention
-from sailor2_jax.sharding import shard
+from sailor2_jax.model.rope import apply_rope, rope_tables
+from sailor2_jax.sharding import balanced_order, context_size, shard
 
 LAYER_PARAMS = ("attn_norm", "q", "q_bias", "k", "k_bias", "v", "v_bias", "o", "mlp_norm", "gate", "up", "down")
 
@@ -85,21 +88,6 @@ def rms_norm(x_BTD: jax.Array, weight_D: jax.Array, eps: float) -> jax.Array:
     x = x_BTD.astype(jnp.float32)
     x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
     return weight_D.astype(x_BTD.dtype) * x.astype(x_BTD.dtype)
-
-
-def rope_tables(positions_BT: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """sin, cos [B, T, H/2] in fp32 (HF computes the angles in fp32 too)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq
-    return jnp.sin(angles), jnp.cos(angles)
-
-
-def apply_rope(x_BTNH: jax.Array, sin_BTh: jax.Array, cos_BTh: jax.Array) -> jax.Array:
-    """Rotate-half RoPE: x * cos + rotate_half(x) * sin, with rotate_half(x1, x2) = (-x2, x1)."""
-    x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
-    sin, cos = sin_BTh[:, :, None, :], cos_BTh[:, :, None, :]
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_BTNH.dtype)
 
 
 @jax.tree_util.register_dataclass
@@ -224,7 +212,15 @@ class Qwen2(nnx.Module):
             segment_ids_BT = jnp.ones((B, T), jnp.int32)
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        return self._stack(x_BTD, positions_BT, segment_ids_BT, packed, None)[0]
+        n = context_size()
+        if n == 1:
+            return self._stack(x_BTD, positions_BT, segment_ids_BT, packed, None)[0]
+        # Context parallelism: the layers run the sequence in the load-balanced order (sharding.balanced_order), its
+        # segment ids and positions permuted with it; the natural order is restored before the caller sees it.
+        order = balanced_order(T, n)
+        x_BTD, positions_BT, segment_ids_BT = (a[:, order] for a in (x_BTD, positions_BT, segment_ids_BT))
+        out_BTD = self._stack(x_BTD, positions_BT, segment_ids_BT, True, None)[0]
+        return shard(out_BTD[:, np.argsort(order)], ("batch", "seq", "act_embed"))
 
     def extend(self, tokens_BT: jax.Array, cache: KVCache, *, positions_BT: jax.Array, segment_ids_BT: jax.Array,
                layers: list[dict[str, jax.Array]] | None = None) -> tuple[jax.Array, KVCache]:
@@ -251,7 +247,7 @@ class Qwen2(nnx.Module):
         cfg, compute = self.cfg, self.compute
         cdt = jnp.dtype(compute.dtype)
         x_BTD = shard(x_BTD.astype(cdt), ("batch", "seq", "act_embed"))
-        sin, cos = rope_tables(positions_BT, cfg.head_dim, cfg.rope_theta)
+        sin, cos = rope_tables(positions_BT, cfg)
 
         def body(carry, layer):
             x, cache = carry

@@ -23,7 +23,8 @@ def test_plan_returns_a_fitting_candidate_with_its_overrides():
     # the printed overrides give the same config as the candidate
     again = load(TrainConfig, None, TINY + candidate.overrides())
     assert again == candidate.apply(cfg)
-    assert report.mesh == {"data": candidate.data, "fsdp": candidate.fsdp, "tensor": candidate.tensor}
+    assert report.mesh == {"data": candidate.data, "fsdp": candidate.fsdp, "context": candidate.context,
+                           "tensor": candidate.tensor}
 
 
 def test_plan_refuses_a_model_that_cannot_fit_the_slice():
@@ -36,7 +37,7 @@ def test_plan_refuses_a_model_that_cannot_fit_the_slice():
 
 def test_no_mesh_for_the_batch_is_a_clear_error():
     cfg = load(TrainConfig, None, TINY + ["data.batch_size=3"])
-    with pytest.raises(ValueError, match="no .data, fsdp, tensor. mesh of 4 chips"):
+    with pytest.raises(ValueError, match="no .data, fsdp, context, tensor. mesh of 4 chips"):
         candidates(cfg, cfg.model, 4)
 
 
@@ -49,4 +50,12 @@ def test_candidates_respect_the_sharding_rules():
     assert all(896 % c.fsdp == 0 and 64 % (c.data * c.fsdp * c.micro_batches) == 0 for c in found)
     assert Candidate(1, 64, 1, "dots_saveable", 1, 1024) in found
     assert apply_overrides({}, Candidate(2, 32, 1, "full", 2, 512).overrides())["mesh"] == {
-        "data": 2, "fsdp": 32, "tensor": 1}
+        "data": 2, "fsdp": 32, "context": 1, "tensor": 1}
+    assert {c.context for c in found} == {1}  # 4K sequences are never split
+
+
+def test_long_sequences_get_context_candidates():
+    cfg = load(TrainConfig, None, ["model.base=sailor2-8b", "data.batch_size=16", "data.seq_len=131072"])
+    found = candidates(cfg, cfg.model, 64)
+    assert {1, 2, 4, 8, 16} <= {c.context for c in found}
+    assert all(131072 % (2 * c.context * 512) == 0 and 3584 % (c.fsdp * c.context) == 0 for c in found)

@@ -10,11 +10,13 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 VOCAB = 320
 
 
-def hf_model(*, tied: bool, layers: int = 3, vocab: int = VOCAB, seed: int = 0) -> Qwen2ForCausalLM:
+def hf_model(*, tied: bool, layers: int = 3, vocab: int = VOCAB, seed: int = 0, **config) -> Qwen2ForCausalLM:
+    """`config`: Qwen2Config fields over the defaults below (e.g. rope_scaling, max_position_embeddings)."""
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied, rope_theta=1e6,
-                      rms_norm_eps=1e-6, max_position_embeddings=256, bos_token_id=0, eos_token_id=1)
+    cfg = Qwen2Config(**{**dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+                                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied, rope_theta=1e6,
+                                rms_norm_eps=1e-6, max_position_embeddings=256, bos_token_id=0, eos_token_id=1),
+                         **config})
     model = Qwen2ForCausalLM(cfg).eval()
     with torch.no_grad():  # non-trivial biases and norms, so a mis-mapped tensor cannot hide
         for name, p in model.named_parameters():

@@ -149,7 +149,7 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(save_hf, mesh1, tmp_
 @pytest.mark.parametrize("edit,message", [
     ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "unsupported architecture"),
     ({"hidden_act": "gelu"}, "unsupported hidden_act 'gelu'"),
-    ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "unsupported rope scaling"),
+    ({"rope_scaling": {"type": "longrope", "factor": 4.0}}, "unsupported rope scaling type .longrope."),
     ({"use_sliding_window": True}, "use_sliding_window"),
     ({"num_attention_heads": 5}, "num_attention_heads"),
 ])

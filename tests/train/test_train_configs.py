@@ -24,6 +24,20 @@ def test_shipped_configs_load(path):
             assert cfg.data.source == "preference" and cfg.objective.kind == "dpo"
             assert cfg.init.checkpoint.endswith(f"sailor2-{size}_sft_stage2")
         assert cfg.optimizer.schedule.kind == "cosine" and cfg.optimizer.schedule.warmup_ratio == 0.03
+    elif path.stem.startswith("sailor2-") and "_long" in path.stem:  # the long-context stage (32K, then 128K)
+        size, stage = path.stem.removeprefix("sailor2-").split("_")
+        T = {"long32k": 32768, "long128k": 131072}[stage]
+        assert cfg.data.seq_len == T and cfg.data.batch_size * T == 4096 * 4096  # the 4K stages' tokens per step
+        assert cfg.data.mixture == "long_context" and cfg.model.max_position_embeddings >= T
+        previous = {"long32k": "stage2", "long128k": "long32k"}[stage]
+        assert cfg.init.checkpoint.endswith(f"sailor2-{size}_{previous}") and not cfg.init.optimizer_state
+        schedule = cfg.optimizer.schedule  # WSD restarted lower than stage 2's 1e-4
+        assert schedule.kind == "wsd" and schedule.peak_lr == 1e-5 and schedule.warmup_steps > 0
+        if T == 32768:  # Qwen2.5's native length: plain RoPE
+            assert cfg.model.rope_scaling is None
+        else:  # YaRN as Qwen2.5's model cards give it
+            rs = cfg.model.rope_scaling
+            assert (rs.type, rs.factor, rs.original_max_position_embeddings) == ("yarn", 4.0, 32768)
     elif path.stem.startswith("sailor2-"):
         size, stage = path.stem.removeprefix("sailor2-").split("_")
         assert cfg.data.seq_len == 4096 and cfg.optimizer.b2 == 0.95 and cfg.optimizer.weight_decay == 0.1
