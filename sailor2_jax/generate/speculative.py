@@ -363,3 +363,34 @@ class SpeculativeGenerator(Generator):
         self._stats["rounds"] += int(rounds.sum())
         self._stats["tokens"] += int(accepted.sum() + rounds.sum())
         return Generator.completions(state, rows, samples)
+
+
+def make_generator(opened, draft: str | None = None, draft_tokens: int = DEFAULT_DRAFT_TOKENS, *,
+                   source=None) -> Generator:
+    """The generator of an opened model (`model.source.OpenModel`): plain without `draft`; with `draft` "self" the
+    self draft; with a path (an HF directory or a training run) that model opened on the same mesh (`source`: the
+    `ModelSource` whose dtype and tokenizer it shares), its tokenizer and vocabulary checked against the target's."""
+    if draft is None:
+        return Generator(opened.model, opened.mesh)
+    size = opened.tokenizer.get_vocab_size(with_added_tokens=True)
+    if draft == "self":
+        return SpeculativeGenerator(opened.model, opened.mesh, draft_tokens=draft_tokens, tokenizer_size=size)
+    from sailor2_jax.model.source import ModelSource, open_model
+
+    fields = {} if source is None else {"dtype": source.dtype, "mesh": source.mesh}
+    drafted = open_model(ModelSource(path=str(draft), **fields), mesh=opened.mesh)
+    check_tokenizers(opened.tokenizer, drafted.tokenizer)
+    gen = SpeculativeGenerator(opened.model, opened.mesh, drafted.model, draft_tokens=draft_tokens,
+                               tokenizer_size=size)
+    gen.description = f"{drafted.description} ({drafted.model.cfg.num_layers} layers)"
+    return gen
+
+
+def stats_line(generator: Generator) -> str:
+    """One line on what the draft did (empty for a plain generator)."""
+    if not isinstance(generator, SpeculativeGenerator):
+        return ""
+    s = generator.stats
+    return (f"speculative decoding with draft {generator.description}, γ = {generator.gamma}: acceptance "
+            f"{s['acceptance']:.3f} ({s['accepted']} of {s['drafted']} draft tokens), {s['tokens_per_step']:.2f} "
+            f"tokens per target step")

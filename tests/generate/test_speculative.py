@@ -196,3 +196,40 @@ def test_sampled_tokens_follow_the_target_distribution(small_vocab, mesh1, monke
     monkeypatch.setattr(speculative, "accept_probability", lambda p, q: jnp.ones_like(p))  # a wrong rule
     wrong = SpeculativeGenerator(target, mesh1, draft, draft_tokens=2, tokenizer_size=SMALL_V)
     assert _chi2_p(draw(wrong), law) < CHI2_P_MIN * 1e-3
+
+
+# --- the commands ----------------------------------------------------------------------------------------------------
+def test_generate_and_chat_take_a_draft(tmp_path, monkeypatch, capsys):
+    """`generate --draft-model self` on an expanded real-vocabulary model: transformers' greedy tokens, the
+    acceptance reported (1.0: at step 0 the self draft is the model); `chat` streams through the draft too; a model
+    without the expansion record is refused in one line."""
+    import io
+
+    from generate_helpers import real_vocab_hf_dir
+
+    from sailor2_jax.cli import main
+    from sailor2_jax.tokenizer import load_tokenizer
+
+    base = real_vocab_hf_dir(tmp_path / "base", seed=2)
+    expand_hf_dir(base, tmp_path / "expanded", 4)
+    hf = Qwen2ForCausalLM.from_pretrained(tmp_path / "expanded", dtype=torch.float32).eval()
+    text = "The capital of Thailand is"
+    src, out = tmp_path / "prompts.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"prompt": text}) + "\n")
+    args = ["--input", str(src), "--output", str(out), "--dtype", "float32", "--max-new-tokens", "8",
+            "--draft-model", "self", "--draft-tokens", "3"]
+    assert main(["generate", "--model", str(tmp_path / "expanded"), *args]) == 0
+    printed = capsys.readouterr().out
+    assert "acceptance 1.000" in printed and "γ = 3" in printed
+    ids = load_tokenizer().encode(text, add_special_tokens=False).ids
+    expected = hf_generate(hf, [ids], 8, tuple(hf.generation_config.eos_token_id if isinstance(
+        hf.generation_config.eos_token_id, list) else [hf.generation_config.eos_token_id]), do_sample=False)
+    assert json.loads(out.read_text())["completions"][0]["token_ids"] == expected[0]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["chat", "--model", str(tmp_path / "expanded"), "--dtype", "float32", "--max-new-tokens", "4",
+                 "--draft-model", "self"]) == 0
+    assert "assistant> " in capsys.readouterr().out
+
+    assert main(["generate", "--model", str(base), *args]) == 2
+    assert "needs a block-expanded model" in capsys.readouterr().err
