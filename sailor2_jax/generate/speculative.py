@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -349,7 +350,9 @@ class SpeculativeGenerator(Generator):
 
         def prefill(params, tokens, lengths, sample_ids, seed):
             state = target_prefill(params, tokens, lengths, sample_ids, seed)
-            return draft_prefill(self._draft_params(params), state, tokens, lengths)
+            with warnings.catch_warnings():  # the prefill's scalar cache index has no place in the ragged state
+                warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+                return draft_prefill(self._draft_params(params), state, tokens, lengths)
 
         def advance(params, state, stop_step):
             return decode(params, self._draft_params(params), state, stop_step)
