@@ -356,6 +356,7 @@ class SpeculativeGenerator(Generator):
 
         def advance(params, state, stop_step):
             return decode(params, self._draft_params(params), state, stop_step)
+        advance.jitted = decode  # (params, draft params, state, stop_step): what `compile --decode` lowers
         return prefill, advance
 
     def completions(self, state: SpecState, rows: int, samples: int) -> list[list[Completion]]:
