@@ -11,6 +11,7 @@
 # Then two calls, each inside one command's time limit:
 #   run(command="bash bench/device_check.sh train", carry=[".whl"], timeout_s=540)     # cuDNN, train step (issue 3)
 #   run(command="bash bench/device_check.sh generate", carry=[".whl"], timeout_s=420)  # decode (10), RegMix (13)
+#   run(command="bash bench/device_check.sh draft", carry=[".whl"], timeout_s=300)     # speculative decoding (25)
 set -euo pipefail
 PART=${1:-train}
 cd "$(dirname "$0")/.."
@@ -19,6 +20,15 @@ export PYTHONPATH="/tmp/site:$PWD" JAX_PLATFORMS=cuda PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+if [ "$PART" = draft ]; then
+  # issue 25: speculative decoding — our engine with a draft model and with the self draft beside the target alone,
+  # and transformers' plain and assisted generation on the same weights (batch 1; ours also at batch 8), bf16
+  #   run(command="bash bench/device_check.sh draft", carry=[".whl"], timeout_s=300)
+  timeout 280 python3 bench/decode.py --draft --batches 1,8 --prompt 128 --new 128 --dtype bfloat16 \
+    --target-layers 24 --draft-layers 2 --eps 0.02 --timeout 130 --out "$OUT/decode_draft.json" 2>&1 | tail -14 \
+    | tee "$OUT/decode_draft.txt" || true
+  exit 0
+fi
 if [ "$PART" = generate ]; then
   # issue 10: our decode loop beside transformers' generate on the same card (batch 1, 32, 128; prompt 128, 256 new)
   timeout 300 python3 bench/decode.py --timeout 120 --out "$OUT/decode.json" 2>&1 | tail -20 | tee "$OUT/decode.txt" \

@@ -30,6 +30,7 @@ class Config(pydantic.BaseModel):
         return type(self).model_validate({**self.model_dump(), **changes})
 
 
+INSERTED_LAYERS_KEY = "sailor2_inserted_layers"  # config.json: the expansion record (transformers keeps unknown keys)
 _HF_FIELDS = {  # ModelConfig field -> HF config.json key
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
     "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
@@ -112,11 +113,21 @@ class ModelConfig(Config):
     bos_token_id: int | None = 151643
     eos_token_id: int | list[int] | None = pydantic.Field(
         151643, description="one id, or the list a chat model stops on (Qwen2.5/Sailor2 chat: [151645, 151643])")
+    inserted_layers: list[int] | None = pydantic.Field(
+        None, description="the layers block expansion inserted (`sailor2-jax expand` records them; HF config.json "
+        f"key {INSERTED_LAYERS_KEY!r}): skipping them gives the base model's layers (the self draft of speculative "
+        "decoding); null: not an expansion")
 
     @pydantic.model_validator(mode="after")
     def _check_heads(self) -> "ModelConfig":
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.inserted_layers is not None:
+            layers = self.inserted_layers
+            if sorted(set(layers)) != layers or not 0 < len(layers) < self.num_layers or layers[0] < 0 \
+                    or layers[-1] >= self.num_layers:
+                raise ValueError(f"inserted_layers {layers}: must be distinct increasing layer indices below "
+                                 f"num_layers ({self.num_layers}), some but not all of them")
         return self
 
     @property
@@ -151,6 +162,8 @@ class ModelConfig(Config):
             raise ValueError("config.json: hidden_size must equal num_attention_heads * head_dim for Qwen2")
         kwargs.setdefault("tie_embeddings", False)
         kwargs["rope_scaling"] = RopeScaling.from_hf(scaling)
+        if hf.get(INSERTED_LAYERS_KEY) is not None:
+            kwargs["inserted_layers"] = hf[INSERTED_LAYERS_KEY]
         try:
             return cls(**{**kwargs, **overrides})
         except pydantic.ValidationError as e:
@@ -167,6 +180,8 @@ class ModelConfig(Config):
         scaling = self.rope_scaling.to_hf(self.max_position_embeddings) if self.rope_scaling else None
         hf["rope_scaling"] = scaling
         hf["rope_parameters"] = (scaling or {"rope_type": "default"}) | {"rope_theta": self.rope_theta}
+        if self.inserted_layers is not None:
+            hf[INSERTED_LAYERS_KEY] = list(self.inserted_layers)
         return hf
 
 

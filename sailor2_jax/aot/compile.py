@@ -312,6 +312,69 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
     return reports
 
 
+def tokens_per_round(acceptance: float, gamma: int) -> float:
+    """Expected tokens a speculative round yields when each draft token is accepted with probability α
+    (Leviathan et al.): (1 − α^(γ+1)) / (1 − α)."""
+    if not 0 <= acceptance <= 1:
+        raise ValueError(f"acceptance must be in [0, 1], got {acceptance}")
+    return gamma + 1.0 if acceptance == 1 else (1 - acceptance ** (gamma + 1)) / (1 - acceptance)
+
+
+def compile_speculative(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, draft_cfg: ModelConfig | None, *,
+                        draft_tokens: int, acceptance: float, rows: int, prompt_len: int, max_new: int,
+                        samples: int = 1, gather: bool = True) -> CompileReport:
+    """Compile the speculative decode loop (`generate.speculative.SpeculativeGenerator`: γ draft steps and one
+    (γ+1)-token target step per round) for `target` on cfg's mesh, with `draft_cfg`'s model as the draft or, when
+    None, the self draft (`model_cfg.inserted_layers` skipped). Its roofline covers the rounds that `max_new − 1`
+    tokens take at `acceptance` (tokens per round from `tokens_per_round`); model FLOPs count the target's tokens
+    only (the useful work), so MFU compares with the plain decode loop's."""
+    from sailor2_jax.generate.engine import length_bucket
+    from sailor2_jax.generate.sampling import SamplingConfig
+    from sailor2_jax.generate.speculative import SpeculativeGenerator
+    from sailor2_jax.model.init import abstract_model
+    from sailor2_jax.tokenizer import DEFAULT_EOS_IDS
+
+    per_round = tokens_per_round(acceptance, draft_tokens)
+    rounds = max(1, math.ceil((max_new - 1) / per_round))
+    mesh = make_mesh(cfg.mesh, target.devices())
+    compute = cfg.compute.model_copy(update={"param_dtype": cfg.compute.dtype, "remat": "none"})
+    draft = None if draft_cfg is None else abstract_model(draft_cfg, compute)
+    generator = SpeculativeGenerator(abstract_model(model_cfg, compute), mesh, draft, draft_tokens=draft_tokens,
+                                     gather=gather)
+    if rows % generator.data_parallel:
+        raise ValueError(f"--decode-batch ({rows}) must be a multiple of the data-parallel devices "
+                         f"({generator.data_parallel})")
+    prompt_len = length_bucket(prompt_len)
+    prefill, advance = generator.programs(rows, prompt_len, samples, max_new, SamplingConfig(), DEFAULT_EOS_IDS)
+
+    def abstract(gen):
+        return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), gen.params,
+                            gen.param_shardings)
+    params = abstract(generator)
+    draft_params = params if generator.draft_gen is None else abstract(generator.draft_gen)
+    rows_in, prompts_in = (batch_sharding(mesh, n) for n in (1, 2))
+    scalar = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    prompt_args = (jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32, sharding=prompts_in),
+                   jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=rows_in),
+                   jax.ShapeDtypeStruct((rows * samples,), jnp.uint32, sharding=rows_in),
+                   jax.ShapeDtypeStruct((), jnp.uint32, sharding=scalar))
+    slots = prompt_len + max_new + draft_tokens + 1
+    tokens = rows * samples * (max_new - 1)
+    shape = {"rows": rows, "samples": samples, "prompt_len": prompt_len, "max_new_tokens": max_new,
+             "gathered_weights": gather, "draft": generator.description, "draft_tokens": draft_tokens,
+             "acceptance": acceptance, "tokens_per_round": round(per_round, 3), "rounds": rounds}
+    report = CompileReport(program="speculative decode", topology=target.topology, chips=target.chips,
+                           mesh=dict(mesh.shape), batch=shape, compute=compute.model_dump(), fits=False, hbm={})
+    t0 = time.perf_counter()
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        state = jax.eval_shape(prefill, params, *prompt_args)
+        lowered = advance.jitted.lower(params, draft_params, state, jax.ShapeDtypeStruct((), jnp.int32,
+                                                                                         sharding=scalar))
+    return compile_lowered(lowered, report, target, model_cfg, tensor=mesh.shape["tensor"], seq_len=slots,
+                           tokens=tokens, started=t0, runtime_trips=rounds,
+                           model_flops=flops_per_token(model_cfg, slots) / 3 * tokens)
+
+
 def _hbm(memory: Any, verdict: HbmVerdict, target: Slice) -> dict[str, Any]:
     """Per-chip bytes: XLA's memory analysis by kind, and the compiler's own total against its limit (from its
     log; where the log holds none, the analysis' total against the chip's known limit)."""

@@ -90,6 +90,16 @@ def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int) -> N
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_draft_arguments(p: argparse.ArgumentParser) -> None:
+    """--draft-model DIR|self and --draft-tokens: speculative decoding (generate/speculative.py)."""
+    p.add_argument("--draft-model", metavar="DIR|self", help="speculative decoding with a draft: an HF directory or "
+                   "a training run sharing the model's tokenizer (e.g. Sailor2-1B for 8B/20B), or `self`: the model "
+                   "with the layers block expansion inserted skipped (needs the expansion record in its config). "
+                   "The output is the model's own (greedy: identical; sampled: the same distribution)")
+    p.add_argument("--draft-tokens", type=positive_int, default=4, metavar="γ",
+                   help="tokens the draft proposes per target step (default 4)")
+
+
 def sampling_from(args: argparse.Namespace) -> SamplingConfig:
     from sailor2_jax.generate.sampling import SamplingConfig
 

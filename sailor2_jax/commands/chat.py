@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sailor2_jax.commands._args import add_model_arguments, add_sampling_arguments, model_source, sampling_from
+from sailor2_jax.commands._args import (add_draft_arguments, add_model_arguments, add_sampling_arguments,
+                                        model_source, sampling_from)
 
 NAME = "chat"
 HELP = "chat with a model in the terminal (tokens stream as they are produced; /reset, /system TEXT, Ctrl-D quits)"
@@ -17,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--system", help="system prompt (default: Sailor2's)")
     add_sampling_arguments(p, max_new_tokens=512)
+    add_draft_arguments(p)
 
 
 class TextStream:
@@ -39,14 +41,15 @@ class TextStream:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.generate.engine import Generator
+    from sailor2_jax.generate.speculative import make_generator
     from sailor2_jax.model.source import open_model
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT, encode
     from sailor2_jax.tokenizer import IM_END_ID
 
     sampling = sampling_from(args)
-    opened = open_model(model_source(args))
-    generator = Generator(opened.model, opened.mesh)
+    source = model_source(args)
+    opened = open_model(source)
+    generator = make_generator(opened, args.draft_model, args.draft_tokens, source=source)
     eos_ids = tuple(dict.fromkeys(opened.eos_ids + (IM_END_ID,)))  # a chat turn ends with <|im_end|>
     system = SAILOR2_SYSTEM_PROMPT if args.system is None else args.system
     interactive = sys.stdin.isatty()

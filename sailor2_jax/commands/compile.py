@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from sailor2_jax.commands._args import add_slice_arguments, positive_int
 
@@ -30,6 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-fsdp-weights", action="store_true",
                    help="decode from the FSDP-sharded weights, gathered again at every step (where the gathered "
                         "weights do not fit; the default gathers them once per call)")
+    p.add_argument("--draft-model", metavar="MODEL|self",
+                   help="with --decode: also compile speculative decoding with this draft (a packaged model such as "
+                        "sailor2-1b, a model YAML or an HF config.json; `self`: the model with its inserted layers "
+                        "skipped) and give its roofline at --acceptance")
+    p.add_argument("--draft-tokens", type=positive_int, default=4, metavar="γ", help="draft tokens per round")
+    p.add_argument("--acceptance", type=float, default=0.7, metavar="α",
+                   help="the acceptance rate the speculative roofline assumes (measure it: generate prints it)")
+    p.add_argument("--expanded-from", type=positive_int, metavar="LAYERS",
+                   help="with --draft-model self on a model config without an expansion record: the base model's "
+                        "layer count (Sailor2-1B 24, 8B 28, 20B 48), which gives the inserted layers")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on stdout (with --decode: one per program, by name)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. mesh.fsdp=32")
@@ -53,6 +64,28 @@ def run(args: argparse.Namespace) -> int:
         reports += compile_generation(cfg, model, target, rows=args.decode_batch, prompt_len=args.prompt_len,
                                       max_new=args.max_new_tokens, samples=args.samples,
                                       gather=not args.decode_fsdp_weights, prefill_chunk=args.prefill_chunk)
+    if args.draft_model:
+        if not args.decode:
+            raise ValueError("--draft-model compiles speculative decoding: give --decode too")
+        from sailor2_jax.aot.compile import compile_speculative
+
+        draft = None
+        if args.draft_model == "self":
+            if args.expanded_from:
+                from sailor2_jax.model.expand import inserted_layers
+                model = model.replace(inserted_layers=inserted_layers(
+                    model.replace(num_layers=args.expanded_from, inserted_layers=None), model.num_layers))
+        else:
+            draft = resolve_model(cfg, args.draft_model)
+        reports.append(compile_speculative(cfg, model, target, draft, draft_tokens=args.draft_tokens,
+                                           acceptance=args.acceptance, rows=args.decode_batch,
+                                           prompt_len=args.prompt_len, max_new=args.max_new_tokens,
+                                           samples=args.samples, gather=not args.decode_fsdp_weights))
+        plain = next(r for r in reports if r.program == "decode")
+        if plain.roofline and reports[-1].roofline:
+            speedup = reports[-1].roofline["tokens_per_s"] / plain.roofline["tokens_per_s"]
+            print(f"speculative decode at acceptance {args.acceptance}, γ = {args.draft_tokens}: "
+                  f"{speedup:.2f}× the decode loop's roofline tokens/s", file=sys.stderr)
     if args.json:
         out = reports[0].to_json() if len(reports) == 1 else {r.program: r.to_json() for r in reports}
         print(json.dumps(out), flush=True)

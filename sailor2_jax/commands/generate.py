@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from sailor2_jax.commands._args import add_model_arguments, add_sampling_arguments, model_source, sampling_from
+from sailor2_jax.commands._args import (add_draft_arguments, add_model_arguments, add_sampling_arguments,
+                                        model_source, sampling_from)
 from sailor2_jax.files import write_jsonl
 
 NAME = "generate"
@@ -28,12 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-chunk", type=int, default=None,
                    help="prefill long prompts this many tokens at a time (a power of two, e.g. 2048 for 32K prompts: "
                         "the prompt's whole attention matrix is never held; default: one pass)")
+    add_draft_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sailor2_jax.generate.engine import Generator
+    from sailor2_jax.generate.speculative import make_generator, stats_line
     from sailor2_jax.model.source import open_model
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT, encode
     from sailor2_jax.post.conversation_files import parse_prompt_line, prompt_lines
@@ -43,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
         raise ValueError("--num-samples, --batch-size and --max-new-tokens must be at least 1")
     lines = list(prompt_lines(args.input))  # (a missing file is refused before the model is read)
-    opened = open_model(model_source(args))
+    source = model_source(args)
+    opened = open_model(source)
+    generator = make_generator(opened, args.draft_model, args.draft_tokens, source=source,
+                               prefill_chunk=args.prefill_chunk)
     tok = opened.tokenizer
     system = SAILOR2_SYSTEM_PROMPT if args.system is None else args.system
 
@@ -69,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
           f"{sampling.model_dump()}, {args.num_samples} samples each, eos ids {list(eos_ids)}", file=sys.stderr)
     start = time.perf_counter()
     with tqdm(total=len(prompts), desc="generating", unit="prompt", file=sys.stderr) as bar:
-        generator = Generator(opened.model, opened.mesh, prefill_chunk=args.prefill_chunk)
         results = generator.generate(prompts, sampling=sampling, max_new_tokens=args.max_new_tokens,
                                      num_samples=args.num_samples, seed=args.seed, eos_ids=eos_ids,
                                      batch_size=args.batch_size, on_batch=bar.update)
@@ -85,4 +89,6 @@ def run(args: argparse.Namespace) -> int:
     tokens = sum(len(c.token_ids) for completions in results for c in completions)
     print(f"wrote {args.output}: {len(prompts)} prompts, {tokens} generated tokens in {seconds:.1f}s "
           f"({tokens / max(seconds, 1e-9):.1f} tokens/s, compilation included); {bad} malformed lines skipped")
+    if line := stats_line(generator):
+        print(line)
     return 0

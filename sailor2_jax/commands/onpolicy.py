@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from sailor2_jax.commands._args import (add_model_runtime_arguments, add_sampling_arguments, model_source, renamed,
-                                        sampling_from)
+from sailor2_jax.commands._args import (add_draft_arguments, add_model_runtime_arguments, add_sampling_arguments,
+                                        model_source, renamed, sampling_from)
 
 NAME = "onpolicy"
 HELP = ("one on-policy round: K samples per prompt from the policy (one shared prefill), scored by a reward model, "
@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
     add_model_runtime_arguments(p)  # the policy's --tokenizer, --dtype, --mesh
     add_sampling_arguments(p, max_new_tokens=512)
+    add_draft_arguments(p)
     p.set_defaults(temperature=0.8)
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sailor2_jax.tokenizer import IM_END_ID
     from sailor2_jax.files import write_jsonl
-    from sailor2_jax.generate.engine import Generator
+    from sailor2_jax.generate.speculative import make_generator, stats_line
     from sailor2_jax.model.source import open_model
     from sailor2_jax.post import onpolicy
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT
@@ -62,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.max_new_tokens < 1 or args.reward_batch_size < 1:
         raise ValueError("--batch-size, --reward-batch-size and --max-new-tokens must be at least 1")
     sampling = sampling_from(args)
-    policy = open_model(model_source(args, path=args.policy))
+    source = model_source(args, path=args.policy)
+    policy = open_model(source)
+    generator = make_generator(policy, args.draft_model, args.draft_tokens, source=source)
     counts: collections.Counter = collections.Counter()
     prompts = onpolicy.read_prompts(args.prompts, counts)
     verifier = LanguageVerifier() if args.language_check == "on" else None
@@ -73,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
           f"{args.language_check}")
     start = time.perf_counter()
     with tqdm(total=len(prompts), desc="sampling", unit="prompt") as bar:
-        sample = onpolicy.generator_sampler(Generator(policy.model, policy.mesh), policy.tokenizer, sampling=sampling,
+        sample = onpolicy.generator_sampler(generator, policy.tokenizer, sampling=sampling,
                                             max_new_tokens=args.max_new_tokens, seed=args.seed, eos_ids=eos_ids,
                                             batch_size=args.batch_size, on_batch=bar.update)
         responses = sample(onpolicy.encode_prompts(prompts, policy.tokenizer, system), args.samples)
     seconds = time.perf_counter() - start
+    if line := stats_line(generator):
+        print(line)
     reward = load_reward_model(args.reward_model, args.reward_backend, batch_size=args.reward_batch_size,
                                dtype=args.reward_dtype)
     pairs = onpolicy.make_pairs(prompts, responses, reward, verifier, counts)

@@ -62,7 +62,18 @@ def expanded_config(cfg: ModelConfig, new_layers: int, vocab_size: int | None, u
         raise ValueError("--untie-embeddings given but the base model's embeddings are not tied")
     return cfg.replace(num_layers=new_layers, vocab_size=vocab_size or cfg.vocab_size,
                        tie_embeddings=cfg.tie_embeddings and not untie,
+                       inserted_layers=inserted_layers(cfg, new_layers),
                        **{k: v for k, v in fields.items() if v is not None})
+
+
+def inserted_layers(cfg: ModelConfig, new_layers: int) -> list[int]:
+    """The expanded model's layers that are not the base's own: the ones inserted now, and copies of layers an
+    earlier expansion inserted. Recorded in the config (`ModelConfig.inserted_layers`, config.json), so every
+    checkpoint and export of the expanded model knows which of its layers form the original model (the self draft
+    of speculative decoding runs those alone)."""
+    src, is_new = expansion_plan(cfg.num_layers, new_layers)
+    before = set(cfg.inserted_layers or ())
+    return [i for i, (s, new) in enumerate(zip(src, is_new)) if new or s in before]
 
 
 def _resize_rows(x, rows: int, axis: int):
@@ -131,7 +142,8 @@ def expand_hf_dir(base: str | Path, out: str | Path, new_layers: int, *, vocab_s
         dtype = str(dtypes["model.embed_tokens.weight"])
         specs = [_spec_for(key, src, dtypes, new_cfg, src_of, is_new, untie) for key in hf_keys(new_cfg)]
         summary = {"base_layers": cfg.num_layers, "layers": new_layers, "source_layer": src_of,
-                   "is_new_layer": is_new, "vocab_size": new_cfg.vocab_size, "untied": untie}
+                   "is_new_layer": is_new, "inserted_layers": new_cfg.inserted_layers, "vocab_size": new_cfg.vocab_size,
+                   "untied": untie}
         tokenizer = base if (base / "tokenizer.json").is_file() else None
         extra = {EXPANSION_FILE: json.dumps(summary, indent=2)}
         if (base / "generation_config.json").is_file():  # the base's decoding defaults and eos list go along

@@ -157,3 +157,31 @@ def test_cli_decode_reports_every_program_by_name():
     assert set(reports) == {"train_step", "prefill", "decode"}
     assert all(r["fits"] and r["topology"] == "v5p:2x2x1" for r in reports.values())
     assert "TPU_WORKER_HOSTNAMES" not in done.stderr  # libtpu loaded off a TPU VM without its runtime's warnings
+
+
+def test_speculative_decoding_compiles_with_both_draft_kinds():
+    """`compile --decode --draft-model`: the speculative decode loop for the slice, its trips the rounds that
+    max_new - 1 tokens take at the given acceptance; per round the draft runs γ steps (the first over two tokens) and
+    the target one step over γ + 1 tokens, so its matmul FLOPs are those rounds' tokens through both models."""
+    from sailor2_jax.aot.compile import compile_speculative, tokens_per_round
+
+    cfg = load(TrainConfig, None, TINY)
+    m = cfg.model.replace(inserted_layers=[1, 3])
+    rows, max_new, gamma, alpha = 4, 16, 3, 0.75
+    per_round = tokens_per_round(alpha, gamma)
+    assert per_round == pytest.approx((1 - alpha ** 4) / (1 - alpha)) and tokens_per_round(1.0, gamma) == 4
+    rounds = -(-(max_new - 1) // per_round)
+    D, F, NH, KH = m.hidden_size, m.intermediate_size, m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
+    layer = 2 * (D * NH + 2 * D * KH + NH * D + 3 * D * F)
+    head = 2 * m.vocab_size * D
+    for draft, draft_layers in ((None, 2), (m.replace(num_layers=1, inserted_layers=None), 1)):
+        report = compile_speculative(cfg, m, parse_slice("v5p:2x2x1"), draft, draft_tokens=gamma, acceptance=alpha,
+                                     rows=rows, prompt_len=20, max_new=max_new)
+        assert report.fits and report.batch["rounds"] == rounds
+        per_round_flops = ((gamma + 1) * (m.num_layers * layer + head)  # the target over γ + 1 tokens
+                           + (gamma + 1) * (draft_layers * layer + head))  # the draft: 2 + (γ - 1) tokens
+        expected = rounds * rows * per_round_flops / report.chips
+        assert report.flops["matmuls"] == pytest.approx(expected, rel=0.1), report.flops
+    with pytest.raises(ValueError, match="block-expanded"):
+        compile_speculative(cfg, cfg.model, parse_slice("v5p:2x2x1"), None, draft_tokens=gamma, acceptance=alpha,
+                            rows=rows, prompt_len=20, max_new=max_new)
