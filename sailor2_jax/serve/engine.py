@@ -76,10 +76,13 @@ def prompt_buckets(max_len: int) -> list[int]:
 
 
 class Engine:
-    def __init__(self, model, mesh, *, max_slots: int, max_len: int, max_queue: int = 256):
+    def __init__(self, model, mesh, *, max_slots: int, max_len: int, max_queue: int = 256,
+                 buckets: list[int] | None = None):
         self.programs = SlotPrograms(model, mesh, slots=max_slots, max_len=max_len)
         self.mesh, self.max_slots, self.max_len, self.max_queue = mesh, max_slots, max_len, max_queue
-        self.buckets = prompt_buckets(max_len)
+        self.buckets = sorted(set(buckets or prompt_buckets(max_len)))
+        if self.buckets[-1] != max_len or self.buckets[0] < 1:
+            raise ValueError(f"prefill buckets {self.buckets}: positive lengths, the largest equal to max_len {max_len}")
         self.rows = self.programs.rows
         self.state = self.programs.empty_state()
         self.owner: list[tuple[Request, int] | None] = [None] * max_slots
