@@ -32,6 +32,7 @@ class Server:
                              buckets=buckets)
         config = ServeConfig(model_name=model_name, eos_ids=opened.eos_ids, defaults=Defaults.of(opened.hf_dir),
                              api_key=api_key, **({} if system is None else {"system": system}))
+        self.config = config
         self.app = build_app(self.engine, opened.tokenizer, config)
         self.drain_seconds = drain_seconds
         self.uvicorn = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level=log_level,
