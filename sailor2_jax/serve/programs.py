@@ -97,27 +97,37 @@ def filter_top(scaled_BV: jax.Array, top_k_B: jax.Array, top_p_B: jax.Array) -> 
     return jnp.where(scaled_BV >= threshold_B, scaled_BV, -jnp.inf)
 
 
+def first_argmax(x_BV: jax.Array) -> jax.Array:
+    """`jnp.argmax` over the last axis (the first index of the maximum) as two plain reductions: XLA:CPU lowers
+    argmax's pair-valued reduction 5× slower at V = 151,936 (22 ms against 4.4 ms for 16 rows)."""
+    V = x_BV.shape[-1]
+    is_max_BV = x_BV == jnp.max(x_BV, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(is_max_BV, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
+
+
 def draw(logits_BV: jax.Array, s: SlotState, want_top: jax.Array) -> Drawn:
     """One token per row with each row's own settings, and its log-probs."""
     raw_BV = logits_BV.astype(jnp.float32)
-    logits_BV = penalize_repetition(raw_BV, s.seen, s.penalty[:, None])  # × or ÷ 1.0 is exact: penalty 1 is off
+    # always applied (× or ÷ 1.0 is exact): under a `lax.cond`, XLA:CPU copies the [B, V] logits into the next one
+    logits_BV = penalize_repetition(raw_BV, s.seen, s.penalty[:, None])
     greedy_B = s.temperature == 0.0
-    scaled_BV = logits_BV / jnp.where(greedy_B, 1.0, s.temperature)[:, None]
 
-    def sampled(scaled_BV):
+    def sampled(logits_BV):
+        scaled_BV = logits_BV / jnp.where(greedy_B, 1.0, s.temperature)[:, None]
         needs_filter = jnp.any(~greedy_B & ((s.top_k > 0) | (s.top_p < 1.0)))
         scaled_BV = jax.lax.cond(needs_filter, filter_top, lambda x, k, p: x, scaled_BV, s.top_k, s.top_p)
         return jax.vmap(lambda key, step, row: jax.random.categorical(jax.random.fold_in(key, step), row))(
             s.keys, s.steps, scaled_BV).astype(jnp.int32)
 
     # an all-greedy batch skips the V random numbers per row
-    drawn_B = jax.lax.cond(jnp.all(greedy_B), lambda x: jnp.zeros(x.shape[0], jnp.int32), sampled, scaled_BV)
-    token_B = jnp.where(greedy_B, jnp.argmax(logits_BV, axis=-1), drawn_B).astype(jnp.int32)
-    logp_BV = jax.nn.log_softmax(raw_BV, axis=-1)
-    logprob_B = jnp.take_along_axis(logp_BV, token_B[:, None], axis=-1)[:, 0]
+    drawn_B = jax.lax.cond(jnp.all(greedy_B), lambda x: jnp.zeros(x.shape[0], jnp.int32), sampled, logits_BV)
+    token_B = jnp.where(greedy_B, first_argmax(logits_BV), drawn_B).astype(jnp.int32)
+    lse_B = jax.nn.logsumexp(raw_BV, axis=-1)
+    logprob_B = jnp.take_along_axis(raw_BV, token_B[:, None], axis=-1)[:, 0] - lse_B
     B = raw_BV.shape[0]
     empty = (jnp.zeros((B, TOP), jnp.float32), jnp.zeros((B, TOP), jnp.int32))
-    top_lp, top_ids = jax.lax.cond(want_top, lambda x: tuple(jax.lax.top_k(x, TOP)), lambda x: empty, logp_BV)
+    top_lp, top_ids = jax.lax.cond(want_top, lambda x: tuple(jax.lax.top_k(x - lse_B[:, None], TOP)),
+                                   lambda x: empty, raw_BV)
     return Drawn(token_B, logprob_B, top_ids.astype(jnp.int32), top_lp)
 
 

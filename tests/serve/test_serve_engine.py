@@ -42,7 +42,7 @@ def _serve(engine: Engine, cases, sampling=SamplingConfig(), top=0):
 
 
 def _engine(model, mesh, slots=4):
-    engine = Engine(model, mesh, max_slots=slots, max_len=32, buckets=[16, 32])
+    engine = Engine(model, mesh, max_slots=slots, max_len=32, buckets=[32])
     engine.warm()
     engine.start()
     return engine
