@@ -28,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-fsdp-weights", action="store_true",
                    help="decode from the FSDP-sharded weights, gathered again at every step (where the gathered "
                         "weights do not fit; the default gathers them once per call)")
+    p.add_argument("--serve", action="store_true",
+                   help="also compile the server's programs (`sailor2-jax serve`: every prefill bucket, insert, the "
+                        "decode step at full slots) on the same mesh: HBM per chip and roofline tokens/s")
+    p.add_argument("--serve-slots", type=positive_int, default=128, help="--max-slots of the server (default 128)")
+    p.add_argument("--serve-max-len", type=positive_int, default=2048, help="--max-len of the server (default 2048)")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on stdout (with --decode: one per program, by name)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. mesh.fsdp=32")
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     configure_libtpu()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # nothing runs here: this machine's accelerators stay free
 
-    from sailor2_jax.aot.compile import compile_generation, compile_train_step, resolve_model
+    from sailor2_jax.aot.compile import compile_generation, compile_serving, compile_train_step, resolve_model
     from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
 
@@ -51,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         reports += compile_generation(cfg, model, target, rows=args.decode_batch, prompt_len=args.prompt_len,
                                       max_new=args.max_new_tokens, samples=args.samples,
                                       gather=not args.decode_fsdp_weights)
+    if args.serve:
+        reports += compile_serving(cfg, model, target, slots=args.serve_slots, max_len=args.serve_max_len)
     if args.json:
         out = reports[0].to_json() if len(reports) == 1 else {r.program: r.to_json() for r in reports}
         print(json.dumps(out), flush=True)

@@ -141,7 +141,7 @@ class SlotPrograms:
     engine's layout (`Generator`: FSDP split gathered, tensor split kept), placed once; the layers also as per-layer
     copies, which the decode step reads in place (`Qwen2.unstacked_layers`)."""
 
-    def __init__(self, model, mesh, *, slots: int, max_len: int):
+    def __init__(self, model, mesh, *, slots: int, max_len: int, place: bool = True):
         gen = Generator(model, mesh)  # the shardings of the weights, whole along FSDP (gather once)
         self.cfg, self.mesh, self.graphdef, self.dtype = gen.cfg, mesh, gen.graphdef, gen.dtype
         self.rows = gen.data_parallel  # prompts per prefill: one per data-parallel device
@@ -151,41 +151,46 @@ class SlotPrograms:
         self.vocab = model.cfg.vocab_size
         shardings = gen.gathered or gen.param_shardings
         self.param_shardings = shardings
-        self.params = jax.device_put(gen.params, shardings)
         layer_spec = {name: NamedSharding(mesh, P(*var.get_value().spec[1:])) for name, var in shardings["layers"].items()}
         self.layer_shardings = [layer_spec] * self.cfg.num_layers
-        with jax.set_mesh(mesh):
-            self.layers = jax.jit(lambda p: nnx.merge(self.graphdef, p).unstacked_layers(),
-                                  in_shardings=(shardings,), out_shardings=self.layer_shardings)(self.params)
+        self.abstract_params = gen.params  # (abstract when `model` is: `sailor2-jax compile --serve` lowers only)
         self._build()
+        if place:  # the weights placed once, and the per-layer copies cut once
+            self.params = jax.device_put(gen.params, shardings)
+            with jax.set_mesh(mesh):
+                self.layers = jax.jit(self.unstack, in_shardings=(shardings,),
+                                      out_shardings=self.layer_shardings)(self.params)
+
+    def unstack(self, params) -> list[dict[str, jax.Array]]:
+        return nnx.merge(self.graphdef, params).unstacked_layers()
 
     def _named(self, *names) -> NamedSharding:
         return NamedSharding(self.mesh, logical_to_spec(names))
 
-    def _state_shardings(self) -> SlotState:
+    def state_shardings(self) -> SlotState:
         rows, slots = self._named("batch"), self._named(*KVCache.SLOT_AXES)
         kv = self._named(*KVCache.KV_AXES)
         return SlotState(cache=SlotCache(k=kv, v=kv, segment_ids=slots, positions=slots, index=rows), last=rows,
                          seen=self._named("batch", None), keys=rows, steps=rows, temperature=rows, top_k=rows,
                          top_p=rows, penalty=rows)
 
-    def empty_state(self) -> SlotState:
+    def make_state(self) -> SlotState:
         B, S = self.slots, self.max_len
+        cache = KVCache.empty(self.cfg, B, S, self.dtype)
+        return SlotState(cache=SlotCache(k=cache.k, v=cache.v, segment_ids=cache.segment_ids,
+                                         positions=cache.positions, index=jnp.zeros(B, jnp.int32)),
+                         last=jnp.zeros(B, jnp.int32), seen=jnp.zeros((B, self.vocab), bool),
+                         keys=jax.vmap(jax.random.key)(jnp.zeros(B, jnp.uint32)), steps=jnp.zeros(B, jnp.int32),
+                         temperature=jnp.zeros(B, jnp.float32), top_k=jnp.zeros(B, jnp.int32),
+                         top_p=jnp.ones(B, jnp.float32), penalty=jnp.ones(B, jnp.float32))
 
-        def make():
-            cache = KVCache.empty(self.cfg, B, S, self.dtype)
-            return SlotState(cache=SlotCache(k=cache.k, v=cache.v, segment_ids=cache.segment_ids,
-                                             positions=cache.positions, index=jnp.zeros(B, jnp.int32)),
-                             last=jnp.zeros(B, jnp.int32), seen=jnp.zeros((B, self.vocab), bool),
-                             keys=jax.vmap(jax.random.key)(jnp.zeros(B, jnp.uint32)), steps=jnp.zeros(B, jnp.int32),
-                             temperature=jnp.zeros(B, jnp.float32), top_k=jnp.zeros(B, jnp.int32),
-                             top_p=jnp.ones(B, jnp.float32), penalty=jnp.ones(B, jnp.float32))
+    def empty_state(self) -> SlotState:
         with jax.set_mesh(self.mesh):
-            return jax.jit(make, out_shardings=self._state_shardings())()
+            return jax.jit(self.make_state, out_shardings=self.state_shardings())()
 
     def _build(self) -> None:
         graphdef, cfg, dtype, S = self.graphdef, self.cfg, self.dtype, self.max_len
-        states, rows, scalar = self._state_shardings(), self._named("batch"), NamedSharding(self.mesh, P())
+        states, rows, scalar = self.state_shardings(), self._named("batch"), NamedSharding(self.mesh, P())
         prefix_cache = KVCache(k=self._named(*KVCache.KV_AXES), v=self._named(*KVCache.KV_AXES),
                                segment_ids=self._named(*KVCache.SLOT_AXES), positions=self._named(*KVCache.SLOT_AXES),
                                index=scalar)
