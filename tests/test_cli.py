@@ -13,7 +13,7 @@ from sailor2_jax.cli import build_parser, main
 
 COMMANDS = {"cache", "chat", "clean", "compile", "demo", "eval", "eval-import", "eval-report", "expand", "export",
             "filter-ppl", "generate", "inspect-data", "judge", "onpolicy", "plan", "quality", "regmix", "score",
-            "select-sft", "train", "translate"}
+            "select-sft", "serve", "train", "translate"}
 
 
 def test_every_command_is_registered_with_help(capsys):

@@ -1,7 +1,8 @@
 """The house: imports run only downward through the floors below, never in a circle.
 
 Floors, bottom to top: configs and files; the mesh, the tokenizer and the languages; the model and the data side;
-generation; post-training (chat format, conversation files, reward, the language verifier); evaluation and training;
+generation; post-training (chat format, conversation files, reward, the language verifier); evaluation, training
+and serving;
 the searches and compilers that drive training; the embedded-data builders; the command line; the demo wing. A
 package may import its own floor's other packages only where listed (`SIDEWAYS`). Every import counts, including
 those inside functions (they are how heavy dependencies load late, not a way around the house).
@@ -22,7 +23,7 @@ FLOORS = [
     {"model", "data"},
     {"generate"},
     {"post"},
-    {"eval", "train"},
+    {"eval", "train", "serve"},
     {"regmix", "aot"},
     {"embedded"},
     {"commands", "cli"},

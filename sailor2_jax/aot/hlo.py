@@ -146,7 +146,9 @@ class HloModule:
                     if m.group(1):
                         self.entry = m.group(2)
                 continue
-            if line.strip() == "}":
+            # a computation ends with "}" (or "}, execution_thread=..." for one run on another core, e.g. the
+            # SparseCore scatter the server's insert lowers to)
+            if line.strip() == "}" or line.startswith("}, execution_thread="):
                 current = None
                 continue
             m = _INSTR.match(line)

@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expanded-from", type=positive_int, metavar="LAYERS",
                    help="with --draft-model self on a model config without an expansion record: the base model's "
                         "layer count (Sailor2-1B 24, 8B 28, 20B 48), which gives the inserted layers")
+    p.add_argument("--serve", action="store_true",
+                   help="also compile the server's programs (`sailor2-jax serve`: every prefill bucket, insert, the "
+                        "decode step at full slots) on the same mesh: HBM per chip and roofline tokens/s")
+    p.add_argument("--serve-slots", type=positive_int, default=128, help="--max-slots of the server (default 128)")
+    p.add_argument("--serve-max-len", type=positive_int, default=2048, help="--max-len of the server (default 2048)")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on stdout (with --decode: one per program, by name)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. mesh.fsdp=32")
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     configure_libtpu()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # nothing runs here: this machine's accelerators stay free
 
-    from sailor2_jax.aot.compile import compile_generation, compile_train_step, resolve_model
+    from sailor2_jax.aot.compile import compile_generation, compile_serving, compile_train_step, resolve_model
     from sailor2_jax.config import find_config, load
     from sailor2_jax.train.config import TrainConfig
 
@@ -86,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             speedup = reports[-1].roofline["tokens_per_s"] / plain.roofline["tokens_per_s"]
             print(f"speculative decode at acceptance {args.acceptance}, γ = {args.draft_tokens}: "
                   f"{speedup:.2f}× the decode loop's roofline tokens/s", file=sys.stderr)
+    if args.serve:
+        reports += compile_serving(cfg, model, target, slots=args.serve_slots, max_len=args.serve_max_len)
     if args.json:
         out = reports[0].to_json() if len(reports) == 1 else {r.program: r.to_json() for r in reports}
         print(json.dumps(out), flush=True)

@@ -12,8 +12,8 @@ from types import ModuleType
 from rich.console import Console
 
 from sailor2_jax.demo import (base, clean, dpo, evaluate, expand, export, export_final, generate, judge, onpolicy,
-                              parity, regmix, reward, select, sft, sft_stage2, speculative, stage1, stage2, stage2_data,
-                              tpu_compile)
+                              parity, regmix, reward, select, serve, sft, sft_stage2, speculative, stage1, stage2,
+                              stage2_data, tpu_compile)
 from sailor2_jax.demo.stage import Context
 from sailor2_jax.files import write_json
 
@@ -23,7 +23,7 @@ STAGES: tuple[ModuleType, ...] = (
     regmix, stage1, stage2,                   # continual pre-training on the mixture RegMix finds, with a resume
     sft, select, sft_stage2, dpo, export_final,  # post-training: SFT → selection → SFT → DPO → Hugging Face
     reward, onpolicy,                         # a reward model and an on-policy round
-    generate, speculative,                    # use: generation, with the model drafting for itself
+    generate, speculative, serve,             # use: generation (the model drafting for itself), serving
     tpu_compile, evaluate, judge,             # TPU compilation, evaluation, chat judging
 )
 

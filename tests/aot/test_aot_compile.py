@@ -185,3 +185,23 @@ def test_speculative_decoding_compiles_with_both_draft_kinds():
     with pytest.raises(ValueError, match="block-expanded"):
         compile_speculative(cfg, cfg.model, parse_slice("v5p:2x2x1"), None, draft_tokens=gamma, acceptance=alpha,
                             rows=rows, prompt_len=20, max_new=max_new)
+
+
+def test_the_server_compiles_for_the_slice_and_its_decode_step_flops_are_exact():
+    """`compile --serve`: every prefill bucket, insert and the decode step of `sailor2-jax serve` at full slots. One
+    decode step does the forward matmuls of one token per slot plus attention over all max_len cache columns."""
+    from sailor2_jax.aot.compile import compile_serving
+
+    cfg = load(TrainConfig, None, TINY)
+    slots, max_len = 8, 64
+    reports = compile_serving(cfg, cfg.model, parse_slice("v5p:2x2x1"), slots=slots, max_len=max_len,
+                              buckets=[32, 64])
+    assert [r.program for r in reports] == ["prefill[32]", "prefill[64]", "insert", "decode"]
+    assert all(r.fits for r in reports)
+    decode = reports[-1]
+    m = cfg.model
+    D, F, NH, KH = m.hidden_size, m.intermediate_size, m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
+    per_token = (2 * (m.num_layers * (D * NH + 2 * D * KH + NH * D + 3 * D * F) + m.vocab_size * D)
+                 + 4 * m.num_layers * NH * max_len)
+    assert decode.flops["matmuls"] == pytest.approx(per_token * slots / decode.chips, rel=0.01)
+    assert decode.roofline["tokens_per_s"] > 0 and decode.hbm["arguments"] > 0
