@@ -261,10 +261,10 @@ class SpeculativeGenerator(Generator):
                              done=state.done | (state.length >= max_new), stopped=state.stopped, keys=state.keys,
                              drafted=zeros, accepted=zeros, rounds=zeros, step=state.step)
 
-        def forward(model, layers, cache, tokens_BT, positions_BT):
+        def forward(model, layers, cache, tokens_BT, positions_BT, last_only=False):
             x_BTD, cache = model.extend(tokens_BT, cache, positions_BT=positions_BT,
                                         segment_ids_BT=jnp.ones_like(tokens_BT), layers=layers)
-            return model.logits(x_BTD), cache
+            return model.logits(x_BTD[:, -1:] if last_only else x_BTD), cache  # (the LM head: only what is read)
 
         def fit_vocab(logits_BV):  # the draft's logits over the target's V (see the module docstring)
             Vd = logits_BV.shape[-1]
@@ -285,7 +285,7 @@ class SpeculativeGenerator(Generator):
                 # γ draft tokens: the first step feeds (prev, last) at slots index-1, index
                 cache = dataclasses.replace(s.draft, index=s.target.index - 1)
                 logits_BTV, cache = forward(draft, draft_layers, cache, jnp.stack([s.prev, s.last], 1),
-                                            jnp.stack([s.positions - 1, s.positions], 1))
+                                            jnp.stack([s.positions - 1, s.positions], 1), last_only=True)
                 logits_BV = logits_BTV[:, -1]
                 drafts, q_probs = [], []
                 for i in range(gamma):

@@ -179,7 +179,7 @@ def test_speculative_decoding_compiles_with_both_draft_kinds():
                                      rows=rows, prompt_len=20, max_new=max_new)
         assert report.fits and report.batch["rounds"] == rounds
         per_round_flops = ((gamma + 1) * (m.num_layers * layer + head)  # the target over γ + 1 tokens
-                           + (gamma + 1) * (draft_layers * layer + head))  # the draft: 2 + (γ - 1) tokens
+                           + (gamma + 1) * draft_layers * layer + gamma * head)  # the draft: 2 + (γ - 1) tokens, γ heads
         expected = rounds * rows * per_round_flops / report.chips
         assert report.flops["matmuls"] == pytest.approx(expected, rel=0.1), report.flops
     with pytest.raises(ValueError, match="block-expanded"):

@@ -89,3 +89,14 @@ def test_onpolicy_refuses_one_sample(setup, capsys):
     assert main(["onpolicy", "--policy", str(policy), "--reward-model", str(rm), "--prompts",
                  str(root / "prompts.jsonl"), "--samples", "1", "--output", str(root / "x.jsonl")]) != 0
     assert "--samples 1" in capsys.readouterr().err
+
+
+def test_onpolicy_samples_through_a_draft(setup, capsys):
+    """--draft-model: the policy's samples come through speculative decoding (here the policy drafts for itself as
+    a separate model, so nearly every draft token is accepted); the round completes and reports the acceptance."""
+    root, policy, rm = setup
+    _, summary = run(root, policy, rm, root / "drafted.jsonl", "--draft-model", str(policy), "--draft-tokens", "3")
+    assert summary["read"] == 7 and summary["malformed"] == 2
+    printed = capsys.readouterr().out
+    acceptance = float(printed.split("acceptance ")[1].split()[0])
+    assert acceptance > 0.9 and "γ = 3" in printed
