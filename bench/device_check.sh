@@ -11,6 +11,7 @@
 # Then two calls, each inside one command's time limit:
 #   run(command="bash bench/device_check.sh train", carry=[".whl"], timeout_s=540)     # cuDNN, train step (issue 3)
 #   run(command="bash bench/device_check.sh generate", carry=[".whl"], timeout_s=420)  # decode (10), RegMix (13)
+#   run(command="bash bench/device_check.sh serve", carry=[".whl"], timeout_s=590)     # serving (24)
 set -euo pipefail
 PART=${1:-train}
 cd "$(dirname "$0")/.."
@@ -19,6 +20,15 @@ export PYTHONPATH="/tmp/site:$PWD" JAX_PLATFORMS=cuda PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+if [ "$PART" = serve ]; then
+  # issue 24: our server beside `transformers serve --continuous-batching` and offline generate on the same card,
+  # Sailor2-1B shape, bf16 (the image also needs fastapi, starlette, uvicorn, prometheus-client, aiohttp and their
+  # pure-Python dependencies in .whl/: download them as above)
+  timeout 560 python3 bench/serve.py --shape sailor2-1b --dtype bfloat16 --torch-device cuda --slots 64 \
+    --max-len 1024 --requests 256 --max-tokens 128 --prompt-chars 400 --rates 4,16,inf --concurrency 16,64 \
+    --start-timeout 240 --out "$OUT/serve.json" 2>&1 | tail -20 | tee "$OUT/serve.txt" || true
+  exit 0
+fi
 if [ "$PART" = generate ]; then
   # issue 10: our decode loop beside transformers' generate on the same card (batch 1, 32, 128; prompt 128, 256 new)
   timeout 300 python3 bench/decode.py --timeout 120 --out "$OUT/decode.json" 2>&1 | tail -20 | tee "$OUT/decode.txt" \
