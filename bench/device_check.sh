@@ -12,6 +12,7 @@
 #   run(command="bash bench/device_check.sh train", carry=[".whl"], timeout_s=540)     # cuDNN, train step (issue 3)
 #   run(command="bash bench/device_check.sh generate", carry=[".whl"], timeout_s=420)  # decode (10), RegMix (13)
 #   run(command="bash bench/device_check.sh draft", carry=[".whl"], timeout_s=300)     # speculative decoding (25)
+#   run(command="bash bench/device_check.sh serve", carry=[".whl"], timeout_s=590)     # serving (24)
 set -euo pipefail
 PART=${1:-train}
 cd "$(dirname "$0")/.."
@@ -27,6 +28,15 @@ if [ "$PART" = draft ]; then
   timeout 280 python3 bench/decode.py --draft --batches 1,8 --prompt 128 --new 128 --dtype bfloat16 \
     --target-layers 24 --draft-layers 2 --eps 0.02 --timeout 130 --out "$OUT/decode_draft.json" 2>&1 | tail -14 \
     | tee "$OUT/decode_draft.txt" || true
+  exit 0
+fi
+if [ "$PART" = serve ]; then
+  # issue 24: our server beside `transformers serve --continuous-batching` and offline generate on the same card,
+  # Sailor2-1B shape, bf16 (the image also needs fastapi, starlette, uvicorn, prometheus-client, aiohttp and their
+  # pure-Python dependencies in .whl/: download them as above)
+  timeout 560 python3 bench/serve.py --shape sailor2-1b --dtype bfloat16 --torch-device cuda --slots 64 \
+    --max-len 1024 --requests 256 --max-tokens 128 --prompt-chars 400 --rates 4,16,inf --concurrency 16,64 \
+    --start-timeout 240 --out "$OUT/serve.json" 2>&1 | tail -20 | tee "$OUT/serve.txt" || true
   exit 0
 fi
 if [ "$PART" = generate ]; then

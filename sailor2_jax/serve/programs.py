@@ -120,14 +120,18 @@ def draw(logits_BV: jax.Array, s: SlotState, want_top: jax.Array) -> Drawn:
             s.keys, s.steps, scaled_BV).astype(jnp.int32)
 
     # an all-greedy batch skips the V random numbers per row
-    drawn_B = jax.lax.cond(jnp.all(greedy_B), lambda x: jnp.zeros(x.shape[0], jnp.int32), sampled, logits_BV)
+    drawn_B = jax.lax.cond(jnp.all(greedy_B), lambda x: shard(jnp.zeros(x.shape[0], jnp.int32), ("batch",)),
+                           lambda x: shard(sampled(x), ("batch",)), logits_BV)
     token_B = jnp.where(greedy_B, first_argmax(logits_BV), drawn_B).astype(jnp.int32)
     lse_B = jax.nn.logsumexp(raw_BV, axis=-1)
     logprob_B = jnp.take_along_axis(raw_BV, token_B[:, None], axis=-1)[:, 0] - lse_B
     B = raw_BV.shape[0]
-    empty = (jnp.zeros((B, TOP), jnp.float32), jnp.zeros((B, TOP), jnp.int32))
-    top_lp, top_ids = jax.lax.cond(want_top, lambda x: tuple(jax.lax.top_k(x - lse_B[:, None], TOP)),
-                                   lambda x: empty, raw_BV)
+
+    def rows(*arrays):  # both branches laid out alike (the TPU partitioner refuses a conditional whose don't)
+        return tuple(shard(a, ("batch", None)) for a in arrays)
+    top_lp, top_ids = jax.lax.cond(
+        want_top, lambda x: rows(*jax.lax.top_k(x - lse_B[:, None], TOP)),
+        lambda x: rows(jnp.zeros((B, TOP), jnp.float32), jnp.zeros((B, TOP), jnp.int32)), raw_BV)
     return Drawn(token_B, logprob_B, top_ids.astype(jnp.int32), top_lp)
 
 
