@@ -45,7 +45,8 @@ def splash_flops(name: str, outputs: tuple[tuple[int, ...], ...], q_heads: int, 
     """FLOPs of one Splash kernel execution (causal blocks only), or None for a kernel this does not know.
 
     Under context parallelism over n devices a shard runs two kernels of C = T/2n queries, chunks i and 2n−1−i,
-    against (i+1)·C and (2n−i)·C keys: 2n·C² causal pairs together whatever i is, so n·C² each on average."""
+    whose masks leave (i+1)·C and (2n−i)·C keys: 2n·C² causal pairs together whatever i is, so n·C² each on
+    average."""
     kind = next((k for k in SPLASH_KERNELS if name.startswith(k)), None)
     if kind is None:
         return None

@@ -3,8 +3,8 @@
 Search space: every (data, fsdp, context, tensor) mesh of the slice that the model's dimensions and the batch divide,
 the remat policies, the micro-batch counts, and the LM head's logits chunk. The context axis (the sequence split,
 sharding.py) is searched only for sequences longer than `CONTEXT_FROM` tokens, where one sequence's activations
-outgrow a chip; each of its shards must keep Splash-tileable chunks (T/2n a multiple of 512). A real compilation costs about a minute of
-two CPU cores at these sizes, so the space is pruned analytically first:
+outgrow a chip; each of its shards must keep Splash-tileable chunks (T/2n a multiple of 512). A real compilation
+costs about a minute of two CPU cores at these sizes, so the space is pruned analytically first:
 1. `estimate` gives each candidate an HBM estimate per chip (train state, saved activations per remat policy, one
    layer's backward working set, the logits of one chunk) and a step time (FLOPs with each policy's recompute at
    the chip's peak plus HBM traffic at its bandwidth, against the FSDP/data/tensor collectives at its ICI
@@ -106,8 +106,9 @@ def candidates(cfg: TrainConfig, model: ModelConfig, chips: int, max_tensor: int
                         continue
                     out += [Candidate(data, fsdp, tensor, r, m, c, context) for r in REMATS for c in chunks]
     if not out:
-        raise ValueError(f"no (data, fsdp, context, tensor) mesh of {chips} chips divides this model and data.batch_size "
-                         f"{cfg.data.batch_size}: fsdp must divide hidden_size {model.hidden_size}, tensor the "
+        raise ValueError(f"no (data, fsdp, context, tensor) mesh of {chips} chips divides this model and "
+                         f"data.batch_size {cfg.data.batch_size}: fsdp must divide hidden_size {model.hidden_size}, "
+                         f"tensor the "
                          f"heads ({model.num_heads}/{model.num_kv_heads}), and data×fsdp the batch")
     return out
 

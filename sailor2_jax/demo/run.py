@@ -11,9 +11,9 @@ from types import ModuleType
 
 from rich.console import Console
 
-from sailor2_jax.demo import (base, clean, dpo, evaluate, expand, export, export_final, generate, judge, onpolicy,
-                              parity, regmix, reward, select, serve, sft, sft_stage2, speculative, stage1, stage2,
-                              stage2_data, tpu_compile)
+from sailor2_jax.demo import (base, clean, dpo, evaluate, expand, export, export_final, generate, judge, long_context,
+                              onpolicy, parity, regmix, reward, select, serve, sft, sft_stage2, speculative, stage1,
+                              stage2, stage2_data, tpu_compile)
 from sailor2_jax.demo.stage import Context
 from sailor2_jax.files import write_json
 
@@ -21,6 +21,7 @@ STAGES: tuple[ModuleType, ...] = (
     clean, stage2_data,                       # data: cleaning, stage-2 translation and quality selection
     base, expand, parity, export,             # model: a Qwen2.5-architecture base, LlamaPro, transformers parity
     regmix, stage1, stage2,                   # continual pre-training on the mixture RegMix finds, with a resume
+    long_context,                             # 4x the length: YaRN, context parallelism, passkey retrieval
     sft, select, sft_stage2, dpo, export_final,  # post-training: SFT → selection → SFT → DPO → Hugging Face
     reward, onpolicy,                         # a reward model and an on-policy round
     generate, speculative, serve,             # use: generation (the model drafting for itself), serving

@@ -173,16 +173,22 @@ def plot_heatmap(rows: Sequence[dict], lengths: Sequence[int], depths: Sequence[
     panels = [(None, "all languages")] + [(lang, lang) for lang in languages]
     cols = min(4, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    for ax, (lang, name) in zip(axes.flat, panels):
-        image = ax.imshow(grid(rows, lengths, depths, lang), cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    for k, (ax, (lang, name)) in enumerate(zip(axes.flat, panels)):
+        values = grid(rows, lengths, depths, lang)
+        image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for (di, li), v in np.ndenumerate(values):
+            if not np.isnan(v):
+                ax.text(li, di, f"{v:.0f}", ha="center", va="center", fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xticks(range(len(lengths)), [f"{n // 1024}K" if n >= 1024 else str(n) for n in lengths], fontsize=7)
         ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=7)
-        ax.set_xlabel("context length (tokens)", fontsize=7)
-        ax.set_ylabel("needle depth", fontsize=7)
+        if k // cols == nrows - 1 or k + cols >= len(panels):
+            ax.set_xlabel("context length (tokens)", fontsize=7)
+        if k % cols == 0:
+            ax.set_ylabel("needle depth", fontsize=7)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="exact match (%)")
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)

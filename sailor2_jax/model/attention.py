@@ -144,8 +144,8 @@ def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl
     attends its own queries to all of them (Llama 3's all-gather context parallelism: K/V are GQA-small next to the
     queries, and one all-gather per layer overlaps better than n ring steps). The backends per shard: `xla` and
     `cudnn` take the exact segment-and-position mask; `splash` restores the keys' natural order and runs each query
-    chunk c as a causal kernel over keys [0, (c+1)·C) with offset c·C, so a shard computes only its unmasked blocks
-    and the balanced order gives every shard the same work."""
+    chunk c as a causal kernel over the keys with offset c·C (its block-sparse mask skips the keys past the chunk),
+    so a shard computes only its unmasked blocks and the balanced order gives every shard the same work."""
     n = context_size()
     T = q_BTNH.shape[1]
     platform = target_platform()
@@ -184,10 +184,12 @@ def _splash_context(q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT, n: int, interpret: b
     def shard_branch(i: int, q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT):
         outs = []
         for half, c in enumerate((i, 2 * n - 1 - i)):
-            S = (c + 1) * C  # later keys are all masked for this chunk
-            kernel = _splash_kernel(N, C, interpret, kv_len=S, offset=c * C)
+            # All T keys with the causal mask at offset c·C: the kernel skips the masked blocks (keys past the
+            # chunk), and every branch takes the same key arrays, so differentiating the switch keeps no per-branch
+            # copies of them (slicing the keys per branch kept n copies: 217 GiB per chip at 128K on v5p).
+            kernel = _splash_kernel(N, C, interpret, kv_len=T, offset=c * C)
             q = slice(half * C, (half + 1) * C)
-            outs.append(_splash_run(kernel, q_BtNH[:, q], k_BTKH[:, :S], v_BTKH[:, :S], seg_Bt[:, q], seg_BT[:, :S]))
+            outs.append(_splash_run(kernel, q_BtNH[:, q], k_BTKH, v_BTKH, seg_Bt[:, q], seg_BT))
         return jnp.concatenate(outs, axis=1)
 
     branches = [functools.partial(shard_branch, i) for i in range(n)]

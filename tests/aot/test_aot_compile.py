@@ -105,7 +105,7 @@ def test_meshes_that_split_physical_axes():
     from sailor2_jax.sharding import make_mesh
 
     mesh = make_mesh(MeshConfig(data=2, fsdp=32, tensor=1), parse_slice("v5p-128").devices())
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 32, "tensor": 1}
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 32, "context": 1, "tensor": 1}
     assert len({d.id for d in mesh.devices.flat}) == 64
 
 

@@ -58,8 +58,10 @@ def test_mesh_text_becomes_a_mesh_config():
 
     assert MeshConfig.parse("-1,1,1") == MeshConfig(data=-1, fsdp=1, tensor=1)
     assert MeshConfig.parse("2x2x2") == MeshConfig.parse("2;2;2") == MeshConfig(data=2, fsdp=2, tensor=2)
-    with pytest.raises(ValueError, match=r"mesh '2,2': expected three sizes DATA,FSDP,TENSOR \(three integers\)"):
+    with pytest.raises(ValueError, match=r"mesh '2,2': expected sizes DATA,FSDP,TENSOR or DATA,FSDP,CONTEXT,TENSOR "
+                                         r"\(three or four integers\)"):
         MeshConfig.parse("2,2")
+    assert MeshConfig.parse("1,2,4,1") == MeshConfig(data=1, fsdp=2, context=4, tensor=1)
     with pytest.raises(ValueError, match="mesh '-1,-1,1'.*at most one -1"):
         MeshConfig.parse("-1,-1,1")
     p = argparse.ArgumentParser()
@@ -71,22 +73,23 @@ def test_mesh_text_becomes_a_mesh_config():
 
 
 # Independent statement of the intended layout on a (data 2, fsdp 2, tensor 2) mesh.
+FSDP = ("fsdp", "context")  # the model dimension: FSDP over both (context devices are data-parallel)
 EXPECTED_SPECS = {
-    "embed": P("tensor", "fsdp"),
-    "lm_head": P("fsdp", "tensor"),
+    "embed": P("tensor", FSDP),
+    "lm_head": P(FSDP, "tensor"),
     "final_norm": P(None),
     "layers.attn_norm": P(None, None),
     "layers.mlp_norm": P(None, None),
-    "layers.q": P(None, "fsdp", "tensor", None),
-    "layers.k": P(None, "fsdp", "tensor", None),
-    "layers.v": P(None, "fsdp", "tensor", None),
+    "layers.q": P(None, FSDP, "tensor", None),
+    "layers.k": P(None, FSDP, "tensor", None),
+    "layers.v": P(None, FSDP, "tensor", None),
     "layers.q_bias": P(None, "tensor", None),
     "layers.k_bias": P(None, "tensor", None),
     "layers.v_bias": P(None, "tensor", None),
-    "layers.o": P(None, "tensor", None, "fsdp"),
-    "layers.gate": P(None, "fsdp", "tensor"),
-    "layers.up": P(None, "fsdp", "tensor"),
-    "layers.down": P(None, "tensor", "fsdp"),
+    "layers.o": P(None, "tensor", None, FSDP),
+    "layers.gate": P(None, FSDP, "tensor"),
+    "layers.up": P(None, FSDP, "tensor"),
+    "layers.down": P(None, "tensor", FSDP),
 }
 
 
@@ -96,7 +99,7 @@ def test_every_parameter_gets_its_intended_partition_spec(mesh8):
     flat = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     assert flat.keys() == EXPECTED_SPECS.keys()
     for name, array in flat.items():
-        assert array.sharding.mesh.shape == {"data": 2, "fsdp": 2, "tensor": 2}
+        assert array.sharding.mesh.shape == {"data": 2, "fsdp": 2, "context": 1, "tensor": 2}
         normalised = P(*(tuple(array.sharding.spec) + (None,) * (array.ndim - len(array.sharding.spec))))
         assert normalised == EXPECTED_SPECS[name], name
         if array.ndim >= 2 and array.size >= 64 * 64:  # every large matrix is split: nothing replicated by accident
@@ -121,5 +124,5 @@ def test_sharding_errors():
 
 def test_mesh_fills_the_remaining_axis():
     mesh = make_mesh(MeshConfig(data=2, fsdp=-1, tensor=2))
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "context": 1, "tensor": 2}
     assert mesh.size == len(jax.devices())

@@ -38,7 +38,7 @@ def test_restore_onto_a_different_mesh_shape(tmp_path):
     state = nnx.state(model222)
     q = state["layers"]["q"][...]
     assert q.sharding.mesh.shape == other.shape and q.sharding.spec == jax.sharding.PartitionSpec(
-        None, "fsdp", "tensor", None)
+        None, ("fsdp", "context"), "tensor", None)
     jax.tree.map(np.testing.assert_array_equal, _host(nnx.to_pure_dict(state)), saved)
     # and the whole train state resumes onto the new mesh: one more step from step 2
     result = train(cfg.replace(mesh=MeshConfig(data=2, fsdp=2, tensor=2), steps=3), tmp_path)
