@@ -14,6 +14,7 @@ import yaml
 
 from sailor2_jax.demo.stage import Context, StageResult
 from sailor2_jax.languages import LANGUAGES
+from sailor2_jax.model import run_dir
 
 TITLE = "long context: YaRN + context parallelism (context=4) on the tiny model, then passkey retrieval"
 
@@ -25,8 +26,10 @@ DEPTHS = [0.0, 1.0]
 def run(ctx: Context) -> StageResult:
     out = ctx.out / "long_context"
     shutil.rmtree(out, ignore_errors=True)
-    model = {"base": "tiny", "max_position_embeddings": SEQ_LEN,
-             "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}}
+    # stage 2's model (expanded, untied) with YaRN stretching its 128 trained positions 4x
+    model = run_dir.read_config(ctx.out / "stage2")["model"] | {
+        "max_position_embeddings": SEQ_LEN,
+        "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}}
     _, losses = ctx.train("long_context", [
         f"model={json.dumps(model)}", f"init.checkpoint={ctx.out / 'stage2'}", "init.optimizer_state=false",
         "data.mixture=demo_stage2", f"data.seq_len={SEQ_LEN}", "data.batch_size=4",
