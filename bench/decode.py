@@ -234,6 +234,22 @@ def run_transformers_draft(args) -> dict:
 DRAFT_ENGINES = {"ours": run_ours_draft, "transformers": run_transformers_draft}
 
 
+def run_child(cmd: list[str], label: str, timeout: float) -> dict | None:
+    """One configuration in its own process; the JSON it prints after `RESULT `, or None (said on stderr) when it
+    fails or outlives `timeout`."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        print(f"{label}: over {timeout}s, skipped", file=sys.stderr)
+        return None
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        print(f"{label} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def draft_main(args) -> None:
     """Greedy decoding of `--new` tokens from a `--prompt`-token random prompt at each batch: the target alone, with
     the draft model, with the self draft (ours), and transformers' plain and assisted generation on the same
@@ -244,17 +260,9 @@ def draft_main(args) -> None:
         for engine in args.engines.split(","):
             cmd = [sys.executable, __file__, "--draft", "--engine", engine, "--batch", str(batch),
                    *sys.argv[1:]]
-            env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            except subprocess.TimeoutExpired:
-                print(f"{engine} batch {batch}: over {args.timeout}s, skipped", file=sys.stderr)
+            result = run_child(cmd, f"{engine} batch {batch}", args.timeout)
+            if result is None:
                 continue
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(f"{engine} batch {batch} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-                continue
-            result = json.loads(lines[-1][len("RESULT "):])
             for row in result["rows"]:
                 results.append({**row, "batch": batch, "device": result["device"]})
     print(f"\ntarget {args.target_layers} layers, draft {args.draft_layers} layers ({DRAFT_SHAPE}), inserted layers' "
@@ -330,17 +338,10 @@ def main() -> None:
                    "--prompt", str(args.prompt), "--new", str(args.new), "--dtype", args.dtype]
             cmd += ["--ours-compute-dtype", args.ours_compute_dtype] if args.ours_compute_dtype else []
             cmd += ["--torch-thread", str(threads)] if threads else []
-            env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            except subprocess.TimeoutExpired:
-                print(f"{engine} batch {batch}: over {args.timeout}s, skipped", file=sys.stderr)
+            result = run_child(cmd, f"{engine} batch {batch}", args.timeout)
+            if result is None:
                 continue
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(f"{engine} batch {batch} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-                continue
-            results.append(json.loads(lines[-1][len("RESULT "):]))
+            results.append(result)
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
 
     compute = f", ours computing in {args.ours_compute_dtype}" if args.ours_compute_dtype else ""

@@ -260,6 +260,22 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
     return report
 
 
+def _abstract_params(generator) -> Any:
+    """A generator's parameters as shaped, sharded stand-ins (nothing allocated)."""
+    return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), generator.params,
+                        generator.param_shardings)
+
+
+def _prompt_args(mesh: jax.sharding.Mesh, rows: int, prompt_len: int, samples: int) -> tuple:
+    """The prefill program's inputs as stand-ins: prompt ids, prompt lengths, per-sample seeds, the base seed."""
+    rows_in, prompts_in = (batch_sharding(mesh, n) for n in (1, 2))
+    scalar = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return (jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32, sharding=prompts_in),
+            jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=rows_in),
+            jax.ShapeDtypeStruct((rows * samples,), jnp.uint32, sharding=rows_in),
+            jax.ShapeDtypeStruct((), jnp.uint32, sharding=scalar))
+
+
 def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, rows: int, prompt_len: int,
                        max_new: int, samples: int = 1, gather: bool = True,
                        prefill_chunk: int | None = None) -> list[CompileReport]:
@@ -284,14 +300,9 @@ def compile_generation(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, 
                          f"({generator.data_parallel})")
     prompt_len = length_bucket(prompt_len)
     prefill, decode = generator.programs(rows, prompt_len, samples, max_new, SamplingConfig(), DEFAULT_EOS_IDS)
-    params = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), generator.params,
-                          generator.param_shardings)
-    rows_in, prompts_in = (batch_sharding(mesh, n) for n in (1, 2))
+    params = _abstract_params(generator)
+    prompt_args = _prompt_args(mesh, rows, prompt_len, samples)
     scalar = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    prompt_args = (jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32, sharding=prompts_in),
-                   jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=rows_in),
-                   jax.ShapeDtypeStruct((rows * samples,), jnp.uint32, sharding=rows_in),
-                   jax.ShapeDtypeStruct((), jnp.uint32, sharding=scalar))
     slots = prompt_len + max_new
     shape = {"rows": rows, "samples": samples, "prompt_len": prompt_len, "max_new_tokens": max_new,
              "gathered_weights": gather}
@@ -347,18 +358,10 @@ def compile_speculative(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice,
                          f"({generator.data_parallel})")
     prompt_len = length_bucket(prompt_len)
     prefill, advance = generator.programs(rows, prompt_len, samples, max_new, SamplingConfig(), DEFAULT_EOS_IDS)
-
-    def abstract(gen):
-        return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), gen.params,
-                            gen.param_shardings)
-    params = abstract(generator)
-    draft_params = params if generator.draft_gen is None else abstract(generator.draft_gen)
-    rows_in, prompts_in = (batch_sharding(mesh, n) for n in (1, 2))
+    params = _abstract_params(generator)
+    draft_params = params if generator.draft_gen is None else _abstract_params(generator.draft_gen)
+    prompt_args = _prompt_args(mesh, rows, prompt_len, samples)
     scalar = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    prompt_args = (jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32, sharding=prompts_in),
-                   jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=rows_in),
-                   jax.ShapeDtypeStruct((rows * samples,), jnp.uint32, sharding=rows_in),
-                   jax.ShapeDtypeStruct((), jnp.uint32, sharding=scalar))
     slots = prompt_len + max_new + draft_tokens + 1
     tokens = rows * samples * (max_new - 1)
     shape = {"rows": rows, "samples": samples, "prompt_len": prompt_len, "max_new_tokens": max_new,
