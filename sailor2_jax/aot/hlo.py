@@ -9,7 +9,8 @@ costliest branch. Per computation it totals
 - matmul FLOPs: `dot` (2 × output elements × contracted size) and `convolution` (2 × output elements × kernel
   elements / output features), the ops the MXUs run;
 - HBM bytes: operands + outputs of every top-level op (fusions included, their insides not), skipping views
-  (bitcast, tuple, get-tuple-element) and buffers in on-chip memory (layout `S(1)`);
+  (bitcast, tuple, get-tuple-element) and buffers in on-chip memory (layout `S(1)`); an in-place update
+  (`dynamic-update-slice`, `scatter`, or a fusion whose output is one) moves only what it writes (see `_traffic`);
 - ICI bytes per device of each collective, from its group size: all-gather and all-to-all move the output's
   (n−1)/n, reduce-scatter the input's (n−1)/n, all-reduce twice that, collective-permute the whole buffer;
 - Mosaic kernel executions (`tpu_custom_call`) by name (`splash_mha_fwd…`, `splash_mha_dq…`) and the dims of
@@ -270,7 +271,16 @@ class HloModule:
     def _traffic(self, ins: _Instr, shapes: dict[str, str], hbm_only: bool) -> float:
         """Bytes one top-level op reads and writes. A slice reads only its slice and an in-place update writes
         only its update — inside a fusion too, which is how a scanned loop reads one layer's weights and saves one
-        layer's activations out of the stacked [L, ...] buffers. `hbm_only` leaves out on-chip buffers."""
+        layer's activations out of the stacked [L, ...] buffers, and how a decode step writes one cache column per
+        row. `hbm_only` leaves out on-chip buffers.
+
+        In place, and why that can be read off the text: `dynamic-update-slice` and `scatter` (and a fusion whose
+        output is one of them applied to one of its parameters) are XLA's in-place ops — buffer assignment gives
+        the result the operand's buffer (HloDataflowAnalysis::GetInPlaceInputOutputPairs), and copy insertion,
+        which has run on the compiled module, writes an explicit `copy` of the operand first wherever it must stay
+        intact (a parameter not donated, a value read again later). That `copy` is a top-level op of its own,
+        counted here at its full size; the update itself moves its update rows (read, then written) and its
+        indices. An update into a buffer made inside its fusion (a broadcast) writes the whole output."""
         size = lambda shape: nbytes(shape, hbm_only)
         operands = ins.operands()
         if ins.opcode == "fusion" and ins.attr("calls"):
@@ -287,6 +297,9 @@ class HloModule:
             return 2 * size(ins.shape)
         if ins.opcode == "dynamic-update-slice":
             return 2 * size(shapes.get(operands[1], ""))
+        if ins.opcode == "scatter":
+            n = len(operands) // 2  # operands: n buffers updated in place, the indices, n updates
+            return size(shapes.get(operands[n], "")) + 2 * sum(size(shapes.get(o, "")) for o in operands[n + 1:])
         return size(ins.shape) + sum(size(shapes.get(o, "")) for o in operands)
 
     def _fusion_io(self, name: str) -> tuple[list[list[str] | None], list[str | None]]:
@@ -311,7 +324,8 @@ class HloModule:
                     part = read(user.name)
                 elif user.opcode in ("dynamic-slice", "slice", "gather") and pos == 0:
                     part = [user.shape]
-                elif user.opcode == "dynamic-update-slice" and pos == 0:
+                elif (user.opcode == "dynamic-update-slice" and pos == 0) or (
+                        user.opcode == "scatter" and pos < len(user.operands()) // 2):
                     part = []  # the buffer updated in place
                 elif user.opcode == "fusion" and user.attr("calls"):  # a fusion nested in this one
                     part = self._fusion_io(user.attr("calls").lstrip("%"))[0][pos]
@@ -322,12 +336,25 @@ class HloModule:
                 parts += part
             return parts
 
+        def written(value: str) -> str | None:
+            """The updates an in-place chain (bitcasts, dynamic-update-slices, scatters) writes into one of the
+            fusion's parameters ("" for the parameter itself); None for a buffer made inside the fusion, which is
+            written whole."""
+            i = by_name.get(value)
+            if i is None or i.opcode == "parameter":
+                return None if i is None else ""
+            operands = i.operands()
+            n = len(operands) // 2 if i.opcode == "scatter" else 1  # scatter: n buffers, the indices, n updates
+            if i.opcode not in ("bitcast", "dynamic-update-slice", "scatter"):
+                return None
+            buffers = [written(o) for o in operands[:n]]
+            if None in buffers:
+                return None
+            new = {"bitcast": [], "dynamic-update-slice": operands[1:2], "scatter": operands[n + 1:]}[i.opcode]
+            return " ".join(buffers + [self.shapes[name].get(o, "") for o in new]).strip()
+
         def update(i: _Instr) -> str | None:
-            if i.opcode == "dynamic-update-slice":
-                return self.shapes[name].get(i.operands()[1], "")
-            if i.opcode == "bitcast" and i.operands()[0] in by_name:  # a view of what it wraps
-                return update(by_name[i.operands()[0]])
-            return None
+            return written(i.name) or None  # an output that is a parameter passed through is counted whole
 
         params = sorted((int(re.match(r"(\d+)", i.rest).group(1)), i.name) for i in instrs if i.opcode == "parameter")
         root = self.roots.get(name, instrs[-1])

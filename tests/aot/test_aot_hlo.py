@@ -1,6 +1,8 @@
 """The HLO walker counts every loop as often as it runs (XLA's cost_analysis counts a loop body once), on programs
 compiled here for CPU whose FLOPs are known exactly."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -120,3 +122,61 @@ def test_the_compilers_hbm_verdict_is_read_in_binary_units():
     assert refused.parse_refusal("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
                                  "temporaries (327.41G) exceeds available HBM (95.74G).")
     assert (refused.program, refused.limit) == (327.41 * 2 ** 30, 95.74 * 2 ** 30)
+
+
+def _cache_writes(platform: str) -> tuple[dict[str, object], float, float]:
+    """One-column-per-row writes into a layer-stacked [L, B, S, K, H] cache (the server's decode step: each row at
+    its own column, a scatter), compiled for `platform`: {case: compiled}, the cache's and one write's bytes."""
+    L, B, S, K, H = 4, 8, 256, 2, 128
+    if platform == "tpu":
+        from sailor2_jax.aot.topology import parse_slice
+
+        sharding = jax.sharding.SingleDeviceSharding(parse_slice("v5p:2x2x1").devices()[0])
+    else:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    shaped = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    # f32: XLA:CPU scatters bf16 through an f32 copy of the whole buffer (a real out-of-place convert)
+    args = shaped((L, B, S, K, H), jnp.float32), shaped((B, K, H), jnp.float32), shaped((B,), jnp.int32)
+
+    def write(cache_LBSKH, x_BKH, column_B, layer=1):
+        return cache_LBSKH.at[layer, jnp.arange(B), column_B].set(x_BKH, mode="drop")
+
+    def every_layer(cache_LBSKH, x_BKH, column_B):  # the write in a loop, the cache in the carry
+        return jax.lax.fori_loop(0, L, lambda l, c: write(c, x_BKH, column_B, l), cache_LBSKH)
+
+    def one_column(cache_LBSKH, x_BKH, column_B):  # every row at the same column: a dynamic-update-slice
+        return jax.lax.dynamic_update_slice(cache_LBSKH, x_BKH[None, :, None], (1, 0, column_B[0], 0, 0))
+
+    programs = {"donated": jax.jit(write, donate_argnums=0), "in a loop": jax.jit(every_layer, donate_argnums=0),
+                "one column": jax.jit(one_column, donate_argnums=0),
+                "not donated": jax.jit(write),  # the caller keeps its cache: XLA copies it first
+                # the old cache returned beside the new one (read after the write, it would not need a copy:
+                # XLA's scheduler reads it first)
+                "old cache kept": jax.jit(lambda c, x, i: (write(c, x, i), c), donate_argnums=0)}
+    return ({name: f.lower(*args).compile() for name, f in programs.items()}, 4 * L * B * S * K * H, 4 * B * K * H)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "tpu"])
+def test_a_cache_write_costs_its_update_where_xla_performs_it_in_place(platform):
+    """XLA performs a scatter / dynamic-update-slice in its operand's buffer; where the operand must survive,
+    the compiled program copies it first, and that copy is what costs the whole cache."""
+    if platform == "tpu":
+        pytest.importorskip("libtpu", reason="TPU compilation needs the libtpu wheel (the test extra installs it)")
+    compiled, cache, update = _cache_writes(platform)
+    hbm = {name: HloModule(c.as_text()).cost().hbm_bytes for name, c in compiled.items()}
+    copies = {name: bool(re.search(r"= f32\[4,8,256,2,128\]\S* copy\(", c.as_text())) for name, c in compiled.items()}
+    assert copies == {"donated": False, "in a loop": False, "one column": False, "not donated": True,
+                      "old cache kept": True}
+    assert hbm["donated"] < 4 * update and hbm["one column"] < 4 * update  # update read + written, indices
+    assert hbm["in a loop"] < 4 * 4 * update + 4096  # 4 layers, and the loop counter's own traffic
+    # out of place: the copy of the whole cache, read and written
+    assert hbm["not donated"] >= 2 * cache and hbm["old cache kept"] >= 2 * cache
+
+
+def test_an_update_into_a_buffer_made_in_its_fusion_writes_the_whole_buffer():
+    """A scatter into a fresh buffer (`full(-inf).at[rows, ids].set(...)`, top-k filtering) is not in place: the
+    fusion writes every element of its output."""
+    B, V, K = 16, 4096, 8
+    f = lambda ids_BK, values_BK: jnp.full((B, V), -jnp.inf).at[jnp.arange(B)[:, None], ids_BK].set(values_BK)
+    cost = HloModule(_compiled(f, jnp.zeros((B, K), jnp.int32), jnp.zeros((B, K))).as_text()).cost()
+    assert cost.hbm_bytes >= 4 * B * V
