@@ -10,7 +10,8 @@ costliest branch. Per computation it totals
   elements / output features), the ops the MXUs run;
 - HBM bytes: operands + outputs of every top-level op (fusions included, their insides not), skipping views
   (bitcast, tuple, get-tuple-element) and buffers in on-chip memory (layout `S(1)`); an in-place update
-  (`dynamic-update-slice`, `scatter`, or a fusion whose output is one) moves only what it writes (see `_traffic`);
+  (`dynamic-update-slice`, `scatter`, or a fusion whose output is one) moves only what it writes (see `_traffic`),
+  and the TPU's asynchronous copies and slices into VMEM (`copy-start`, `slice-start`) move what they copy once;
 - ICI bytes per device of each collective, from its group size: all-gather and all-to-all move the output's
   (n−1)/n, reduce-scatter the input's (n−1)/n, all-reduce twice that, collective-permute the whole buffer;
 - Mosaic kernel executions (`tpu_custom_call`) by name (`splash_mha_fwd…`, `splash_mha_dq…`) and the dims of
@@ -112,6 +113,11 @@ def nbytes(shape: str, hbm_only: bool = False) -> float:
                if dtype in _BYTES and (not hbm_only or "S(1)" not in (layout or "")))
 
 
+def _elements_of(shape: str) -> list[str]:
+    """The arrays of a (possibly nested) tuple shape, each as its own shape string, in order."""
+    return [f"{dtype}[{dims}]{layout}" for dtype, dims, layout in _ARRAY.findall(shape) if dtype in _BYTES]
+
+
 def _elements(shape: str) -> int:
     return sum(math.prod(dims) for _, dims, _ in arrays(shape))
 
@@ -164,6 +170,9 @@ class HloModule:
         self.shapes = {c: {i.name: i.shape for i in instrs} for c, instrs in self.computations.items()}
         self.fused = {i.attr("calls").lstrip("%") for instrs in self.computations.values() for i in instrs
                       if i.opcode == "fusion" and i.attr("calls")}
+        # buffers copied by a plain copy-start (instruction names are unique in a module)
+        self._copied = {o for instrs in self.computations.values() for i in instrs if i.opcode == "copy-start"
+                        and "cross_program_prefetch_index=" not in i.rest for o in i.operands()[:1]}
         self._memo: dict[str, Cost] = {}
         self._io: dict[str, tuple[list[float | None], float]] = {}
 
@@ -293,8 +302,18 @@ class HloModule:
                 element = f"{dtype}[{dims}]{layout}"
                 total += size(element) if update is None else (size(element) and nbytes(update))
             return total
-        if ins.opcode in ("dynamic-slice", "slice"):
-            return 2 * size(ins.shape)
+        if ins.opcode in ("dynamic-slice", "slice", "slice-start"):
+            # slice-start, the TPU's asynchronous slice (a prefetch into VMEM), is shaped ((operand), slice,
+            # context): it reads its slice where the operand lives and writes it where the slice lives
+            out = _elements_of(ins.shape)[len(operands)] if ins.opcode == "slice-start" else ins.shape
+            source = shapes.get(operands[0], "") if operands else ""
+            return (nbytes(out) if not hbm_only or nbytes(source, hbm_only=True) else 0.0) + size(out)
+        if ins.opcode == "copy-start":  # shaped (destination, source, context): the source is the operand
+            if "cross_program_prefetch_index=" in ins.rest and operands and operands[0] in self._copied:
+                # a prefetch across runs that the program repeats (XLA's end-of-program prefetch copies the same
+                # buffer again, for the next run to find in VMEM): one of the two counts per run
+                return 0.0
+            return size(shapes.get(operands[0], "")) + size(_elements_of(ins.shape)[0])
         if ins.opcode == "dynamic-update-slice":
             return 2 * size(shapes.get(operands[1], ""))
         if ins.opcode == "scatter":
@@ -317,7 +336,12 @@ class HloModule:
             for pos, o in enumerate(i.operands()):
                 users.setdefault(o, []).append((i, pos))
 
+        root = self.roots.get(name, instrs[-1])
+        outputs = {root.name} | (set(root.operands()) if root.opcode == "tuple" else set())
+
         def read(value: str) -> list[str] | None:
+            if value in outputs:  # passed on whole (a bitcast fusion: a weight's view for the matmul beside it)
+                return None
             parts: list[str] = []
             for user, pos in users.get(value, []):
                 if user.opcode in ("bitcast", "reshape"):
@@ -357,7 +381,6 @@ class HloModule:
             return written(i.name) or None  # an output that is a parameter passed through is counted whole
 
         params = sorted((int(re.match(r"(\d+)", i.rest).group(1)), i.name) for i in instrs if i.opcode == "parameter")
-        root = self.roots.get(name, instrs[-1])
         elements = [by_name.get(o) for o in root.operands()] if root.opcode == "tuple" else [root]
         return [read(n) for _, n in params], [update(e) if e is not None else None for e in elements]
 

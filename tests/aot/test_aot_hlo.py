@@ -180,3 +180,26 @@ def test_an_update_into_a_buffer_made_in_its_fusion_writes_the_whole_buffer():
     f = lambda ids_BK, values_BK: jnp.full((B, V), -jnp.inf).at[jnp.arange(B)[:, None], ids_BK].set(values_BK)
     cost = HloModule(_compiled(f, jnp.zeros((B, K), jnp.int32), jnp.zeros((B, K))).as_text()).cost()
     assert cost.hbm_bytes >= 4 * B * V
+
+
+@pytest.mark.parametrize("topology", ["v5e-8", "v5p-8"])
+def test_a_tpu_program_reads_each_weight_once(topology):
+    """The TPU compiler streams weights into VMEM with asynchronous copies and slices (`copy-start`, shaped
+    (destination, source, context); `slice-start`, ((operand), slice, context)) and hands them to the matmul
+    through bitcast fusions: each weight is read from HBM once, not once per element of those shapes."""
+    pytest.importorskip("libtpu", reason="TPU compilation needs the libtpu wheel (the test extra installs it)")
+    from sailor2_jax.aot.topology import parse_slice
+
+    sharding = jax.sharding.SingleDeviceSharding(parse_slice(topology).devices()[0])
+    D, F, T, L = 1024, 4096, 16, 4
+    shaped = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=sharding)
+
+    def mlp(x_TD, weights):
+        for up_DF, down_FD in weights:
+            x_TD = x_TD + jax.nn.silu(x_TD @ up_DF) @ down_FD
+        return x_TD
+
+    text = jax.jit(mlp).lower(shaped(T, D), [(shaped(D, F), shaped(F, D))] * L).compile().as_text()
+    assert "copy-start(" in text
+    weights = 2 * L * 2 * D * F
+    assert weights <= HloModule(text).cost().hbm_bytes < 1.05 * weights
