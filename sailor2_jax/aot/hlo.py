@@ -339,18 +339,21 @@ class HloModule:
         root = self.roots.get(name, instrs[-1])
         outputs = {root.name} | (set(root.operands()) if root.opcode == "tuple" else set())
 
-        def read(value: str) -> list[str] | None:
-            if value in outputs:  # passed on whole (a bitcast fusion: a weight's view for the matmul beside it)
+        def read(value: str, updated: bool = False) -> list[str] | None:
+            """The slices of `value` the fusion reads; `updated`: value is a buffer updated in place, whose
+            passing on to the output reads nothing (unlike a value passed on whole, e.g. by a bitcast fusion that
+            hands a weight to the matmul beside it)."""
+            if value in outputs and not updated:
                 return None
             parts: list[str] = []
             for user, pos in users.get(value, []):
                 if user.opcode in ("bitcast", "reshape"):
-                    part = read(user.name)
+                    part = read(user.name, updated)
                 elif user.opcode in ("dynamic-slice", "slice", "gather") and pos == 0:
                     part = [user.shape]
                 elif (user.opcode == "dynamic-update-slice" and pos == 0) or (
                         user.opcode == "scatter" and pos < len(user.operands()) // 2):
-                    part = []  # the buffer updated in place
+                    part = read(user.name, updated=True)  # the buffer updated in place: what reads it after
                 elif user.opcode == "fusion" and user.attr("calls"):  # a fusion nested in this one
                     part = self._fusion_io(user.attr("calls").lstrip("%"))[0][pos]
                 else:
@@ -365,12 +368,12 @@ class HloModule:
             fusion's parameters ("" for the parameter itself); None for a buffer made inside the fusion, which is
             written whole."""
             i = by_name.get(value)
-            if i is None or i.opcode == "parameter":
-                return None if i is None else ""
+            if i is None or i.opcode not in ("parameter", "bitcast", "dynamic-update-slice", "scatter"):
+                return None
+            if i.opcode == "parameter":
+                return ""
             operands = i.operands()
             n = len(operands) // 2 if i.opcode == "scatter" else 1  # scatter: n buffers, the indices, n updates
-            if i.opcode not in ("bitcast", "dynamic-update-slice", "scatter"):
-                return None
             buffers = [written(o) for o in operands[:n]]
             if None in buffers:
                 return None
