@@ -354,6 +354,8 @@ class HloModule:
                 elif (user.opcode == "dynamic-update-slice" and pos == 0) or (
                         user.opcode == "scatter" and pos < len(user.operands()) // 2):
                     part = read(user.name, updated=True)  # the buffer updated in place: what reads it after
+                elif user is root and root.opcode == "tuple":  # only an updated buffer gets here (see above)
+                    part = []
                 elif user.opcode == "fusion" and user.attr("calls"):  # a fusion nested in this one
                     part = self._fusion_io(user.attr("calls").lstrip("%"))[0][pos]
                 else:

@@ -206,29 +206,34 @@ def test_a_tpu_program_reads_each_weight_once(topology):
 
 
 def test_a_fusion_that_updates_a_parameter_in_place_moves_only_the_update():
-    """Fusion outputs: the update written into a parameter's buffer (its rows, nothing else), or — when the updated
-    buffer is then converted — the whole buffer read and the whole output written."""
-    def module(root: str) -> str:
+    """Fusion outputs: the update written into a parameter's buffer (its rows, nothing else) — alone or beside
+    another output, as a scanned layer saves its activations into the stacked [L, ...] buffer — or, when the
+    updated buffer is then converted, the whole buffer read and the whole output written."""
+    def module(out: str, root: str) -> str:
         return f"""HloModule m
 
-%fused (p0: f32[64,1024], p1: f32[1,1024], p2: s32[]) -> {root.split()[0]} {{
+%fused (p0: f32[64,1024], p1: f32[1,1024], p2: s32[]) -> {out} {{
   %p0 = f32[64,1024]{{1,0}} parameter(0)
   %p1 = f32[1,1024]{{1,0}} parameter(1)
   %p2 = s32[] parameter(2)
   %z = s32[] constant(0)
   %dus = f32[64,1024]{{1,0}} dynamic-update-slice(%p0, %p1, %p2, %z)
+  %twice = f32[1,1024]{{1,0}} add(%p1, %p1)
   ROOT %out = {root}
 }}
 
-ENTRY %main (a: f32[64,1024], b: f32[1,1024], i: s32[]) -> {root.split()[0]} {{
+ENTRY %main (a: f32[64,1024], b: f32[1,1024], i: s32[]) -> {out} {{
   %a = f32[64,1024]{{1,0}} parameter(0)
   %b = f32[1,1024]{{1,0}} parameter(1)
   %i = s32[] parameter(2)
-  ROOT %f = {root.split()[0]}{{1,0}} fusion(%a, %b, %i), kind=kLoop, calls=%fused
+  ROOT %f = {out} fusion(%a, %b, %i), kind=kLoop, calls=%fused
 }}
 """
     row, buffer = 4 * 1024, 4 * 64 * 1024
-    in_place = HloModule(module("f32[64,1024] bitcast(%dus)")).cost().hbm_bytes
-    converted = HloModule(module("bf16[64,1024] convert(%dus)")).cost().hbm_bytes
+    in_place = HloModule(module("f32[64,1024]{1,0}", "f32[64,1024]{1,0} bitcast(%dus)")).cost().hbm_bytes
+    pair = "(f32[64,1024]{1,0}, f32[1,1024]{1,0})"
+    beside = HloModule(module(pair, f"{pair} tuple(%dus, %twice)")).cost().hbm_bytes
+    converted = HloModule(module("bf16[64,1024]{1,0}", "bf16[64,1024]{1,0} convert(%dus)")).cost().hbm_bytes
     assert in_place == 2 * row + 4  # the row read and written, the index
+    assert beside == 3 * row + 4  # and the second output
     assert converted == buffer + row + 4 + buffer // 2  # the whole buffer read, the row, the index; bf16 written
