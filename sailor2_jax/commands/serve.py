@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-buckets", type=comma_list, metavar="P,P,...",
                    help="prompt lengths compiled for prefill (the last must equal --max-len); default: powers of "
                         "two from 16, and --max-len")
+    p.add_argument("--decode-steps", type=positive_int, default=None, metavar="K",
+                   help="decode steps per dispatch: each slot's next K tokens come back in one host round trip "
+                        "(eos and max_tokens stop a slot on the device; a new request waits at most one dispatch). "
+                        "Default: 8")
     p.add_argument("--max-queue", type=positive_int, default=256, metavar="N",
                    help="requests waiting for slots before new ones get HTTP 429")
     p.add_argument("--served-model-name", help="the `model` name clients use (default: the model directory's name)")
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.served_model_name or Path(source.path.rstrip("/")).name
     server = Server(opened, model_name=name, host=args.host, port=args.port, max_slots=args.max_slots,
                     max_len=args.max_len, max_queue=args.max_queue, buckets=buckets, api_key=api_key,
+                    **({} if args.decode_steps is None else {"decode_steps": args.decode_steps}),
                     system=args.system, drain_seconds=args.drain_seconds)
     print(f"serving {opened.description} as {name!r} on http://{args.host}:{args.port}/v1 "
           f"({args.max_slots} slots x {args.max_len} tokens); /health is 503 until compiled", flush=True)

@@ -1,5 +1,5 @@
-"""The serving programs on the mesh: prefill (per prompt-length bucket) → insert (into a slot) → decode (one step of
-every slot), in the prefill / insert / generate split of JetStream's engine API.
+"""The serving programs on the mesh: prefill (per prompt-length bucket) → insert (into a slot) → decode (k steps of
+the live slots), in the prefill / insert / generate split of JetStream's engine API.
 
 Slots. The decode state holds a fixed number of rows B (slots), each with its own KV-cache row of S columns and its
 own write index: row b's token at position p lives in column p, so a row's keys sit in the same columns whatever
@@ -11,13 +11,22 @@ clearing beyond what insert writes. `SlotCache` is the model's `KVCache` with a 
 Prefill runs R prompts (R = the data-parallel devices, so rows split evenly; empty rows are all padding) right-
 padded to a bucket P, into a fresh cache of S columns (so insert is one program, whatever the bucket), and returns
 each row's last-prompt-token logits. Insert copies one prefilled row into one slot and draws the slot's first token:
-n > 1 samples of a prompt are n inserts of the same prefill. Decode runs one token for every slot; rows the host
-marks not live write nothing that is ever read and do not advance.
+n > 1 samples of a prompt are n inserts of the same prefill.
+
+Decode runs up to k steps (`decode_steps`) in a device `while_loop` and returns [b, k] tokens with a count per row,
+so the host pays one round trip per k tokens. Each slot stops on the device at an eos id of its request or its
+max_tokens (`SlotState.left`: draws it may still make; `eos`: its ids): after that it draws nothing, writes nothing
+that is ever read and does not advance, so a row's tokens are the first `count` of its k. Stop strings are the
+host's (text); a row it ends is freed, and whatever the device drew for it meanwhile is dropped. The loop ends early
+once no row is live. A dispatch runs a batch bucket b (powers of two times the prefill rows, up to the slots) of the
+live slots, gathered from the state by index and scattered back, so one client does not pay a 16-row step; at
+b = slots it runs the state in place.
 
 Sampling settings are per slot (arrays, not compiled constants), so one decode program serves every request; the
 order and arithmetic are those of generate/sampling.py (penalty, temperature, top-k, top-p). Top-k/top-p need a
 sort over V: it runs under `lax.cond` only when some slot asks for it. A slot's draws use key fold_in(fold_in(
-key(seed), sample), step): a sample depends on its request's seed, its index and its step only.
+key(seed), sample), step) with step its token index: a sample depends on its request's seed, its index and its
+tokens only — not on k, the bucket or the other slots.
 Logprobs are of the model's own distribution (log-softmax of the raw logits, what a forward pass gives), with the
 TOP most likely tokens computed when some slot asks for them.
 """
@@ -39,6 +48,7 @@ from sailor2_jax.model.qwen2 import KVCache
 from sailor2_jax.sharding import logical_to_spec, shard
 
 TOP = 20  # OpenAI's largest top_logprobs
+EOS_IDS = 8  # eos ids a request may have (E)
 
 
 @jax.tree_util.register_dataclass
@@ -73,15 +83,18 @@ class SlotState:
     top_k: jax.Array      # [B] int32 (0: all)
     top_p: jax.Array      # [B] f32
     penalty: jax.Array    # [B] f32 (1: off)
+    left: jax.Array       # [B] int32: draws the slot may still make (0: stopped, on eos, max_tokens or by the host)
+    eos: jax.Array        # [B, E] int32: the request's eos ids (-1: none)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Drawn:
-    token: jax.Array      # [B] int32
-    logprob: jax.Array    # [B] f32: log p(token) under the model
-    top_ids: jax.Array    # [B, TOP] int32 (zeros when no slot asked)
-    top_logprobs: jax.Array  # [B, TOP] f32
+    token: jax.Array      # [B] int32 (decode: [b, k])
+    logprob: jax.Array    # [B] f32: log p(token) under the model (decode: [b, k])
+    top_ids: jax.Array    # [B, TOP] int32 (zeros when no slot asked; decode: [b, k, TOP])
+    top_logprobs: jax.Array  # [B, TOP] f32 (decode: [b, k, TOP])
+    count: jax.Array | None = None  # decode: [b] int32, the tokens each row drew (the first `count` of its k)
 
 
 def filter_top(scaled_BV: jax.Array, top_k_B: jax.Array, top_p_B: jax.Array) -> jax.Array:
@@ -140,18 +153,40 @@ def _mark_seen(seen_BV: jax.Array, token_B: jax.Array, live_B: jax.Array) -> jax
     return seen_BV.at[rows_B, token_B].set(seen_BV[rows_B, token_B] | live_B)
 
 
+def decode_buckets(slots: int, rows: int) -> list[int]:
+    """Decode batch sizes compiled: `rows` (the data-parallel devices) times powers of two, and `slots`."""
+    return sorted({min(rows << i, slots) for i in range(max(slots // rows, 1).bit_length())} | {slots})
+
+
+def _rows_axis(path) -> int:  # the slot axis of a state leaf: 1 in the [L, B, S, K, H] cache, 0 elsewhere
+    return 1 if path[-1].name in ("k", "v") else 0
+
+
+def take_slots(state: SlotState, slots_b: jax.Array) -> SlotState:
+    return jax.tree_util.tree_map_with_path(lambda path, a: jnp.take(a, slots_b, axis=_rows_axis(path)), state)
+
+
+def put_slots(state: SlotState, slots_b: jax.Array, sub: SlotState) -> SlotState:
+    def put(path, a, x):
+        return a.at[slots_b].set(x) if _rows_axis(path) == 0 else a.at[:, slots_b].set(x)
+    return jax.tree_util.tree_map_with_path(put, state, sub)
+
+
 class SlotPrograms:
     """The jitted programs of one model on one mesh for `slots` rows of `max_len` columns. Weights: the generation
     engine's layout (`Generator`: FSDP split gathered, tensor split kept), placed once; the layers also as per-layer
     copies, which the decode step reads in place (`Qwen2.unstacked_layers`)."""
 
-    def __init__(self, model, mesh, *, slots: int, max_len: int, place: bool = True):
+    def __init__(self, model, mesh, *, slots: int, max_len: int, decode_steps: int = 1, place: bool = True):
         gen = Generator(model, mesh)  # the shardings of the weights, whole along FSDP (gather once)
         self.cfg, self.mesh, self.graphdef, self.dtype = gen.cfg, mesh, gen.graphdef, gen.dtype
         self.rows = gen.data_parallel  # prompts per prefill: one per data-parallel device
         if slots % self.rows:
             raise ValueError(f"max_slots {slots} must be a multiple of the mesh's data-parallel size {self.rows}")
-        self.slots, self.max_len = slots, max_len
+        if decode_steps < 1:
+            raise ValueError(f"decode steps per dispatch must be at least 1, got {decode_steps}")
+        self.slots, self.max_len, self.decode_steps = slots, max_len, decode_steps
+        self.batch_buckets = decode_buckets(slots, self.rows)
         self.vocab = model.cfg.vocab_size
         shardings = gen.gathered or gen.param_shardings
         self.param_shardings = shardings
@@ -176,7 +211,7 @@ class SlotPrograms:
         kv = self._named(*KVCache.KV_AXES)
         return SlotState(cache=SlotCache(k=kv, v=kv, segment_ids=slots, positions=slots, index=rows), last=rows,
                          seen=self._named("batch", None), keys=rows, steps=rows, temperature=rows, top_k=rows,
-                         top_p=rows, penalty=rows)
+                         top_p=rows, penalty=rows, left=rows, eos=self._named("batch", None))
 
     def make_state(self) -> SlotState:
         B, S = self.slots, self.max_len
@@ -186,7 +221,8 @@ class SlotPrograms:
                          last=jnp.zeros(B, jnp.int32), seen=jnp.zeros((B, self.vocab), bool),
                          keys=jax.vmap(jax.random.key)(jnp.zeros(B, jnp.uint32)), steps=jnp.zeros(B, jnp.int32),
                          temperature=jnp.zeros(B, jnp.float32), top_k=jnp.zeros(B, jnp.int32),
-                         top_p=jnp.ones(B, jnp.float32), penalty=jnp.ones(B, jnp.float32))
+                         top_p=jnp.ones(B, jnp.float32), penalty=jnp.ones(B, jnp.float32),
+                         left=jnp.zeros(B, jnp.int32), eos=jnp.full((B, EOS_IDS), -1, jnp.int32))
 
     def empty_state(self) -> SlotState:
         with jax.set_mesh(self.mesh):
@@ -211,7 +247,7 @@ class SlotPrograms:
             return cache, model.logits(last_RD)[:, 0]
 
         def insert(state: SlotState, prefix: KVCache, logits_RV, tokens_RP, lengths_R, row, slot, seed, sample,
-                   temperature, top_k, top_p, penalty, want_top):
+                   temperature, top_k, top_p, penalty, want_top, max_tokens, eos_E):
             one = partial(jax.lax.dynamic_slice_in_dim, start_index=row, slice_size=1, axis=0)
             length = one(lengths_R)[0]
             tokens_P = one(tokens_RP)[0]
@@ -220,9 +256,10 @@ class SlotPrograms:
             key = jax.random.fold_in(jax.random.key(seed), sample)
             row_state = SlotState(cache=None, last=None, seen=seen_V[None], keys=key[None], steps=jnp.zeros(1, jnp.int32),
                                   temperature=temperature[None], top_k=top_k[None], top_p=top_p[None],
-                                  penalty=penalty[None])
+                                  penalty=penalty[None], left=None, eos=None)
             drawn = draw(one(logits_RV), row_state, want_top)
             seen_V = seen_V.at[drawn.token[0]].set(True)
+            left = jnp.where(jnp.any(drawn.token[0] == eos_E), 0, max_tokens - 1)
 
             def put(a, x, axis=0):
                 return jax.lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), slot, axis=axis)
@@ -234,25 +271,56 @@ class SlotPrograms:
             state = SlotState(cache=cache, last=put(state.last, drawn.token), seen=put(state.seen, seen_V[None]),
                               keys=put(state.keys, key[None]), steps=put(state.steps, jnp.ones(1, jnp.int32)),
                               temperature=put(state.temperature, temperature[None]), top_k=put(state.top_k, top_k[None]),
-                              top_p=put(state.top_p, top_p[None]), penalty=put(state.penalty, penalty[None]))
+                              top_p=put(state.top_p, top_p[None]), penalty=put(state.penalty, penalty[None]),
+                              left=put(state.left, left[None]), eos=put(state.eos, eos_E[None]))
             return state, drawn
 
-        def decode(params, layers, state: SlotState, live_B, want_top):
+        k_steps = self.decode_steps
+
+        def steps(model, layers, s: SlotState, want_top) -> tuple[SlotState, Drawn]:
+            """Up to k steps of the rows of `s` (each until its `left` runs out), in a device loop."""
+            b = s.last.shape[0]
+            out = Drawn(token=jnp.zeros((b, k_steps), jnp.int32), logprob=jnp.zeros((b, k_steps), jnp.float32),
+                        top_ids=jnp.zeros((b, k_steps, TOP), jnp.int32),
+                        top_logprobs=jnp.zeros((b, k_steps, TOP), jnp.float32), count=jnp.zeros(b, jnp.int32))
+
+            def step(carry):
+                i, s, out = carry
+                live_b = s.left > 0
+                c = s.cache
+                x_b1D, cache = model.extend(s.last[:, None], c, positions_BT=c.index[:, None],
+                                            segment_ids_BT=live_b[:, None].astype(jnp.int32), layers=layers)
+                cache = dataclasses.replace(cache, index=c.index + live_b)  # extend advanced every row: keep dead rows
+                drawn = draw(model.logits(x_b1D)[:, 0], s, want_top)
+                token_b = jnp.where(live_b, drawn.token, s.last)
+                eos_b = jnp.any(token_b[:, None] == s.eos, axis=-1)
+                s = dataclasses.replace(s, cache=cache, last=token_b, seen=_mark_seen(s.seen, token_b, live_b),
+                                        steps=s.steps + live_b,
+                                        left=jnp.where(live_b, jnp.where(eos_b, 0, s.left - 1), s.left))
+                column = partial(jax.lax.dynamic_update_index_in_dim, index=i, axis=1)
+                out = Drawn(token=column(out.token, token_b), logprob=column(out.logprob, drawn.logprob),
+                            top_ids=column(out.top_ids, drawn.top_ids),
+                            top_logprobs=column(out.top_logprobs, drawn.top_logprobs), count=out.count + live_b)
+                return i + 1, s, out
+
+            _, s, out = jax.lax.while_loop(lambda c: (c[0] < k_steps) & jnp.any(c[1].left > 0), step,
+                                           (jnp.int32(0), s, out))
+            return s, out
+
+        def decode(params, layers, state: SlotState, slots_b, live_b, want_top):
+            """k steps of the slots `slots_b` [b] (b = all slots: `arange`, run in place); rows not `live_b` stop."""
             model = nnx.merge(graphdef, params)
-            c = state.cache
-            x_B1D, cache = model.extend(state.last[:, None], c, positions_BT=c.index[:, None],
-                                        segment_ids_BT=live_B[:, None].astype(jnp.int32), layers=layers)
-            cache = dataclasses.replace(cache, index=c.index + live_B)  # extend advanced every row; keep dead rows
-            drawn = draw(model.logits(x_B1D)[:, 0], state, want_top)
-            token_B = jnp.where(live_B, drawn.token, state.last)
-            return dataclasses.replace(state, cache=cache, last=token_B, seen=_mark_seen(state.seen, token_B, live_B),
-                                       steps=state.steps + live_B), drawn
+            whole = slots_b.shape[0] == state.last.shape[0]
+            sub = state if whole else take_slots(state, slots_b)
+            sub, out = steps(model, layers, dataclasses.replace(sub, left=jnp.where(live_b, sub.left, 0)), want_top)
+            return (sub if whole else put_slots(state, slots_b, sub)), out
 
         params, layers = self.param_shardings, self.layer_shardings
         # one jitted function; a program is compiled per prompt bucket (the shape of `tokens_RP`)
         self.prefill = jax.jit(prefill, in_shardings=(params, layers, rows, rows), out_shardings=(prefix_cache, rows))
         prefix = prefix_cache
-        self.insert = jax.jit(insert, in_shardings=(states, prefix, rows, rows, rows) + (scalar,) * 9,
+        self.insert = jax.jit(insert, in_shardings=(states, prefix, rows, rows, rows) + (scalar,) * 11,
                               out_shardings=(states, scalar), donate_argnums=0)
-        self.decode = jax.jit(decode, in_shardings=(params, layers, states, rows, scalar),
+        # one program per decode batch bucket (the shape of `slots_b`)
+        self.decode = jax.jit(decode, in_shardings=(params, layers, states, rows, rows, scalar),
                               out_shardings=(states, rows), donate_argnums=2)
