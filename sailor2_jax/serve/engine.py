@@ -168,7 +168,7 @@ class Engine:
     def _prefill(self, tokens, lengths):
         p = self.programs
         with jax.set_mesh(self.mesh):
-            return p.prefill(p.params, p.layers, tokens, lengths)
+            return p.prefill(*p.weights, tokens, lengths)
 
     def _insert(self, prefix, logits, tokens, lengths, row, slot, seed, sample, s: SamplingConfig, want_top,
                 max_tokens, eos_ids):
@@ -184,7 +184,7 @@ class Engine:
     def _decode(self, slots, live, want_top):
         p = self.programs
         with jax.set_mesh(self.mesh):
-            return p.decode(p.params, p.layers, self.state, slots, live, np.bool_(want_top))
+            return p.decode(*p.weights, self.state, slots, live, np.bool_(want_top))
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -201,8 +201,8 @@ def test_sampled_tokens_follow_the_target_distribution(small_vocab, mesh1, monke
 # --- the commands ----------------------------------------------------------------------------------------------------
 def test_generate_and_chat_take_a_draft(tmp_path, monkeypatch, capsys):
     """`generate --draft-model self` on an expanded real-vocabulary model: transformers' greedy tokens, the
-    acceptance reported (1.0: at step 0 the self draft is the model); `chat` streams through the draft too; a model
-    without the expansion record is refused in one line."""
+    acceptance reported (1.0: at step 0 the self draft is the model); `chat` streams through the draft too and
+    reports its acceptance at the end; a model without the expansion record is refused in one line."""
     import io
 
     from generate_helpers import real_vocab_hf_dir
@@ -229,7 +229,9 @@ def test_generate_and_chat_take_a_draft(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
     assert main(["chat", "--model", str(tmp_path / "expanded"), "--dtype", "float32", "--max-new-tokens", "4",
                  "--draft-model", "self"]) == 0
-    assert "assistant> " in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "assistant> " in printed.out
+    assert "acceptance 1.000" in printed.err and "tokens per target step" in printed.err
 
     assert main(["generate", "--model", str(base), *args]) == 2
     assert "needs a block-expanded model" in capsys.readouterr().err
