@@ -397,27 +397,35 @@ class SpeculativeGenerator(Generator):
         self._stats["tokens"] += int(accepted.sum() + rounds.sum())
 
 
-def make_generator(opened, draft: str | None = None, draft_tokens: int = DEFAULT_DRAFT_TOKENS, *,
-                   source=None, prefill_chunk: int | None = None) -> Generator:
-    """The generator of an opened model (`model.source.OpenModel`): plain without `draft`; with `draft` "self" the
-    self draft; with a path (an HF directory or a training run) that model opened on the same mesh (`source`: the
-    `ModelSource` whose dtype and tokenizer it shares), its tokenizer and vocabulary checked against the target's.
-    `prefill_chunk`: chunked prefill of long prompts (plain decoding only: the draft's prefill is not chunked)."""
-    if draft is None:
-        return Generator(opened.model, opened.mesh, prefill_chunk=prefill_chunk)
-    if prefill_chunk is not None:
-        raise ValueError("chunked prefill (--prefill-chunk) is not combined with a draft model (--draft-model) yet")
-    size = opened.tokenizer.get_vocab_size(with_added_tokens=True)
+def open_draft(opened, draft: str, source=None) -> tuple[Qwen2 | None, str | None]:
+    """The draft `--draft-model` names for an opened model (`model.source.OpenModel`): (None, None) for "self"
+    (the model's own kept layers: checked to have an expansion record), else (that model opened on the same mesh,
+    its description), from an HF directory or a training run (`source`: the `ModelSource` whose dtype and mesh it
+    shares), its tokenizer checked against the target's."""
     if draft == "self":
-        return SpeculativeGenerator(opened.model, opened.mesh, draft_tokens=draft_tokens, tokenizer_size=size)
+        self_draft_layers(opened.model.cfg)
+        return None, None
     from sailor2_jax.model.source import ModelSource, open_model
 
     fields = {} if source is None else {"dtype": source.dtype, "mesh": source.mesh}
     drafted = open_model(ModelSource(path=str(draft), **fields), mesh=opened.mesh)
     check_tokenizers(opened.tokenizer, drafted.tokenizer)
-    gen = SpeculativeGenerator(opened.model, opened.mesh, drafted.model, draft_tokens=draft_tokens,
-                               tokenizer_size=size)
-    gen.description = f"{drafted.description} ({drafted.model.cfg.num_layers} layers)"
+    return drafted.model, f"{drafted.description} ({drafted.model.cfg.num_layers} layers)"
+
+
+def make_generator(opened, draft: str | None = None, draft_tokens: int = DEFAULT_DRAFT_TOKENS, *,
+                   source=None, prefill_chunk: int | None = None) -> Generator:
+    """The generator of an opened model (`model.source.OpenModel`): plain without `draft`, else speculative with the
+    draft `open_draft` gives. `prefill_chunk`: chunked prefill of long prompts (plain decoding only: the draft's
+    prefill is not chunked)."""
+    if draft is None:
+        return Generator(opened.model, opened.mesh, prefill_chunk=prefill_chunk)
+    if prefill_chunk is not None:
+        raise ValueError("chunked prefill (--prefill-chunk) is not combined with a draft model (--draft-model) yet")
+    model, description = open_draft(opened, draft, source)
+    gen = SpeculativeGenerator(opened.model, opened.mesh, model, draft_tokens=draft_tokens,
+                               tokenizer_size=opened.tokenizer.get_vocab_size(with_added_tokens=True))
+    gen.description = description or gen.description
     return gen
 
 

@@ -31,6 +31,8 @@ import numpy as np
 
 from sailor2_jax.generate.engine import length_bucket
 from sailor2_jax.generate.sampling import SamplingConfig
+from sailor2_jax.generate.speculative import DEFAULT_DRAFT_TOKENS
+from sailor2_jax.serve.drafting import DraftPrograms
 from sailor2_jax.serve.programs import EOS_IDS, SlotPrograms
 
 log = logging.getLogger("sailor2_jax.serve")
@@ -82,8 +84,17 @@ def prompt_buckets(max_len: int) -> list[int]:
 
 class Engine:
     def __init__(self, model, mesh, *, max_slots: int, max_len: int, max_queue: int = 256,
-                 buckets: list[int] | None = None, decode_steps: int = DEFAULT_DECODE_STEPS):
-        self.programs = SlotPrograms(model, mesh, slots=max_slots, max_len=max_len, decode_steps=decode_steps)
+                 buckets: list[int] | None = None, decode_steps: int = DEFAULT_DECODE_STEPS, draft=None,
+                 draft_tokens: int = DEFAULT_DRAFT_TOKENS, tokenizer_size: int | None = None):
+        """`draft`: None (plain decoding), "self" or a `Qwen2` on the same mesh (speculative decoding with γ =
+        `draft_tokens`: serve/drafting.py)."""
+        if draft is None:
+            self.programs = SlotPrograms(model, mesh, slots=max_slots, max_len=max_len, decode_steps=decode_steps)
+        else:
+            self.programs = DraftPrograms(model, mesh, None if draft == "self" else draft, draft_tokens=draft_tokens,
+                                          slots=max_slots, max_len=max_len, decode_steps=decode_steps,
+                                          tokenizer_size=tokenizer_size)
+        self.drafted = self.accepted = 0  # draft tokens the target checked, and accepted (with a draft)
         self.mesh, self.max_slots, self.max_len, self.max_queue = mesh, max_slots, max_len, max_queue
         self.buckets = sorted(set(buckets or prompt_buckets(max_len)))
         if self.buckets[-1] != max_len or self.buckets[0] < 1:
@@ -109,8 +120,15 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self.queue)
 
-    def check(self, prompt_len: int, max_tokens: int, n: int) -> None:
+    @property
+    def speculative(self) -> bool:
+        return isinstance(self.programs, DraftPrograms)
+
+    def check(self, prompt_len: int, max_tokens: int, n: int, sampling: SamplingConfig = SamplingConfig()) -> None:
         """A ValueError naming the field if a request cannot be served by these slots."""
+        if self.speculative and sampling.repetition_penalty != 1.0:
+            raise ValueError("repetition_penalty: not supported by this server's speculative decoding (--draft-model: "
+                             "the tokens a drafted block has seen change inside the block)")
         if prompt_len < 1:
             raise ValueError("prompt: at least one token is needed")
         if n > self.max_slots:
@@ -122,7 +140,7 @@ class Engine:
                              f"server's --max-len {self.max_len}")
 
     def submit(self, req: Request) -> None:
-        self.check(len(req.prompt), req.max_tokens, req.n)
+        self.check(len(req.prompt), req.max_tokens, req.n, req.sampling)
         if len(req.eos_ids) > EOS_IDS:
             raise ValueError(f"eos_ids: at most {EOS_IDS}, got {len(req.eos_ids)}")
         req.done, req.counts = [False] * req.n, [0] * req.n
@@ -289,6 +307,9 @@ class Engine:
             self._tokens(*who, drawn.token.tolist(), drawn.logprob.tolist(), drawn.top_ids, drawn.top_logprobs)
             return
         counts = drawn.count.tolist()
+        if drawn.drafted is not None:
+            self.drafted += int(drawn.drafted.sum())
+            self.accepted += int(drawn.accepted.sum())
         for row, o in enumerate(who):
             if o is not None and counts[row]:
                 n = counts[row]

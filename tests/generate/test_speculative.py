@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from generate_helpers import FP32, hf_generate, hf_model, ours, prompts
+from generate_helpers import FP32, expanded_target, hf_generate, hf_model, ours, prompts
 from scipy import stats
 from transformers import Qwen2ForCausalLM
 
@@ -25,25 +25,10 @@ from sailor2_jax.model.expand import expand_hf_dir
 from sailor2_jax.model.hf import import_hf, read_hf_config
 
 
-def _expanded_target(base: Qwen2ForCausalLM, tmp, noise: float, seed: int = 0) -> tuple[Qwen2ForCausalLM, str]:
-    base.save_pretrained(tmp / "base")
-    expand_hf_dir(tmp / "base", tmp / "expanded", 2 * base.config.num_hidden_layers)
-    target = Qwen2ForCausalLM.from_pretrained(tmp / "expanded", dtype=torch.float32).eval()
-    inserted = json.loads((tmp / "expanded" / "config.json").read_text())["sailor2_inserted_layers"]
-    torch.manual_seed(seed)
-    with torch.no_grad():  # what training does to the inserted layers: their outputs are no longer zero
-        for i in inserted:
-            layer = target.model.layers[i]
-            for w in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight):
-                w.add_(torch.randn_like(w) * noise)
-    target.save_pretrained(tmp / "target")
-    return target, str(tmp / "target")
-
-
 @pytest.fixture(scope="module")
 def pair(ref, mesh1, tmp_path_factory):
     """(HF target, our target, HF base = its self draft) on one device."""
-    hf_target, path = _expanded_target(ref, tmp_path_factory.mktemp("spec"), noise=0.03)
+    hf_target, path = expanded_target(ref, tmp_path_factory.mktemp("spec"), noise=0.03)
     return hf_target, import_hf(path, mesh1, FP32), ref
 
 
