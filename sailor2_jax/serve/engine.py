@@ -173,12 +173,13 @@ class Engine:
                                          np.ones(self.rows, np.int32), 0, 0, 0, 0, SamplingConfig(), True, 1, ())
         jax.block_until_ready(drawn)
         done.append(f"insert {time.perf_counter() - t:.1f}s")
-        k = self.programs.decode_steps
+        p = self.programs
+        k = (f"{p.rounds} rounds of γ = {p.gamma} draft tokens" if self.speculative else f"{p.decode_steps} steps")
         for b in self.programs.batch_buckets:
             t = time.perf_counter()
             self.state, drawn = self._decode(np.arange(b, dtype=np.int32), np.zeros(b, bool), True)
             jax.block_until_ready(drawn)
-            done.append(f"decode[{b} of {self.max_slots} slots x {k} steps x {self.max_len}] "
+            done.append(f"decode[{b} of {self.max_slots} slots x {k} x {self.max_len}] "
                         f"{time.perf_counter() - t:.1f}s")
         self.state = self.programs.empty_state()
         return done

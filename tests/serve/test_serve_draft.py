@@ -70,3 +70,71 @@ def test_refusals(target, tmp_path):
     engine = Engine(model, one_device_mesh(), max_slots=2, max_len=32, buckets=[32], draft="self")
     with pytest.raises(ValueError, match="repetition_penalty"):
         engine.check(4, 4, 1, SamplingConfig(repetition_penalty=1.1))
+
+
+def test_served_greedy_chat_with_a_draft_equals_transformers_and_reports_acceptance(tiny, tmp_path):
+    """Through HTTP and the `openai` client: an expanded real-vocabulary model served with its `self` draft and with
+    a separate random draft model answers concurrent greedy chats with transformers' tokens (the server without a
+    draft does too: test_serve_api.py), and /metrics counts the drafted and accepted tokens."""
+    import concurrent.futures
+    import re
+
+    import openai
+    import requests
+    import torch
+    from conftest import SYSTEM
+    from generate_helpers import real_vocab_hf_dir
+    from transformers import AutoTokenizer
+
+    from sailor2_jax.generate.speculative import open_draft
+    from sailor2_jax.model.source import ModelSource, open_model
+    from sailor2_jax.serve.server import Server
+    from sailor2_jax.tokenizer import EOS_ID, IM_END_ID, save_hf_tokenizer
+
+    hf_target, path = expanded_target(tiny[0], tmp_path, noise=0.01)
+    save_hf_tokenizer(path)
+    hf_tok = AutoTokenizer.from_pretrained(path)
+    texts = ["สวัสดีครับ", "Hello there, how are you today?", "សួស្តី"]
+    chats = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": t}] for t in texts]
+    want = []
+    for messages in chats:
+        ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        with torch.no_grad():
+            out = hf_target.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=10, do_sample=False, eos_token_id=[EOS_ID, IM_END_ID],
+                                     pad_token_id=EOS_ID)
+        want.append(out[0, len(ids):].tolist())
+    source = ModelSource(path=path, dtype="float32")
+    opened = open_model(source, mesh=one_device_mesh())
+    acceptance = {}
+    for name in ("self", str(real_vocab_hf_dir(tmp_path / "other", seed=3))):
+        draft = open_draft(opened, name, source)[0] or "self"
+        server = Server(opened, model_name="tiny", port=0, max_slots=2, max_len=64, buckets=[64], system=SYSTEM,
+                        draft=draft, draft_tokens=3, decode_steps=4, log_level="warning", drain_seconds=5).start()
+        try:
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused", max_retries=0)
+
+            def chat(messages):
+                return client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0,
+                                                      extra_body={"return_token_ids": True})
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                got = list(pool.map(chat, chats))
+            assert [g.choices[0].model_extra["token_ids"] for g in got] == want, name
+            metrics = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+        finally:
+            server.stop()
+        value = {m: float(v) for m, v in re.findall(r"^(sailor2_draft_\w+) (\S+)$", metrics, re.M)}
+        assert value["sailor2_draft_tokens"] > 0
+        assert value["sailor2_draft_acceptance"] == pytest.approx(
+            value["sailor2_draft_accepted_tokens"] / value["sailor2_draft_tokens"])
+        acceptance[name] = value["sailor2_draft_acceptance"]
+    own = acceptance.pop("self")
+    assert own > 0.5 and own > max(acceptance.values()), (own, acceptance)  # the self draft: close to the model
+
+
+def test_serve_command_refuses_self_without_an_expansion_record(tiny, capsys):
+    from sailor2_jax.cli import main
+
+    assert main(["serve", "--model", str(tiny[1]), "--dtype", "float32", "--mesh", "1,1,1", "--port", "0",
+                 "--draft-model", "self", "--draft-tokens", "3"]) == 2
+    assert "needs a block-expanded model" in capsys.readouterr().err
