@@ -135,6 +135,6 @@ def test_served_greedy_chat_with_a_draft_equals_transformers_and_reports_accepta
 def test_serve_command_refuses_self_without_an_expansion_record(tiny, capsys):
     from sailor2_jax.cli import main
 
-    assert main(["serve", "--model", str(tiny[1]), "--dtype", "float32", "--mesh", "1,1,1", "--port", "0",
+    assert main(["serve", "--model", str(tiny[1]), "--dtype", "float32", "--port", "0",
                  "--draft-model", "self", "--draft-tokens", "3"]) == 2
     assert "needs a block-expanded model" in capsys.readouterr().err
