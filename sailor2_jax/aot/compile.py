@@ -420,17 +420,18 @@ def compile_serving(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, 
         layers = shaped(jax.eval_shape(programs.unstack, params), programs.layer_shardings)
         state = shaped(jax.eval_shape(programs.make_state), programs.state_shardings())
     i32 = jnp.int32
-    for bucket in buckets or prompt_buckets(max_len):
+    scalars = [jax.ShapeDtypeStruct((), dt, sharding=scalar) for dt in
+               (i32, i32, jnp.uint32, i32, jnp.float32, i32, jnp.float32, jnp.float32, jnp.bool_, i32)]
+    eos = jax.ShapeDtypeStruct((EOS_IDS,), i32, sharding=scalar)
+    for bucket in buckets or prompt_buckets(max_len):  # insert reads the prompt: one program per bucket too
         prompt = (jax.ShapeDtypeStruct((R, bucket), i32, sharding=batch_sharding(mesh, 2)),
                   jax.ShapeDtypeStruct((R,), i32, sharding=rows_in))
         lower(f"prefill[{bucket}]", programs.prefill, (params, layers, *prompt), R * bucket, bucket,
               {"prompt_len": bucket})
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        prefix, logits = jax.eval_shape(programs.prefill, params, layers, *prompt)
-    scalars = [jax.ShapeDtypeStruct((), dt, sharding=scalar) for dt in
-               (i32, i32, jnp.uint32, i32, jnp.float32, i32, jnp.float32, jnp.float32, jnp.bool_, i32)]
-    eos = jax.ShapeDtypeStruct((EOS_IDS,), i32, sharding=scalar)
-    lower("insert", programs.insert, (state, prefix, logits, *prompt, *scalars, eos), 1, max_len, {})
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            prefix, logits = jax.eval_shape(programs.prefill, params, layers, *prompt)
+        lower(f"insert[{bucket}]", programs.insert, (state, prefix, logits, *prompt, *scalars, eos), 1, max_len,
+              {"prompt_len": bucket})
     want_top = jax.ShapeDtypeStruct((), jnp.bool_, sharding=scalar)
     k = programs.decode_steps
     for b in programs.batch_buckets:  # k steps of b slots: the roofline of k tokens per slot

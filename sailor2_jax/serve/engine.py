@@ -160,19 +160,21 @@ class Engine:
 
     # --- compilation -----------------------------------------------------------------------------------------
     def warm(self) -> list[str]:
-        """Compile and run every program once (each prefill bucket, insert, each decode batch bucket); returns what
-        was compiled."""
+        """Compile and run every program once (prefill and insert per prompt bucket — insert reads the prompt's
+        tokens, so it is one program per bucket too — and decode per decode batch bucket); returns what was
+        compiled."""
         done = []
         for bucket in self.buckets:
             t = time.perf_counter()
-            prefix, logits = self._prefill(np.ones((self.rows, bucket), np.int32), np.ones(self.rows, np.int32))
+            tokens, lengths = np.ones((self.rows, bucket), np.int32), np.ones(self.rows, np.int32)
+            prefix, logits = self._prefill(tokens, lengths)
             jax.block_until_ready(logits)
             done.append(f"prefill[{self.rows}x{bucket}] {time.perf_counter() - t:.1f}s")
-        t = time.perf_counter()
-        self.state, drawn = self._insert(prefix, logits, np.ones((self.rows, bucket), np.int32),
-                                         np.ones(self.rows, np.int32), 0, 0, 0, 0, SamplingConfig(), True, 1, ())
-        jax.block_until_ready(drawn)
-        done.append(f"insert {time.perf_counter() - t:.1f}s")
+            t = time.perf_counter()
+            self.state, drawn = self._insert(prefix, logits, tokens, lengths, 0, 0, 0, 0, SamplingConfig(), True, 1,
+                                             ())
+            jax.block_until_ready(drawn)
+            done.append(f"insert[{bucket}] {time.perf_counter() - t:.1f}s")
         p = self.programs
         k = (f"{p.rounds} rounds of γ = {p.gamma} draft tokens" if self.speculative else f"{p.decode_steps} steps")
         for b in self.programs.batch_buckets:

@@ -188,7 +188,7 @@ def test_speculative_decoding_compiles_with_both_draft_kinds():
 
 
 def test_the_server_compiles_for_the_slice_and_its_decode_step_flops_are_exact():
-    """`compile --serve`: every prefill bucket, insert and the decode dispatch of `sailor2-jax serve` for each decode
+    """`compile --serve`: prefill and insert for every prompt bucket, and the decode dispatch of `sailor2-jax serve` for each decode
     batch bucket, full slots last. A dispatch of k steps does k times the forward matmuls of one token per slot
     plus attention over all max_len cache columns."""
     from sailor2_jax.aot.compile import compile_serving
@@ -199,7 +199,8 @@ def test_the_server_compiles_for_the_slice_and_its_decode_step_flops_are_exact()
                               buckets=[32, 64], decode_steps=k)
     rows = reports[0].batch["prefill_rows"]
     smaller = [f"decode[{b}]" for b in (rows, 2 * rows, 4 * rows) if b < slots]
-    assert [r.program for r in reports] == ["prefill[32]", "prefill[64]", "insert", *smaller, "decode"]
+    assert [r.program for r in reports] == ["prefill[32]", "insert[32]", "prefill[64]", "insert[64]", *smaller,
+                                            "decode"]
     assert all(r.fits for r in reports)
     decode = reports[-1]
     m = cfg.model
