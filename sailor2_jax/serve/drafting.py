@@ -66,6 +66,10 @@ class DraftPrograms(SlotPrograms):
                 self.draft_weights = jax.jit(self.unstack_draft, in_shardings=(shardings,),
                                              out_shardings=self._draft_layer_shardings())(self.draft_params)
 
+    @property
+    def tokens_per_dispatch(self) -> int:
+        return self.rounds * (self.gamma + 1)
+
     # --- the draft's weights ------------------------------------------------------------------------------------
     def unstack_draft(self, params) -> list[dict[str, jax.Array]]:
         return nnx.merge(self.draft_gen.graphdef, params).unstacked_layers()
@@ -134,7 +138,7 @@ class DraftPrograms(SlotPrograms):
     def speculate(self, target, layers, draft, draft_layers, s: SlotState, want_top) -> tuple[SlotState, Drawn]:
         """Up to `rounds` rounds of the rows of `s` in a device loop; [b, rounds·(γ+1)] tokens out."""
         b, gamma, V = s.last.shape[0], self.gamma, self.vocab
-        W = self.rounds * (gamma + 1)
+        W = self.tokens_per_dispatch
         j_G1 = jnp.arange(gamma + 1, dtype=jnp.int32)
         zeros = jnp.zeros(b, jnp.int32)
         out = Drawn(token=jnp.zeros((b, W), jnp.int32), logprob=jnp.zeros((b, W), jnp.float32),

@@ -74,6 +74,7 @@ class Request:
 
 
 DEFAULT_DECODE_STEPS = 8  # tokens per slot per host round trip (docs/performance.md "Serving" measures it)
+LINGER_S = 0.02  # how long a dispatch waits for the next requests of clients whose samples just ended
 
 
 def prompt_buckets(max_len: int) -> list[int]:
@@ -265,13 +266,29 @@ class Engine:
             self.steps += 1
             self.dispatched[b] += 1
             self.pending.append(("step", who, drawn))
-        ready, self.pending = (self.pending[:-1], self.pending[-1:]) if sent else (self.pending, [])
+        # pipelined (the dispatch just sent is read next iteration, its host work overlapping the next dispatch)
+        # unless it may end a sample by max_tokens: then it is read now, so the sample's client hears at once and
+        # its next request can take the slot before the next dispatch (a closed-loop client would else leave its
+        # slot idle for a whole dispatch)
+        hold = sent and not self._may_end()
+        ready, self.pending = (self.pending[:-1], self.pending[-1:]) if hold else (self.pending, [])
+        before = self.slots_in_use
         for kind, who, drawn in ready:
             self._deliver(kind, who, jax.device_get(drawn))
-        if not sent and not ready:
-            with self._lock:
-                if not self.queue and self._running:
-                    self._lock.wait(timeout=0.1)
+        freed = before - self.slots_in_use
+        with self._lock:
+            if freed and self.slots_in_use and not hold:  # others decode: wait a moment for the next requests
+                deadline = time.monotonic() + LINGER_S
+                while len(self.queue) < freed and self._running and time.monotonic() < deadline:
+                    self._lock.wait(timeout=max(deadline - time.monotonic(), 0))
+            elif not sent and not ready and not self.queue and self._running:
+                self._lock.wait(timeout=0.1)
+
+    def _may_end(self) -> bool:
+        """Whether the dispatches not yet read may bring some sample to its max_tokens (eos ends are unforeseen)."""
+        per = self.programs.tokens_per_dispatch
+        unread = sum(per if kind == "step" else 1 for kind, *_ in self.pending)
+        return any(o is not None and o[0].counts[o[1]] + unread >= o[0].max_tokens for o in self.owner)
 
     def _admit(self) -> None:
         while True:

@@ -226,6 +226,11 @@ class SlotPrograms:
         with jax.set_mesh(self.mesh):
             return jax.jit(self.make_state, out_shardings=self.state_shardings())()
 
+    @property
+    def tokens_per_dispatch(self) -> int:
+        """The most tokens a decode dispatch yields per slot."""
+        return self.decode_steps
+
     # --- the programs (methods, jitted in `_build`; serve/drafting.py overrides prefill, insert and decode) -------
     @property
     def weights(self) -> tuple:

@@ -12,7 +12,7 @@ from sailor2_jax.generate.sampling import SamplingConfig
 from sailor2_jax.model.hf import import_hf
 from sailor2_jax.serve.engine import Engine
 
-CASES = list(zip(prompts((5, 11, 3, 8, 14, 20, 2)), (10, 4, 16, 7, 12, 9, 3)))  # 7 requests, 4 slots
+CASES = list(zip(prompts((5, 11, 3, 8, 14, 20, 2)), (10, 4, 16, 7, 12, 9, 3)))  # 7 requests, 2 slots
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def target(tmp_path_factory):
 
 
 def _engine(model, draft=None, decode_steps=5, draft_tokens=2):
-    engine = Engine(model, one_device_mesh(), max_slots=4, max_len=32, buckets=[32], decode_steps=decode_steps,
+    engine = Engine(model, one_device_mesh(), max_slots=2, max_len=32, buckets=[32], decode_steps=decode_steps,
                     draft=draft, draft_tokens=draft_tokens)
     engine.warm()
     engine.start()
