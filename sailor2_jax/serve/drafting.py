@@ -31,7 +31,8 @@ from sailor2_jax.generate.engine import Generator
 from sailor2_jax.generate.speculative import (RaggedKVCache, check_vocab, emit_block, fit_vocab, forward, propose,
                                               self_draft_layers, verify)
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
-from sailor2_jax.serve.programs import TOP, Drawn, SlotPrograms, SlotState, copy_row, first_argmax, log_probs, scale
+from sailor2_jax.serve.programs import (TOP, Drawn, SlotPrograms, SlotState, copy_row, first_argmax, log_probs,
+                                       per_layer_shardings, scale)
 
 
 class DraftPrograms(SlotPrograms):
@@ -78,9 +79,7 @@ class DraftPrograms(SlotPrograms):
         if self.draft_gen is None:
             return []
         g = self.draft_gen
-        spec = {name: jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*var.get_value().spec[1:]))
-                for name, var in (g.gathered or g.param_shardings)["layers"].items()}
-        return [spec] * self.draft_cfg.num_layers
+        return per_layer_shardings(self.mesh, g.gathered or g.param_shardings, self.draft_cfg.num_layers)
 
     @property
     def weights(self) -> tuple:

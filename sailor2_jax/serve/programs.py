@@ -188,8 +188,7 @@ class SlotPrograms:
         self.vocab = model.cfg.vocab_size
         shardings = gen.gathered or gen.param_shardings
         self.param_shardings = shardings
-        layer_spec = {name: NamedSharding(mesh, P(*var.get_value().spec[1:])) for name, var in shardings["layers"].items()}
-        self.layer_shardings = [layer_spec] * self.cfg.num_layers
+        self.layer_shardings = per_layer_shardings(mesh, shardings, self.cfg.num_layers)
         self.abstract_params = gen.params  # (abstract when `model` is: `sailor2-jax compile --serve` lowers only)
         self._build()
         if place:  # the weights placed once, and the per-layer copies cut once
@@ -334,6 +333,13 @@ class SlotPrograms:
                               + (scalar,) * 11, out_shardings=(states, scalar), donate_argnums=0)
         self.decode = jax.jit(self.decode_fn, in_shardings=(*weights, states, rows, rows, scalar),
                               out_shardings=(states, rows), donate_argnums=len(weights))
+
+
+def per_layer_shardings(mesh, shardings, num_layers: int) -> list[dict[str, NamedSharding]]:
+    """The shardings of per-layer weight copies (`Qwen2.unstacked_layers`): the stacked layers' without the layer
+    axis."""
+    spec = {name: NamedSharding(mesh, P(*var.get_value().spec[1:])) for name, var in shardings["layers"].items()}
+    return [spec] * num_layers
 
 
 def put_row(a: jax.Array, x: jax.Array, slot, axis: int = 0) -> jax.Array:
