@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "two from 16, and --max-len")
     p.add_argument("--decode-steps", type=positive_int, default=None, metavar="K",
                    help="decode steps per dispatch: each slot's next K tokens come back in one host round trip "
-                        "(eos and max_tokens stop a slot on the device; a new request waits at most one dispatch). "
-                        "Default: 8")
+                        "(eos and max_tokens stop a slot on the device; a new request waits at most one dispatch); "
+                        "with a draft, K // (γ + 1) speculative rounds, at least one. Default: 8")
     add_draft_arguments(p)
     p.add_argument("--max-queue", type=positive_int, default=256, metavar="N",
                    help="requests waiting for slots before new ones get HTTP 429")
