@@ -6,7 +6,9 @@ The loop (one thread; JetStream's orchestrator with prefill, insert and generate
   2. dispatch k decode steps (`decode_steps`) of the slots in use, in the smallest compiled batch bucket that holds
      them (the state stays on the device, donated);
   3. read the previous dispatch's tokens (and the inserts' first tokens) and hand them to their requests.
-Dispatch d+1 is sent before dispatch d's tokens are read, so the host's work overlaps the device's. Eos ids and
+Dispatch d+1 is sent before dispatch d's tokens are read, so the host's work overlaps the device's — unless d may
+end a sample by max_tokens: then d is read at once and the loop waits briefly (`LINGER_S`) for the freed slots' next
+requests (`_iteration`). Eos ids and
 `max_tokens` stop a slot on the device, at its exact token; a stop string (decided by the server's text layer in
 `on_token`) or `cancel()` (a client that went away) ends a sample on the host: its slot is free for the next
 admission at once, and what the device drew for it meanwhile (at most one dispatch) is dropped. A new request waits
