@@ -96,7 +96,8 @@ def start_server(peer: str, model_dir: Path, port: int, args, log: Path) -> subp
     if peer == "ours":
         cmd = [sys.executable, "-m", "sailor2_jax.cli", "serve", "--model", str(model_dir), "--port", str(port),
                "--max-slots", str(args.slots), "--max-len", str(args.max_len), "--dtype", args.dtype, "--mesh",
-               "1,1,1", "--served-model-name", "bench", "--max-queue", "100000"]
+               "1,1,1", "--served-model-name", "bench", "--max-queue", "100000",
+               "--decode-steps", str(args.decode_steps)]
         env["XLA_FLAGS"] = ""  # one device
     else:
         cmd = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve",
@@ -211,6 +212,7 @@ def main() -> None:
     p.add_argument("--slots", type=int, default=16)
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--decode-steps", type=int, default=8, help="our server's --decode-steps")
     p.add_argument("--prompt-chars", type=int, default=200)
     p.add_argument("--requests", type=int, default=48)
     p.add_argument("--rates", default="2,inf", help="Poisson request rates per second (inf: all at once)")
@@ -228,6 +230,7 @@ def main() -> None:
         [("concurrency", int(c)) for c in args.concurrency.split(",") if c]
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "model": args.model or args.shape,
               "dtype": args.dtype, "slots": args.slots, "max_tokens": args.max_tokens, "requests": args.requests,
+              "decode_steps": args.decode_steps, "load_average": os.getloadavg(),
               "results": {}}
     for peer in [p for p in peers if p != "offline"]:
         port = 18000 + peers.index(peer)
@@ -254,6 +257,7 @@ def main() -> None:
     if "offline" in peers:
         report["results"]["offline"] = offline(model_dir, texts, args)
         print("offline", json.dumps(report["results"]["offline"]), flush=True)
+    report["load_average_end"] = os.getloadavg()
     r = report["results"]
     # saturation: every request queued at once (rate inf, benchmark_serving's default), and the most clients
     for sat in ("ours rate=inf", f"ours concurrency={max(int(c) for c in args.concurrency.split(','))}"):

@@ -380,19 +380,22 @@ def compile_speculative(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice,
 
 
 def compile_serving(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, slots: int, max_len: int,
-                    buckets: list[int] | None = None) -> list[CompileReport]:
-    """Compile the server's programs (`serve.programs.SlotPrograms`: a prefill per prompt bucket, insert, one decode
-    step of every slot) for `target` on cfg's mesh, weights in the compute dtype and gathered along FSDP as the
+                    buckets: list[int] | None = None, decode_steps: int | None = None) -> list[CompileReport]:
+    """Compile the server's programs (`serve.programs.SlotPrograms`: a prefill per prompt bucket, insert, and the
+    decode dispatch — `decode_steps` steps, default the server's — of each decode batch bucket, the full slots
+    last as "decode") for `target` on cfg's mesh, weights in the compute dtype and gathered along FSDP as the
     server holds them (plus the per-layer copies the decode step reads). The decode report's HBM is the server's
-    resident set (weights, layer copies, the slots' KV cache); its roofline counts one step for all `slots` rows
+    resident set (weights, layer copies, the slots' KV cache); its roofline counts k steps for all `slots` rows
     over `max_len` cache columns (attention reads every column), so its tokens/s is the output rate at full slots."""
+    decode_steps = decode_steps or DEFAULT_DECODE_STEPS
     from sailor2_jax.model.init import abstract_model
-    from sailor2_jax.serve.engine import prompt_buckets
-    from sailor2_jax.serve.programs import SlotPrograms
+    from sailor2_jax.serve.engine import DEFAULT_DECODE_STEPS, prompt_buckets
+    from sailor2_jax.serve.programs import EOS_IDS, SlotPrograms
 
     mesh = make_mesh(cfg.mesh, target.devices())
     compute = cfg.compute.model_copy(update={"param_dtype": cfg.compute.dtype, "remat": "none"})
-    programs = SlotPrograms(abstract_model(model_cfg, compute), mesh, slots=slots, max_len=max_len, place=False)
+    programs = SlotPrograms(abstract_model(model_cfg, compute), mesh, slots=slots, max_len=max_len,
+                            decode_steps=decode_steps, place=False)
 
     def shaped(tree, shardings):
         return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), tree, shardings)
@@ -403,33 +406,39 @@ def compile_serving(cfg: TrainConfig, model_cfg: ModelConfig, target: Slice, *, 
     shape = {"slots": slots, "max_len": max_len, "prefill_rows": R}
     reports = []
 
-    def lower(program: str, fn, args, tokens: int, context: int, batch: dict) -> None:
+    def lower(program: str, fn, args, tokens: int, context: int, batch: dict, trips: int | None = None) -> None:
         report = CompileReport(program=program, topology=target.topology, chips=target.chips, mesh=dict(mesh.shape),
                                batch={**shape, **batch}, compute=compute.model_dump(), fits=False, hbm={})
         t0 = time.perf_counter()
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             lowered = fn.lower(*args)
         reports.append(compile_lowered(lowered, report, target, model_cfg, tensor=mesh.shape["tensor"],
-                                       seq_len=context, tokens=tokens, started=t0,
+                                       seq_len=context, tokens=tokens, started=t0, runtime_trips=trips,
                                        model_flops=flops_per_token(model_cfg, context) / 3 * tokens))
 
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
         layers = shaped(jax.eval_shape(programs.unstack, params), programs.layer_shardings)
         state = shaped(jax.eval_shape(programs.make_state), programs.state_shardings())
     i32 = jnp.int32
-    for bucket in buckets or prompt_buckets(max_len):
+    scalars = [jax.ShapeDtypeStruct((), dt, sharding=scalar) for dt in
+               (i32, i32, jnp.uint32, i32, jnp.float32, i32, jnp.float32, jnp.float32, jnp.bool_, i32)]
+    eos = jax.ShapeDtypeStruct((EOS_IDS,), i32, sharding=scalar)
+    for bucket in buckets or prompt_buckets(max_len):  # insert reads the prompt: one program per bucket too
         prompt = (jax.ShapeDtypeStruct((R, bucket), i32, sharding=batch_sharding(mesh, 2)),
                   jax.ShapeDtypeStruct((R,), i32, sharding=rows_in))
         lower(f"prefill[{bucket}]", programs.prefill, (params, layers, *prompt), R * bucket, bucket,
               {"prompt_len": bucket})
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        prefix, logits = jax.eval_shape(programs.prefill, params, layers, *prompt)
-    scalars = [jax.ShapeDtypeStruct((), dt, sharding=scalar) for dt in
-               (i32, i32, jnp.uint32, i32, jnp.float32, i32, jnp.float32, jnp.float32, jnp.bool_)]
-    lower("insert", programs.insert, (state, prefix, logits, *prompt, *scalars), 1, max_len, {})
-    live = jax.ShapeDtypeStruct((slots,), jnp.bool_, sharding=rows_in)
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            prefix, logits = jax.eval_shape(programs.prefill, params, layers, *prompt)
+        lower(f"insert[{bucket}]", programs.insert, (state, prefix, logits, *prompt, *scalars, eos), 1, max_len,
+              {"prompt_len": bucket})
     want_top = jax.ShapeDtypeStruct((), jnp.bool_, sharding=scalar)
-    lower("decode", programs.decode, (params, layers, state, live, want_top), slots, max_len, {})
+    k = programs.decode_steps
+    for b in programs.batch_buckets:  # k steps of b slots: the roofline of k tokens per slot
+        chosen = (jax.ShapeDtypeStruct((b,), i32, sharding=rows_in), jax.ShapeDtypeStruct((b,), jnp.bool_,
+                                                                                           sharding=rows_in))
+        lower("decode" if b == slots else f"decode[{b}]", programs.decode, (params, layers, state, *chosen, want_top),
+              b * k, max_len, {"decode_slots": b, "decode_steps": k}, trips=k)
     return reports
 
 

@@ -41,7 +41,7 @@ class TextStream:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailor2_jax.generate.speculative import make_generator
+    from sailor2_jax.generate.speculative import make_generator, stats_line
     from sailor2_jax.model.source import open_model
     from sailor2_jax.post.chat import SAILOR2_SYSTEM_PROMPT, encode
     from sailor2_jax.tokenizer import IM_END_ID
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
             line = input("you> " if interactive else "")
         except EOFError:
             print(file=sys.stderr)
+            if line := stats_line(generator):
+                print(line, file=sys.stderr)
             return 0
         line = line.strip()
         if not line:

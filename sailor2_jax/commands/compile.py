@@ -42,8 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --draft-model self on a model config without an expansion record: the base model's "
                         "layer count (Sailor2-1B 24, 8B 28, 20B 48), which gives the inserted layers")
     p.add_argument("--serve", action="store_true",
-                   help="also compile the server's programs (`sailor2-jax serve`: every prefill bucket, insert, the "
-                        "decode step at full slots) on the same mesh: HBM per chip and roofline tokens/s")
+                   help="also compile the server's programs (`sailor2-jax serve`: prefill and insert per prompt "
+                        "bucket, the decode dispatch per decode batch bucket, full slots last) on the same mesh: HBM "
+                        "per chip and roofline tokens/s")
     p.add_argument("--serve-slots", type=positive_int, default=128, help="--max-slots of the server (default 128)")
     p.add_argument("--serve-max-len", type=positive_int, default=2048, help="--max-len of the server (default 2048)")
     p.add_argument("--json", action="store_true",

@@ -276,6 +276,7 @@ class Generator:
                                         max_new=max_new_tokens, sampling=sampling, seed=seed, eos_ids=tuple(eos_ids))
             if not bool(jax.device_get(state.done).all()):  # e.g. max_new_tokens 1: nothing left to decode
                 state = advance(state, max_new_tokens)
+            self.count(state, len(chunk) * num_samples)
             for j, completions in enumerate(self.completions(state, len(chunk) * num_samples, num_samples)):
                 out[chunk[j]] = completions
             if on_batch:
@@ -290,14 +291,20 @@ class Generator:
         state, advance = self.start([prompt], [0], rows=rows, samples=1, max_new=max_new_tokens, sampling=sampling,
                                     seed=seed, eos_ids=tuple(eos_ids))
         emitted = 0
-        while True:
-            length, done = int(state.length[0]), bool(state.done[0])
-            if length > emitted:
-                yield from (int(t) for t in np.asarray(state.tokens[0, emitted:length]))
-                emitted = length
-            if done:
-                return
-            state = advance(state, int(state.step) + every)
+        try:
+            while True:
+                length, done = int(state.length[0]), bool(state.done[0])
+                if length > emitted:
+                    yield from (int(t) for t in np.asarray(state.tokens[0, emitted:length]))
+                    emitted = length
+                if done:
+                    return
+                state = advance(state, int(state.step) + every)
+        finally:  # also when the caller stops early (chat: at the eos id)
+            self.count(state, rows)
+
+    def count(self, state: DecodeState, rows: int) -> None:
+        """What a subclass records of a decoded batch (the speculative generator: its draft's acceptance)."""
 
     @staticmethod
     def completions(state: DecodeState, rows: int, samples: int) -> list[list[Completion]]:

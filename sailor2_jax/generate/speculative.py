@@ -124,6 +124,62 @@ def verify(p_logits_BGV: jax.Array, q_probs_BGV: jax.Array | None, drafts_BG: ja
     return a_B, draw(key_B, residual_BV).astype(jnp.int32)
 
 
+def forward(model: Qwen2, layers, cache: KVCache, tokens_BT: jax.Array, positions_BT: jax.Array,
+            last_only: bool = False) -> tuple[jax.Array, KVCache]:
+    """Logits of T new tokens per row written into `cache` (the LM head only where read: `last_only`)."""
+    x_BTD, cache = model.extend(tokens_BT, cache, positions_BT=positions_BT, segment_ids_BT=jnp.ones_like(tokens_BT),
+                                layers=layers)
+    return model.logits(x_BTD[:, -1:] if last_only else x_BTD), cache
+
+
+def fit_vocab(logits_BV: jax.Array, V: int) -> jax.Array:
+    """A draft's logits over the target's V rows (see the module docstring)."""
+    Vd = logits_BV.shape[-1]
+    if Vd >= V:
+        return logits_BV[:, :V]
+    return jnp.pad(logits_BV, ((0, 0), (0, V - Vd)), constant_values=-jnp.inf)
+
+
+def propose(draft: Qwen2, layers, cache: RaggedKVCache, prev_B: jax.Array, last_B: jax.Array,
+            positions_B: jax.Array, gamma: int, choose: Callable) -> tuple[jax.Array, list, RaggedKVCache]:
+    """γ draft tokens per row after `last` (at `positions_B`, cache slot `cache.index`): the first step feeds (prev,
+    last) at the slots before and at the index, each next one the token just drafted. `choose(i, logits_BV)` picks
+    the i-th draft token from the draft's raw logits: (tokens [B], the distribution drawn from [B, V] or None when
+    greedy). Returns (drafts [B, γ], their distributions, the draft's cache)."""
+    cache = dataclasses.replace(cache, index=cache.index - 1)
+    logits_BTV, cache = forward(draft, layers, cache, jnp.stack([prev_B, last_B], 1),
+                                jnp.stack([positions_B - 1, positions_B], 1), last_only=True)
+    logits_BV = logits_BTV[:, -1]
+    drafts, q_probs = [], []
+    for i in range(gamma):
+        d_B, q_BV = choose(i, logits_BV)
+        drafts.append(d_B)
+        if q_BV is not None:
+            q_probs.append(q_BV)
+        if i + 1 < gamma:
+            logits_BTV, cache = forward(draft, layers, cache, d_B[:, None], (positions_B + 1 + i)[:, None])
+            logits_BV = logits_BTV[:, 0]
+    return jnp.stack(drafts, 1), q_probs, cache
+
+
+def emit_block(drafts_BG: jax.Array, a_B: jax.Array, next_B: jax.Array, is_eos: Callable, budget_B: jax.Array,
+               last_B: jax.Array, prev_B: jax.Array) -> tuple[jax.Array, ...]:
+    """What a verified round yields per row: its `a` accepted drafts then the target's token, cut after the first
+    eos id (`is_eos(tokens_BG1)`) and at `budget_B` tokens (0: a row that is done). Returns (tokens [B, γ+1],
+    count [B], hit an eos [B], the new last and prev tokens [B])."""
+    j_G1 = jnp.arange(drafts_BG.shape[1] + 1, dtype=jnp.int32)
+    emitted_BG1 = jnp.where(j_G1 < a_B[:, None], jnp.pad(drafts_BG, ((0, 0), (0, 1))), next_B[:, None])
+    is_eos_BG1 = is_eos(emitted_BG1) & (j_G1 <= a_B[:, None])
+    first_eos_B = jnp.argmax(is_eos_BG1, axis=1)
+    has_eos = jnp.any(is_eos_BG1, axis=1)
+    count_B = jnp.minimum(jnp.where(has_eos, first_eos_B + 1, a_B + 1), budget_B)
+    hit = has_eos & (first_eos_B < count_B)
+    take = lambda i_B: jnp.take_along_axis(emitted_BG1, jnp.maximum(i_B, 0)[:, None], 1)[:, 0]  # noqa: E731
+    last = jnp.where(count_B > 0, take(count_B - 1), last_B)
+    prev = jnp.where(count_B > 1, take(count_B - 2), jnp.where(count_B > 0, last_B, prev_B))
+    return emitted_BG1, count_B, hit, last, prev
+
+
 def self_draft_layers(cfg: ModelConfig) -> list[int]:
     """The layers the self draft runs: all but those block expansion inserted. A model without an expansion
     record is refused (there is no draft inside it)."""
@@ -261,17 +317,6 @@ class SpeculativeGenerator(Generator):
                              done=state.done | (state.length >= max_new), stopped=state.stopped, keys=state.keys,
                              drafted=zeros, accepted=zeros, rounds=zeros, step=state.step)
 
-        def forward(model, layers, cache, tokens_BT, positions_BT, last_only=False):
-            x_BTD, cache = model.extend(tokens_BT, cache, positions_BT=positions_BT,
-                                        segment_ids_BT=jnp.ones_like(tokens_BT), layers=layers)
-            return model.logits(x_BTD[:, -1:] if last_only else x_BTD), cache  # (the LM head: only what is read)
-
-        def fit_vocab(logits_BV):  # the draft's logits over the target's V (see the module docstring)
-            Vd = logits_BV.shape[-1]
-            if Vd >= V:
-                return logits_BV[:, :V]
-            return jnp.pad(logits_BV, ((0, 0), (0, V - Vd)), constant_values=-jnp.inf)
-
         def decode(params, draft_params, state: SpecState, stop_step) -> SpecState:
             params, gather_layer = self._gathered(params)
             target = nnx.merge(graphdef, params)
@@ -282,26 +327,17 @@ class SpeculativeGenerator(Generator):
             def round_(s: SpecState) -> SpecState:
                 B = s.last.shape[0]
                 key_B = jax.vmap(lambda k: jax.random.fold_in(k, s.step))(s.keys)
-                # γ draft tokens: the first step feeds (prev, last) at slots index-1, index
-                cache = dataclasses.replace(s.draft, index=s.target.index - 1)
-                logits_BTV, cache = forward(draft, draft_layers, cache, jnp.stack([s.prev, s.last], 1),
-                                            jnp.stack([s.positions - 1, s.positions], 1), last_only=True)
-                logits_BV = logits_BTV[:, -1]
-                drafts, q_probs = [], []
-                for i in range(gamma):
-                    q_logits_BV = process_logits(fit_vocab(logits_BV), None, sampling)
+
+                def choose(i, logits_BV):
+                    q_logits_BV = process_logits(fit_vocab(logits_BV, V), None, sampling)
                     if sampling.greedy:
-                        d_B = jnp.argmax(q_logits_BV, axis=-1).astype(jnp.int32)
-                    else:
-                        d_B = jax.vmap(lambda k, row: jax.random.categorical(jax.random.fold_in(k, i), row))(
-                            key_B, q_logits_BV).astype(jnp.int32)
-                        q_probs.append(jax.nn.softmax(q_logits_BV, axis=-1))
-                    drafts.append(d_B)
-                    if i + 1 < gamma:
-                        logits_BTV, cache = forward(draft, draft_layers, cache, d_B[:, None],
-                                                    (s.positions + 1 + i)[:, None])
-                        logits_BV = logits_BTV[:, 0]
-                drafts_BG = jnp.stack(drafts, 1)
+                        return jnp.argmax(q_logits_BV, axis=-1).astype(jnp.int32), None
+                    d_B = jax.vmap(lambda k, row: jax.random.categorical(jax.random.fold_in(k, i), row))(
+                        key_B, q_logits_BV).astype(jnp.int32)
+                    return d_B, jax.nn.softmax(q_logits_BV, axis=-1)
+                cache = dataclasses.replace(s.draft, index=s.target.index)
+                drafts_BG, q_probs, cache = propose(draft, draft_layers, cache, s.prev, s.last, s.positions, gamma,
+                                                    choose)
                 # the target scores last and the γ drafts in one forward
                 block_BG1 = jnp.concatenate([s.last[:, None], drafts_BG], 1)
                 p_logits_BGV, target_cache = forward(target, target_layers, s.target, block_BG1,
@@ -311,20 +347,13 @@ class SpeculativeGenerator(Generator):
                 a_B, next_B = verify(p_logits_BGV, jnp.stack(q_probs, 1) if q_probs else None, drafts_BG, key_B,
                                      sampling.greedy)
                 # the row's new tokens: a drafts, then the target's; cut at the first eos and at max_new
-                emitted_BG1 = jnp.where(j_G1 < a_B[:, None], jnp.pad(drafts_BG, ((0, 0), (0, 1))), next_B[:, None])
                 live = ~s.done
-                is_eos_BG1 = jnp.isin(emitted_BG1, eos) & (j_G1 <= a_B[:, None])
-                first_eos_B = jnp.argmax(is_eos_BG1, axis=1)
-                has_eos = jnp.any(is_eos_BG1, axis=1)
-                count_B = jnp.where(has_eos, first_eos_B + 1, a_B + 1)
-                count_B = jnp.where(live, jnp.minimum(count_B, max_new - s.length), 0)
-                hit = live & has_eos & (first_eos_B < count_B)
+                emitted_BG1, count_B, hit, last, prev = emit_block(
+                    drafts_BG, a_B, next_B, lambda t: jnp.isin(t, eos), jnp.where(live, max_new - s.length, 0),
+                    s.last, s.prev)
                 rows_B1 = jnp.arange(B)[:, None]
                 columns_BG1 = jnp.where(j_G1 < count_B[:, None], s.length[:, None] + j_G1, s.tokens.shape[1])
                 tokens = s.tokens.at[rows_B1, columns_BG1].set(emitted_BG1, mode="drop")
-                take = lambda i_B: jnp.take_along_axis(emitted_BG1, jnp.maximum(i_B, 0)[:, None], 1)[:, 0]  # noqa: E731
-                last = jnp.where(count_B > 0, take(count_B - 1), s.last)
-                prev = jnp.where(count_B > 1, take(count_B - 2), jnp.where(count_B > 0, s.last, s.prev))
                 length = s.length + count_B
                 # roll back: each row's index moves past its kept tokens only (both caches share it)
                 index = s.target.index + count_B
@@ -359,37 +388,44 @@ class SpeculativeGenerator(Generator):
         advance.jitted = decode  # (params, draft params, state, stop_step): what `compile --decode` lowers
         return prefill, advance
 
-    def completions(self, state: SpecState, rows: int, samples: int) -> list[list[Completion]]:
-        drafted, accepted, rounds, length = (np.asarray(jax.device_get(a))[:rows] for a in
-                                             (state.drafted, state.accepted, state.rounds, state.length))
+    def count(self, state: SpecState, rows: int) -> None:
+        drafted, accepted, rounds = (np.asarray(jax.device_get(a))[:rows] for a in
+                                     (state.drafted, state.accepted, state.rounds))
         self._stats["drafted"] += int(drafted.sum())
         self._stats["accepted"] += int(accepted.sum())
         self._stats["rounds"] += int(rounds.sum())
         self._stats["tokens"] += int(accepted.sum() + rounds.sum())
-        return Generator.completions(state, rows, samples)
 
 
-def make_generator(opened, draft: str | None = None, draft_tokens: int = DEFAULT_DRAFT_TOKENS, *,
-                   source=None, prefill_chunk: int | None = None) -> Generator:
-    """The generator of an opened model (`model.source.OpenModel`): plain without `draft`; with `draft` "self" the
-    self draft; with a path (an HF directory or a training run) that model opened on the same mesh (`source`: the
-    `ModelSource` whose dtype and tokenizer it shares), its tokenizer and vocabulary checked against the target's.
-    `prefill_chunk`: chunked prefill of long prompts (plain decoding only: the draft's prefill is not chunked)."""
-    if draft is None:
-        return Generator(opened.model, opened.mesh, prefill_chunk=prefill_chunk)
-    if prefill_chunk is not None:
-        raise ValueError("chunked prefill (--prefill-chunk) is not combined with a draft model (--draft-model) yet")
-    size = opened.tokenizer.get_vocab_size(with_added_tokens=True)
+def open_draft(opened, draft: str, source=None) -> tuple[Qwen2 | None, str | None]:
+    """The draft `--draft-model` names for an opened model (`model.source.OpenModel`): (None, None) for "self"
+    (the model's own kept layers: checked to have an expansion record), else (that model opened on the same mesh,
+    its description), from an HF directory or a training run (`source`: the `ModelSource` whose dtype and mesh it
+    shares), its tokenizer checked against the target's."""
     if draft == "self":
-        return SpeculativeGenerator(opened.model, opened.mesh, draft_tokens=draft_tokens, tokenizer_size=size)
+        self_draft_layers(opened.model.cfg)
+        return None, None
     from sailor2_jax.model.source import ModelSource, open_model
 
     fields = {} if source is None else {"dtype": source.dtype, "mesh": source.mesh}
     drafted = open_model(ModelSource(path=str(draft), **fields), mesh=opened.mesh)
     check_tokenizers(opened.tokenizer, drafted.tokenizer)
-    gen = SpeculativeGenerator(opened.model, opened.mesh, drafted.model, draft_tokens=draft_tokens,
-                               tokenizer_size=size)
-    gen.description = f"{drafted.description} ({drafted.model.cfg.num_layers} layers)"
+    return drafted.model, f"{drafted.description} ({drafted.model.cfg.num_layers} layers)"
+
+
+def make_generator(opened, draft: str | None = None, draft_tokens: int = DEFAULT_DRAFT_TOKENS, *,
+                   source=None, prefill_chunk: int | None = None) -> Generator:
+    """The generator of an opened model (`model.source.OpenModel`): plain without `draft`, else speculative with the
+    draft `open_draft` gives. `prefill_chunk`: chunked prefill of long prompts (plain decoding only: the draft's
+    prefill is not chunked)."""
+    if draft is None:
+        return Generator(opened.model, opened.mesh, prefill_chunk=prefill_chunk)
+    if prefill_chunk is not None:
+        raise ValueError("chunked prefill (--prefill-chunk) is not combined with a draft model (--draft-model) yet")
+    model, description = open_draft(opened, draft, source)
+    gen = SpeculativeGenerator(opened.model, opened.mesh, model, draft_tokens=draft_tokens,
+                               tokenizer_size=opened.tokenizer.get_vocab_size(with_added_tokens=True))
+    gen.description = description or gen.description
     return gen
 
 

@@ -54,6 +54,13 @@ class Metrics:
                               "the first", registry=r, buckets=buckets)
         Gauge("sailor2_queue_depth", "requests waiting for slots", registry=r).set_function(lambda: engine.queue_depth)
         Gauge("sailor2_slots_in_use", "slots decoding", registry=r).set_function(lambda: engine.slots_in_use)
+        if engine.speculative:  # totals since start (gauges read from the engine; they only grow)
+            Gauge("sailor2_draft_tokens", "draft tokens the model checked", registry=r).set_function(
+                lambda: engine.drafted)
+            Gauge("sailor2_draft_accepted_tokens", "draft tokens the model accepted", registry=r).set_function(
+                lambda: engine.accepted)
+            Gauge("sailor2_draft_acceptance", "accepted / checked draft tokens", registry=r).set_function(
+                lambda: engine.accepted / max(engine.drafted, 1))
 
 
 @dataclasses.dataclass
@@ -191,7 +198,7 @@ def build_app(engine: Engine, tokenizer: tokenizers.Tokenizer, config: ServeConf
         work = Request(prompt=list(prompt), max_tokens=limit, on_token=job.on_token, on_finish=job.on_finish,
                        sampling=sampling, n=req.n, seed=req.seed, eos_ids=eos_ids, top_logprobs=top or 0)
         try:
-            engine.check(len(prompt), limit, req.n)
+            engine.check(len(prompt), limit, req.n, sampling)
         except ValueError as e:
             name = str(e).split(":")[0]
             raise APIError(400, str(e).replace("max_tokens", field, 1), param=field if name == "max_tokens" else name)

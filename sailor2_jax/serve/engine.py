@@ -3,12 +3,16 @@
 The loop (one thread; JetStream's orchestrator with prefill, insert and generate in one place):
   1. admit: while the queue's head fits in the free slots, prefill it (with up to R-1 more requests that fit: one
      prefill program per bucket runs R prompts) and insert each of its n samples into a slot;
-  2. dispatch one decode step for every slot (the state stays on the device, donated);
-  3. read the previous step's tokens (and the inserts' first tokens) and hand them to their requests.
-Step t+1 is dispatched before step t's tokens are read, so the host's work overlaps the device's; the price is
-that a slot that finished at step t runs one more step whose token is dropped (JetStream accepts the same).
-A request ends a sample by an eos id, its `max_tokens`, its own `on_token` (stop strings, decided by the server's
-text layer) or `cancel()` (a client that went away): the slot is free for the next admission at once.
+  2. dispatch k decode steps (`decode_steps`) of the slots in use, in the smallest compiled batch bucket that holds
+     them (the state stays on the device, donated);
+  3. read the previous dispatch's tokens (and the inserts' first tokens) and hand them to their requests.
+Dispatch d+1 is sent before dispatch d's tokens are read, so the host's work overlaps the device's — unless d may
+end a sample by max_tokens: then d is read at once and the loop waits briefly (`LINGER_S`) for the freed slots' next
+requests (`_iteration`). Eos ids and
+`max_tokens` stop a slot on the device, at its exact token; a stop string (decided by the server's text layer in
+`on_token`) or `cancel()` (a client that went away) ends a sample on the host: its slot is free for the next
+admission at once, and what the device drew for it meanwhile (at most one dispatch) is dropped. A new request waits
+at most for the dispatch in flight before its prefill runs.
 
 Everything about a request's text lives in its callbacks (`Request.on_token`, `on_finish`), called on the engine
 thread; the engine sees token ids only.
@@ -29,7 +33,9 @@ import numpy as np
 
 from sailor2_jax.generate.engine import length_bucket
 from sailor2_jax.generate.sampling import SamplingConfig
-from sailor2_jax.serve.programs import SlotPrograms
+from sailor2_jax.generate.speculative import DEFAULT_DRAFT_TOKENS
+from sailor2_jax.serve.drafting import DraftPrograms
+from sailor2_jax.serve.programs import EOS_IDS, SlotPrograms
 
 log = logging.getLogger("sailor2_jax.serve")
 
@@ -69,6 +75,10 @@ class Request:
         self.cancelled = True
 
 
+DEFAULT_DECODE_STEPS = 8  # tokens per slot per host round trip (docs/performance.md "Serving" measures it)
+LINGER_S = 0.02  # how long a dispatch waits for the next requests of clients whose samples just ended
+
+
 def prompt_buckets(max_len: int) -> list[int]:
     """Prompt lengths compiled: powers of two from 16 (generate's `length_bucket`) up to max_len, and max_len."""
     out = sorted({min(length_bucket(2 ** i), max_len) for i in range(max_len.bit_length() + 1)})
@@ -77,8 +87,17 @@ def prompt_buckets(max_len: int) -> list[int]:
 
 class Engine:
     def __init__(self, model, mesh, *, max_slots: int, max_len: int, max_queue: int = 256,
-                 buckets: list[int] | None = None):
-        self.programs = SlotPrograms(model, mesh, slots=max_slots, max_len=max_len)
+                 buckets: list[int] | None = None, decode_steps: int = DEFAULT_DECODE_STEPS, draft=None,
+                 draft_tokens: int = DEFAULT_DRAFT_TOKENS, tokenizer_size: int | None = None):
+        """`draft`: None (plain decoding), "self" or a `Qwen2` on the same mesh (speculative decoding with γ =
+        `draft_tokens`: serve/drafting.py)."""
+        if draft is None:
+            self.programs = SlotPrograms(model, mesh, slots=max_slots, max_len=max_len, decode_steps=decode_steps)
+        else:
+            self.programs = DraftPrograms(model, mesh, None if draft == "self" else draft, draft_tokens=draft_tokens,
+                                          slots=max_slots, max_len=max_len, decode_steps=decode_steps,
+                                          tokenizer_size=tokenizer_size)
+        self.drafted = self.accepted = 0  # draft tokens the target checked, and accepted (with a draft)
         self.mesh, self.max_slots, self.max_len, self.max_queue = mesh, max_slots, max_len, max_queue
         self.buckets = sorted(set(buckets or prompt_buckets(max_len)))
         if self.buckets[-1] != max_len or self.buckets[0] < 1:
@@ -92,7 +111,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._accepting = True
         self._running = False
-        self.steps = 0
+        self.steps = 0  # decode dispatches
+        self.dispatched: collections.Counter[int] = collections.Counter()  # dispatches per decode batch bucket
 
     # --- what the server reads -----------------------------------------------------------------------------
     @property
@@ -103,18 +123,29 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self.queue)
 
-    def check(self, prompt_len: int, max_tokens: int, n: int) -> None:
+    @property
+    def speculative(self) -> bool:
+        return isinstance(self.programs, DraftPrograms)
+
+    def check(self, prompt_len: int, max_tokens: int, n: int, sampling: SamplingConfig = SamplingConfig()) -> None:
         """A ValueError naming the field if a request cannot be served by these slots."""
+        if self.speculative and sampling.repetition_penalty != 1.0:
+            raise ValueError("repetition_penalty: not supported by this server's speculative decoding (--draft-model: "
+                             "the tokens a drafted block has seen change inside the block)")
         if prompt_len < 1:
             raise ValueError("prompt: at least one token is needed")
         if n > self.max_slots:
             raise ValueError(f"n: {n} samples exceed the server's {self.max_slots} slots (--max-slots)")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens: at least 1, got {max_tokens}")
         if prompt_len + max_tokens > self.max_len:
             raise ValueError(f"max_tokens: the prompt's {prompt_len} tokens plus max_tokens {max_tokens} exceed the "
                              f"server's --max-len {self.max_len}")
 
     def submit(self, req: Request) -> None:
-        self.check(len(req.prompt), req.max_tokens, req.n)
+        self.check(len(req.prompt), req.max_tokens, req.n, req.sampling)
+        if len(req.eos_ids) > EOS_IDS:
+            raise ValueError(f"eos_ids: at most {EOS_IDS}, got {len(req.eos_ids)}")
         req.done, req.counts = [False] * req.n, [0] * req.n
         if req.seed is None:
             req.seed = secrets.randbits(31)
@@ -132,41 +163,52 @@ class Engine:
 
     # --- compilation -----------------------------------------------------------------------------------------
     def warm(self) -> list[str]:
-        """Compile and run every program once (each prefill bucket, insert, decode); returns what was compiled."""
+        """Compile and run every program once (prefill and insert per prompt bucket — insert reads the prompt's
+        tokens, so it is one program per bucket too — and decode per decode batch bucket); returns what was
+        compiled."""
         done = []
         for bucket in self.buckets:
             t = time.perf_counter()
-            prefix, logits = self._prefill(np.ones((self.rows, bucket), np.int32), np.ones(self.rows, np.int32))
+            tokens, lengths = np.ones((self.rows, bucket), np.int32), np.ones(self.rows, np.int32)
+            prefix, logits = self._prefill(tokens, lengths)
             jax.block_until_ready(logits)
             done.append(f"prefill[{self.rows}x{bucket}] {time.perf_counter() - t:.1f}s")
-        t = time.perf_counter()
-        self.state, drawn = self._insert(prefix, logits, np.ones((self.rows, bucket), np.int32),
-                                         np.ones(self.rows, np.int32), 0, 0, 0, 0, SamplingConfig(), True)
-        jax.block_until_ready(drawn)
-        done.append(f"insert {time.perf_counter() - t:.1f}s")
-        t = time.perf_counter()
-        self.state, drawn = self._decode(np.zeros(self.max_slots, bool), True)
-        jax.block_until_ready(drawn)
-        done.append(f"decode[{self.max_slots} slots x {self.max_len}] {time.perf_counter() - t:.1f}s")
+            t = time.perf_counter()
+            self.state, drawn = self._insert(prefix, logits, tokens, lengths, 0, 0, 0, 0, SamplingConfig(), True, 1,
+                                             ())
+            jax.block_until_ready(drawn)
+            done.append(f"insert[{bucket}] {time.perf_counter() - t:.1f}s")
+        p = self.programs
+        k = (f"{p.rounds} rounds of γ = {p.gamma} draft tokens" if self.speculative else f"{p.decode_steps} steps")
+        for b in self.programs.batch_buckets:
+            t = time.perf_counter()
+            self.state, drawn = self._decode(np.arange(b, dtype=np.int32), np.zeros(b, bool), True)
+            jax.block_until_ready(drawn)
+            done.append(f"decode[{b} of {self.max_slots} slots x {k} x {self.max_len}] "
+                        f"{time.perf_counter() - t:.1f}s")
         self.state = self.programs.empty_state()
         return done
 
     def _prefill(self, tokens, lengths):
         p = self.programs
         with jax.set_mesh(self.mesh):
-            return p.prefill(p.params, p.layers, tokens, lengths)
+            return p.prefill(*p.weights, tokens, lengths)
 
-    def _insert(self, prefix, logits, tokens, lengths, row, slot, seed, sample, s: SamplingConfig, want_top):
+    def _insert(self, prefix, logits, tokens, lengths, row, slot, seed, sample, s: SamplingConfig, want_top,
+                max_tokens, eos_ids):
         f32, i32 = np.float32, np.int32
+        eos = np.full(EOS_IDS, -1, np.int32)
+        eos[:len(eos_ids)] = eos_ids
         with jax.set_mesh(self.mesh):
             return self.programs.insert(self.state, prefix, logits, tokens, lengths, i32(row), i32(slot),
                                         np.uint32(seed), i32(sample), f32(s.temperature), i32(s.top_k),
-                                        f32(s.top_p), f32(s.repetition_penalty), np.bool_(want_top))
+                                        f32(s.top_p), f32(s.repetition_penalty), np.bool_(want_top), i32(max_tokens),
+                                        eos)
 
-    def _decode(self, live, want_top):
+    def _decode(self, slots, live, want_top):
         p = self.programs
         with jax.set_mesh(self.mesh):
-            return p.decode(p.params, p.layers, self.state, live, np.bool_(want_top))
+            return p.decode(*p.weights, self.state, slots, live, np.bool_(want_top))
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -211,20 +253,44 @@ class Engine:
             if o is not None and o[0].cancelled:
                 self._finish(*o, "abort")
         self._admit()
-        live = np.array([o is not None for o in self.owner])
-        dispatched = bool(live.any())
-        if dispatched:
-            want_top = any(o[0].top_logprobs for o in self.owner if o)
-            self.state, drawn = self._decode(live, want_top)
+        used = [i for i, o in enumerate(self.owner) if o is not None]
+        sent = bool(used)
+        if sent:
+            b = next(b for b in self.programs.batch_buckets if b >= len(used))
+            if b == self.max_slots:  # every slot, in place
+                slots = list(range(b))
+            else:  # the slots in use, then free ones (not live) to fill the bucket
+                slots = used + [i for i, o in enumerate(self.owner) if o is None][:b - len(used)]
+            who = [self.owner[i] for i in slots]
+            want_top = any(o[0].top_logprobs for o in who if o)
+            self.state, drawn = self._decode(np.array(slots, np.int32), np.array([o is not None for o in who]),
+                                             want_top)
             self.steps += 1
-            self.pending.append(("step", list(self.owner), drawn))
-        ready, self.pending = (self.pending[:-1], self.pending[-1:]) if dispatched else (self.pending, [])
+            self.dispatched[b] += 1
+            self.pending.append(("step", who, drawn))
+        # pipelined (the dispatch just sent is read next iteration, its host work overlapping the next dispatch)
+        # unless it may end a sample by max_tokens: then it is read now, so the sample's client hears at once and
+        # its next request can take the slot before the next dispatch (a closed-loop client would else leave its
+        # slot idle for a whole dispatch)
+        hold = sent and not self._may_end()
+        ready, self.pending = (self.pending[:-1], self.pending[-1:]) if hold else (self.pending, [])
+        before = self.slots_in_use
         for kind, who, drawn in ready:
             self._deliver(kind, who, jax.device_get(drawn))
-        if not dispatched and not ready:
-            with self._lock:
-                if not self.queue and self._running:
-                    self._lock.wait(timeout=0.1)
+        freed = before - self.slots_in_use
+        with self._lock:
+            if freed and self.slots_in_use and not hold:  # others decode: wait a moment for the next requests
+                deadline = time.monotonic() + LINGER_S
+                while len(self.queue) < freed and self._running and time.monotonic() < deadline:
+                    self._lock.wait(timeout=max(deadline - time.monotonic(), 0))
+            elif not sent and not ready and not self.queue and self._running:
+                self._lock.wait(timeout=0.1)
+
+    def _may_end(self) -> bool:
+        """Whether the dispatches not yet read may bring some sample to its max_tokens (eos ends are unforeseen)."""
+        per = self.programs.tokens_per_dispatch
+        unread = sum(per if kind == "step" else 1 for kind, *_ in self.pending)
+        return any(o is not None and o[0].counts[o[1]] + unread >= o[0].max_tokens for o in self.owner)
 
     def _admit(self) -> None:
         while True:
@@ -254,38 +320,48 @@ class Engine:
                 for s in range(req.n):
                     slot = free.pop(0)
                     self.state, drawn = self._insert(prefix, logits, tokens, lengths, i, slot, req.seed, s,
-                                                     req.sampling, req.top_logprobs > 0)
+                                                     req.sampling, req.top_logprobs > 0, req.max_tokens, req.eos_ids)
                     self.owner[slot] = (req, s)
                     self.pending.append(("one", (req, s), drawn))
 
     def _deliver(self, kind: str, who, drawn) -> None:
-        if kind == "one":
-            self._token(*who, drawn, 0)
+        if kind == "one":  # an insert's first token: [1] arrays
+            self._tokens(*who, drawn.token.tolist(), drawn.logprob.tolist(), drawn.top_ids, drawn.top_logprobs)
             return
-        for slot, o in enumerate(who):
-            if o is not None:
-                self._token(*o, drawn, slot)
+        counts = drawn.count.tolist()
+        if drawn.drafted is not None:
+            self.drafted += int(drawn.drafted.sum())
+            self.accepted += int(drawn.accepted.sum())
+        for row, o in enumerate(who):
+            if o is not None and counts[row]:
+                n = counts[row]
+                self._tokens(*o, drawn.token[row, :n].tolist(), drawn.logprob[row, :n].tolist(), drawn.top_ids[row],
+                             drawn.top_logprobs[row])
 
-    def _token(self, req: Request, sample: int, drawn, row: int) -> None:
-        if req.done[sample]:
-            return  # the step after a finish, or a cancelled sample
-        token = int(drawn.token[row])
-        top = ([(int(i), float(lp)) for i, lp in zip(drawn.top_ids[row, :req.top_logprobs],
-                                                    drawn.top_logprobs[row, :req.top_logprobs])]
-               if req.top_logprobs else [])
-        eos = token in req.eos_ids
-        req.counts[sample] += 1
-        try:
-            reason = req.on_token(sample, Token(token, float(drawn.logprob[row]), top, eos))
-        except Exception:
-            log.exception("a request's token callback failed; aborting it")
-            reason = "abort"
-        if eos:
-            reason = "stop"
-        elif reason is None and req.counts[sample] >= req.max_tokens:
-            reason = "length"
-        if reason is not None:
-            self._finish(req, sample, reason)
+    def _tokens(self, req: Request, sample: int, ids: list[int], logprobs: list[float], top_ids, top_logprobs) -> None:
+        """Hand a sample its next tokens (`top_*`: [≥ len(ids), TOP]) until one ends it."""
+        for i, (token, logprob) in enumerate(zip(ids, logprobs)):
+            if req.done[sample]:
+                return  # an ended sample: what the device drew past its stop string or cancel is dropped
+            if req.cancelled:
+                self._finish(req, sample, "abort")
+                return
+            top = ([(int(t), float(lp)) for t, lp in zip(top_ids[i, :req.top_logprobs],
+                                                        top_logprobs[i, :req.top_logprobs])]
+                   if req.top_logprobs else [])
+            eos = token in req.eos_ids
+            req.counts[sample] += 1
+            try:
+                reason = req.on_token(sample, Token(token, logprob, top, eos))
+            except Exception:
+                log.exception("a request's token callback failed; aborting it")
+                reason = "abort"
+            if eos:
+                reason = "stop"
+            elif reason is None and req.counts[sample] >= req.max_tokens:
+                reason = "length"
+            if reason is not None:
+                self._finish(req, sample, reason)
 
     def _finish(self, req: Request, sample: int, reason: str) -> None:
         if req.done[sample]:

@@ -16,7 +16,8 @@ import uvicorn
 
 from sailor2_jax.model.source import OpenModel
 from sailor2_jax.serve.app import ServeConfig, build_app
-from sailor2_jax.serve.engine import Engine
+from sailor2_jax.generate.speculative import DEFAULT_DRAFT_TOKENS
+from sailor2_jax.serve.engine import DEFAULT_DECODE_STEPS, Engine
 from sailor2_jax.serve.protocol import Defaults
 
 log = logging.getLogger("sailor2_jax.serve")
@@ -25,11 +26,13 @@ log = logging.getLogger("sailor2_jax.serve")
 class Server:
     def __init__(self, opened: OpenModel, *, model_name: str, host: str = "127.0.0.1", port: int = 8000,
                  max_slots: int = 16, max_len: int = 2048, max_queue: int = 256, buckets: list[int] | None = None,
-                 api_key: str | None = None,
-                 system: str | None = None, drain_seconds: float = 30.0, log_level: str = "info",
-                 ):
+                 decode_steps: int = DEFAULT_DECODE_STEPS, draft=None, draft_tokens: int = DEFAULT_DRAFT_TOKENS,
+                 api_key: str | None = None, system: str | None = None, drain_seconds: float = 30.0,
+                 log_level: str = "info"):
+        """`draft`: None, "self" or an opened draft `Qwen2` (generate/speculative.py `open_draft`)."""
         self.engine = Engine(opened.model, opened.mesh, max_slots=max_slots, max_len=max_len, max_queue=max_queue,
-                             buckets=buckets)
+                             buckets=buckets, decode_steps=decode_steps, draft=draft, draft_tokens=draft_tokens,
+                             tokenizer_size=opened.tokenizer.get_vocab_size(with_added_tokens=True))
         config = ServeConfig(model_name=model_name, eos_ids=opened.eos_ids, defaults=Defaults.of(opened.hf_dir),
                              api_key=api_key, **({} if system is None else {"system": system}))
         self.config = config

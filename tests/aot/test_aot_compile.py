@@ -190,20 +190,24 @@ def test_speculative_decoding_compiles_with_both_draft_kinds():
 
 
 def test_the_server_compiles_for_the_slice_and_its_decode_step_flops_are_exact():
-    """`compile --serve`: every prefill bucket, insert and the decode step of `sailor2-jax serve` at full slots. One
-    decode step does the forward matmuls of one token per slot plus attention over all max_len cache columns."""
+    """`compile --serve`: prefill and insert for every prompt bucket, and the decode dispatch of `sailor2-jax serve` for each decode
+    batch bucket, full slots last. A dispatch of k steps does k times the forward matmuls of one token per slot
+    plus attention over all max_len cache columns."""
     from sailor2_jax.aot.compile import compile_serving
 
     cfg = load(TrainConfig, None, TINY)
-    slots, max_len = 8, 64
+    slots, max_len, k = 8, 64, 2
     reports = compile_serving(cfg, cfg.model, parse_slice("v5p:2x2x1"), slots=slots, max_len=max_len,
-                              buckets=[32, 64])
-    assert [r.program for r in reports] == ["prefill[32]", "prefill[64]", "insert", "decode"]
+                              buckets=[32, 64], decode_steps=k)
+    rows = reports[0].batch["prefill_rows"]
+    smaller = [f"decode[{b}]" for b in (rows, 2 * rows, 4 * rows) if b < slots]
+    assert [r.program for r in reports] == ["prefill[32]", "insert[32]", "prefill[64]", "insert[64]", *smaller,
+                                            "decode"]
     assert all(r.fits for r in reports)
     decode = reports[-1]
     m = cfg.model
     D, F, NH, KH = m.hidden_size, m.intermediate_size, m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
     per_token = (2 * (m.num_layers * (D * NH + 2 * D * KH + NH * D + 3 * D * F) + m.vocab_size * D)
                  + 4 * m.num_layers * NH * max_len)
-    assert decode.flops["matmuls"] == pytest.approx(per_token * slots / decode.chips, rel=0.01)
+    assert decode.flops["matmuls"] == pytest.approx(per_token * slots * k / decode.chips, rel=0.01)
     assert decode.roofline["tokens_per_s"] > 0 and decode.hbm["arguments"] > 0

@@ -72,3 +72,25 @@ def one_device_mesh():
     from sailor2_jax.config import MeshConfig
     from sailor2_jax.sharding import make_mesh
     return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+
+
+def expanded_target(base: Qwen2ForCausalLM, tmp, noise: float, seed: int = 0) -> tuple[Qwen2ForCausalLM, str]:
+    """`base` block-expanded to twice its layers (saved under tmp), its inserted layers then perturbed as continual
+    pre-training would: its self draft (the inserted layers skipped) is exactly `base`, and agrees with it often but
+    not always. (HF target, its directory)."""
+    import json
+
+    from sailor2_jax.model.expand import expand_hf_dir
+
+    base.save_pretrained(tmp / "base")
+    expand_hf_dir(tmp / "base", tmp / "expanded", 2 * base.config.num_hidden_layers)
+    target = Qwen2ForCausalLM.from_pretrained(tmp / "expanded", dtype=torch.float32).eval()
+    inserted = json.loads((tmp / "expanded" / "config.json").read_text())["sailor2_inserted_layers"]
+    torch.manual_seed(seed)
+    with torch.no_grad():  # what training does to the inserted layers: their outputs are no longer zero
+        for i in inserted:
+            layer = target.model.layers[i]
+            for w in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight):
+                w.add_(torch.randn_like(w) * noise)
+    target.save_pretrained(tmp / "target")
+    return target, str(tmp / "target")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from generate_helpers import FP32, hf_generate, hf_model, ours, prompts
+from generate_helpers import FP32, expanded_target, hf_generate, hf_model, ours, prompts
 from scipy import stats
 from transformers import Qwen2ForCausalLM
 
@@ -25,25 +25,10 @@ from sailor2_jax.model.expand import expand_hf_dir
 from sailor2_jax.model.hf import import_hf, read_hf_config
 
 
-def _expanded_target(base: Qwen2ForCausalLM, tmp, noise: float, seed: int = 0) -> tuple[Qwen2ForCausalLM, str]:
-    base.save_pretrained(tmp / "base")
-    expand_hf_dir(tmp / "base", tmp / "expanded", 2 * base.config.num_hidden_layers)
-    target = Qwen2ForCausalLM.from_pretrained(tmp / "expanded", dtype=torch.float32).eval()
-    inserted = json.loads((tmp / "expanded" / "config.json").read_text())["sailor2_inserted_layers"]
-    torch.manual_seed(seed)
-    with torch.no_grad():  # what training does to the inserted layers: their outputs are no longer zero
-        for i in inserted:
-            layer = target.model.layers[i]
-            for w in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight):
-                w.add_(torch.randn_like(w) * noise)
-    target.save_pretrained(tmp / "target")
-    return target, str(tmp / "target")
-
-
 @pytest.fixture(scope="module")
 def pair(ref, mesh1, tmp_path_factory):
     """(HF target, our target, HF base = its self draft) on one device."""
-    hf_target, path = _expanded_target(ref, tmp_path_factory.mktemp("spec"), noise=0.03)
+    hf_target, path = expanded_target(ref, tmp_path_factory.mktemp("spec"), noise=0.03)
     return hf_target, import_hf(path, mesh1, FP32), ref
 
 
@@ -201,8 +186,8 @@ def test_sampled_tokens_follow_the_target_distribution(small_vocab, mesh1, monke
 # --- the commands ----------------------------------------------------------------------------------------------------
 def test_generate_and_chat_take_a_draft(tmp_path, monkeypatch, capsys):
     """`generate --draft-model self` on an expanded real-vocabulary model: transformers' greedy tokens, the
-    acceptance reported (1.0: at step 0 the self draft is the model); `chat` streams through the draft too; a model
-    without the expansion record is refused in one line."""
+    acceptance reported (1.0: at step 0 the self draft is the model); `chat` streams through the draft too and
+    reports its acceptance at the end; a model without the expansion record is refused in one line."""
     import io
 
     from generate_helpers import real_vocab_hf_dir
@@ -229,7 +214,9 @@ def test_generate_and_chat_take_a_draft(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
     assert main(["chat", "--model", str(tmp_path / "expanded"), "--dtype", "float32", "--max-new-tokens", "4",
                  "--draft-model", "self"]) == 0
-    assert "assistant> " in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "assistant> " in printed.out
+    assert "acceptance 1.000" in printed.err and "tokens per target step" in printed.err
 
     assert main(["generate", "--model", str(base), *args]) == 2
     assert "needs a block-expanded model" in capsys.readouterr().err

@@ -61,5 +61,6 @@ def test_serve_requires_the_key_and_drains_on_sigterm(tiny):
     assert lines[-1] == "data: [DONE]"
     reasons = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in lines[:-1]]
     assert reasons[-1] == "length" and sum(r is None for r in reasons) == 40  # every token, then the end
-    assert "compiled 3 programs" in output and KEY not in output
+    assert "compiled 4 programs" in output and KEY not in output  # prefill, insert, decode for 1 and 2 slots
+    assert "decode[1 of 2 slots x 8 steps" in output
     assert seen_503, "/health answered 200 before the programs were compiled"

@@ -1,5 +1,6 @@
 """The slot engine on its own: continuous batching equals transformers per request, a cancelled request frees its
-slot for the queue, and the engine sharded over 2×2×2 fake devices equals one device."""
+slot for the queue, the engine sharded over 2×2×2 fake devices equals one device, and neither the decode steps per
+dispatch nor the decode batch bucket changes a sample (greedy or seeded)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def ref():
     return hf_model()
 
 
-def _serve(engine: Engine, cases, sampling=SamplingConfig(), top=0):
+def _serve(engine: Engine, cases, sampling=SamplingConfig(), top=0, eos_ids=()):
     """Submit every case at once; (tokens, logprobs, finish reasons) per case."""
     out, done = [], []
     for prompt, max_tokens in cases:
@@ -35,14 +36,14 @@ def _serve(engine: Engine, cases, sampling=SamplingConfig(), top=0):
             reasons.append(reason)
             event.set()
         engine.submit(Request(prompt=prompt, max_tokens=max_tokens, on_token=on_token, on_finish=on_finish,
-                              sampling=sampling, seed=3, top_logprobs=top))
+                              sampling=sampling, seed=3, top_logprobs=top, eos_ids=eos_ids))
     for event in done:
         assert event.wait(60)
     return out
 
 
-def _engine(model, mesh, slots=4):
-    engine = Engine(model, mesh, max_slots=slots, max_len=32, buckets=[32])
+def _engine(model, mesh, slots=4, decode_steps=8):
+    engine = Engine(model, mesh, max_slots=slots, max_len=32, buckets=[32], decode_steps=decode_steps)
     engine.warm()
     engine.start()
     return engine
@@ -93,3 +94,34 @@ def test_cancel_frees_the_slot_for_the_queue(ref, tmp_path):
         assert reasons == ["abort", "length"] and long.counts[0] <= 5  # a step or two in flight, then freed
     finally:
         engine.shutdown(1)
+
+
+def test_decode_steps_and_batch_buckets_do_not_change_a_sample(ref, tmp_path):
+    """k = 1 and k = 3 tokens per dispatch, 4 slots (decode buckets 1, 2, 4): the same greedy tokens as transformers,
+    stopping on the device at an eos id inside a dispatch, and the same seeded samples; one request alone runs the
+    1-row bucket."""
+    mesh = one_device_mesh()
+    model = ours(ref, tmp_path, mesh)
+    cases = list(zip(prompts((5, 11, 3, 8, 14, 20, 2)), (10, 4, 16, 7, 12, 9, 3)))
+    want = hf_generate(ref, [cases[2][0]], 16, (), do_sample=False)[0]
+    eos = (want[5],)  # request 2 stops on it at its sixth token, inside a dispatch of 3
+    results = {}
+    for k in (1, 3):
+        engine = _engine(model, mesh, decode_steps=k)
+        try:
+            assert engine.programs.batch_buckets == [1, 2, 4]
+            _serve(engine, cases[:1])
+            assert engine.dispatched == {1: engine.steps}  # alone: 1-row steps only
+            results[k] = (_serve(engine, cases, eos_ids=eos),
+                          _serve(engine, cases, SamplingConfig(temperature=1.0, top_k=20), eos_ids=eos))
+        finally:
+            engine.shutdown(1)
+    greedy, sampled = results[1]
+    for (prompt, max_tokens), (tokens, _, reasons) in zip(cases, greedy):
+        assert tokens == hf_generate(ref, [prompt], max_tokens, eos, do_sample=False)[0]
+        assert reasons == ["stop" if tokens[-1] in eos else "length"]
+    assert greedy[2][0] == want[:6] and greedy[2][2] == ["stop"]
+    assert [g[0] for g in results[3][0]] == [g[0] for g in greedy]
+    assert [s[0] for s in results[3][1]] == [s[0] for s in sampled]
+    for got, first in zip(results[3][1], sampled):
+        assert got[1] == pytest.approx(first[1], abs=1e-5)
