@@ -79,23 +79,28 @@ def splash_block(seq_len: int) -> int | None:
 
 
 @functools.cache
-def _splash_kernel(num_heads: int, seq_len: int, interpret: bool, kv_len: int | None = None, offset: int = 0):
-    """The causal multi-head Splash kernel for [N, T, H] queries and [K, S, H] keys/values (grouped natively); S = T
-    unless a context shard's query chunk, starting `offset` tokens into the keys, attends to keys [0, S).
+def make_splash_kernel(num_heads: int, seq_len: int, interpret: bool, kv_len: int | None = None, offset: int = 0,
+                   causal: bool = True, residuals: bool = False, block: int | None = None):
+    """The multi-head Splash kernel for [N, T, H] queries and [K, S, H] keys/values (grouped natively); S = T
+    unless a context shard's query chunk, starting `offset` tokens into the keys, attends to keys [0, S). Causal, or
+    (`causal=False`, ring attention's blocks of earlier keys) unmasked but for segment ids; `residuals` also
+    returns the log-sum-exp (forward only: ring attention merges blocks with it and runs its own backward); `block`
+    overrides the tile (default: the largest that divides T).
 
     Its residuals carry the `attention_out` name, so the `save_attention_out` remat policy keeps what the backward
     pass needs instead of re-running the forward kernel."""
-    block = splash_block(seq_len)
+    block = block or splash_block(seq_len)
     if block is None:
         raise ValueError(f"attention 'splash' needs a sequence length divisible by 128, got {seq_len}")
     shape = (seq_len, kv_len or seq_len)
-    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask(shape, offset=offset)] * num_heads)
+    head_mask = splash_mask.CausalMask(shape, offset=offset) if causal else splash_mask.FullMask(shape)
+    mask = splash_mask.MultiHeadMask([head_mask] * num_heads)
     sizes = dict.fromkeys(("block_q", "block_kv", "block_kv_compute", "block_q_dkv", "block_kv_dkv",
                            "block_kv_dkv_compute", "block_q_dq", "block_kv_dq"), block)
     with jax.ensure_compile_time_eval():  # its mask tables are cached constants, never tracers of the first caller
         return splash_kernel.make_splash_mha(mask, block_sizes=splash_kernel.BlockSizes(**sizes), head_shards=1,
                                              q_seq_shards=1, residual_checkpoint_name="attention_out",
-                                             interpret=interpret)
+                                             save_residuals=residuals, interpret=interpret)
 
 
 def _splash_run(kernel, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT=None, kv_segment_ids_BS=None):
@@ -124,7 +129,7 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
     # `jax.sharding.use_abstract_mesh` as `aot.compile` does.
 
     def per_shard(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT):
-        kernel = _splash_kernel(q_BTNH.shape[2], q_BTNH.shape[1], interpret=backend != "tpu")
+        kernel = make_splash_kernel(q_BTNH.shape[2], q_BTNH.shape[1], interpret=backend != "tpu")
         return _splash_run(kernel, q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, segment_ids_BT)
 
     mesh = jax.sharding.get_abstract_mesh()
@@ -138,14 +143,17 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
                          check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
 
 
-def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl: str) -> jax.Array:
+def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl: str,
+                      strategy: str = "all_gather") -> jax.Array:
     """Attention with the sequence split over the mesh's `context` axis, rows in `balanced_order` (each shard holds
-    chunks i and 2n−1−i of 2n): every shard all-gathers the keys, values, segment ids and positions of its rows and
-    attends its own queries to all of them (Llama 3's all-gather context parallelism: K/V are GQA-small next to the
-    queries, and one all-gather per layer overlaps better than n ring steps). The backends per shard: `xla` and
-    `cudnn` take the exact segment-and-position mask; `splash` restores the keys' natural order and runs each query
-    chunk c as a causal kernel over the keys with offset c·C (its block-sparse mask skips the keys past the chunk),
-    so a shard computes only its unmasked blocks and the balanced order gives every shard the same work."""
+    chunks i and 2n−1−i of 2n). `all_gather`: every shard all-gathers the keys, values, segment ids and positions of
+    its rows and attends its own queries to all of them (Llama 3's all-gather context parallelism). The backends per
+    shard: `xla` and `cudnn` take the exact segment-and-position mask; `splash` restores the keys' natural order and
+    runs each query chunk c as a causal kernel over the keys with offset c·C (its block-sparse mask skips the keys
+    past the chunk), so a shard computes only its unmasked blocks and the balanced order gives every shard the same
+    work. `ring`: the keys and values pass round the shards instead (`model/ring.py`)."""
+    from sailor2_jax.model.ring import ring_attention  # ring.py builds on this module's kernels and masks
+
     n = context_size()
     T = q_BTNH.shape[1]
     platform = target_platform()
@@ -153,6 +161,8 @@ def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl
         raise ValueError("attention 'splash' is a TPU kernel; use 'cudnn' or 'auto' on GPUs")
 
     def per_shard(q_BtNH, k_BtKH, v_BtKH, seg_Bt, pos_Bt):
+        if strategy == "ring":
+            return ring_attention(q_BtNH, k_BtKH, v_BtKH, seg_Bt, pos_Bt, n, impl, interpret=platform != "tpu")
         k_BTKH, v_BTKH, seg_BT, pos_BT = (jax.lax.all_gather(x, "context", axis=1, tiled=True)
                                           for x in (k_BtKH, v_BtKH, seg_Bt, pos_Bt))
         if impl == "splash":
@@ -187,7 +197,7 @@ def _splash_context(q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT, n: int, interpret: b
             # All T keys with the causal mask at offset c·C: the kernel skips the masked blocks (keys past the
             # chunk), and every branch takes the same key arrays, so differentiating the switch keeps no per-branch
             # copies of them (slicing the keys per branch kept n copies: 217 GiB per chip at 128K on v5p).
-            kernel = _splash_kernel(N, C, interpret, kv_len=T, offset=c * C)
+            kernel = make_splash_kernel(N, C, interpret, kv_len=T, offset=c * C)
             q = slice(half * C, (half + 1) * C)
             outs.append(_splash_run(kernel, q_BtNH[:, q], k_BTKH, v_BTKH, seg_Bt[:, q], seg_BT))
         return jnp.concatenate(outs, axis=1)
@@ -209,21 +219,23 @@ def resolve_impl(impl: str, seq_len: int) -> str:
 
 def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segment_ids: jax.Array,
               kv_segment_ids: jax.Array, q_positions: jax.Array, kv_positions: jax.Array,
-              impl: str = "xla", packed: bool = True) -> jax.Array:
+              impl: str = "xla", packed: bool = True, context: str = "all_gather") -> jax.Array:
     """Grouped-query attention [B, T, N, H] x [B, S, K, H] -> [B, T, N, H].
 
     `packed=False` promises one document per row starting at position 0 with no padding before its end (the case
     where a plain causal kernel is exact); `cudnn` and `splash` then run their causal kernels alone. With
     `packed=True` every backend applies the segment mask (`cudnn` through a same-segment mask, `splash` through its
-    kernel's segment ids). Decoding (T != S) takes the reference path.
+    kernel's segment ids). Decoding (T != S) takes the reference path. `context` (`all_gather` or `ring`,
+    `compute.context_attention`) is how a sequence split over the `context` mesh axis attends (`context_attention`).
     """
     n = context_size()
     if n > 1 and q_BTNH.shape[1] == k_BSKH.shape[1]:  # a split sequence (training): the kernel sees chunks of T/2n
         impl = resolve_impl(impl, q_BTNH.shape[1] // (2 * n))
-        return context_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, q_positions, impl)
+        return context_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, q_positions, impl, context)
     impl = resolve_impl(impl, q_BTNH.shape[1])
     if impl in ("cudnn", "splash") and q_BTNH.shape[1] == k_BSKH.shape[1]:
         route = cudnn_attention if impl == "cudnn" else splash_attention
         return route(q_BTNH, k_BSKH, v_BSKH, q_segment_ids if packed else None)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions)
     return xla_attention(q_BTNH, k_BSKH, v_BSKH, mask)
+
