@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from sailor2_jax.aot.hlo import HloModule
 from sailor2_jax.aot.topology import HbmVerdict, Slice
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.model.attention import splash_block
+from sailor2_jax.model.kernels import splash_block
 from sailor2_jax.sharding import batch_sharding, make_mesh
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.metrics import flops_per_token

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
 
-from sailor2_jax.model.attention import NEG_INF, make_splash_kernel, attention_mask, splash_block
+from sailor2_jax.model.kernels import NEG_INF, attention_mask, make_splash_kernel, splash_block
 
 AXIS = "context"
 
