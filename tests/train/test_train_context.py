@@ -41,10 +41,10 @@ def _weights(seed: int):
 
 
 @functools.cache
-def _loss_and_grads(kind: str, context: int, strategy: str = "all_gather"):
+def _loss_and_grads(kind: str, context: int, strategy: str = "all_gather", remat: str = "none"):
     """One SGD step with rate 1 (parameters move by −gradient): the loss and the gradient, on host."""
-    cfg = load(TrainConfig, None, BASE + [f"objective.kind={kind}", f"compute.context_attention={strategy}"]
-               + MESHES[context])
+    cfg = load(TrainConfig, None, BASE + [f"objective.kind={kind}", f"compute.context_attention={strategy}",
+                                          f"compute.remat={remat}"] + MESHES[context])
     mesh = make_mesh(cfg.mesh)
     assert mesh.shape["context"] == context
     graphdef, params = _weights(0)
@@ -74,13 +74,14 @@ def _assert_same(got, want):
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale), got, want)
 
 
-@pytest.mark.parametrize("kind,context,strategy", [("pretrain", 4, "all_gather"), ("sft", 4, "all_gather"),
-                                                   ("dpo", 2, "all_gather"), ("pretrain", 4, "ring"),
-                                                   ("pretrain", 2, "ring"), ("dpo", 2, "ring")])
-def test_split_step_equals_unsplit(unsplit, kind, context, strategy):
+# (ring's backward is its own custom VJP: checked under a remat policy too, which may replay its forward)
+@pytest.mark.parametrize("kind,context,strategy,remat", [
+    ("pretrain", 4, "all_gather", "none"), ("sft", 4, "all_gather", "none"), ("dpo", 2, "all_gather", "none"),
+    ("pretrain", 4, "ring", "none"), ("pretrain", 2, "ring", "save_attention_out"), ("dpo", 2, "ring", "none")])
+def test_split_step_equals_unsplit(unsplit, kind, context, strategy, remat):
     want_loss = unsplit[kind][0]
     assert np.isfinite(want_loss) and abs(want_loss - np.log(2)) > 1e-3
-    got = _loss_and_grads(kind, context, strategy)
+    got = _loss_and_grads(kind, context, strategy, remat)
     _assert_same(got, unsplit[kind])
     if strategy == "ring":
         _assert_same(got, _loss_and_grads(kind, context))
