@@ -75,7 +75,7 @@ def test_flops_count_every_loop_iteration(tiny_report):
 def test_context_parallel_ring_and_all_gather_count_the_same_attention_flops():
     """Split over context 2, each shard computes the same causal pairs either way (all-gather: two query chunks
     against the gathered keys; ring: its own chunks causal, then the visiting block unmasked on half its pairs):
-    the kernels' FLOPs agree, and the ring lowers ppermutes with its Splash kernels."""
+    the kernels' FLOPs agree."""
     from sailor2_jax.aot.compile import compile_train_step
 
     reports = {}
