@@ -5,6 +5,8 @@
   python bench/train_step.py --optimizer-memory    # 20B (LlamaPro 48 -> 64): train-state bytes, all vs new layers
   python bench/train_step.py --compile-time --topology v5p-128   # either, for a TPU slice (libtpu, no TPU needed)
   python bench/train_step.py --case tiny --seq 256 --batch 2 --steps 3   # smoke test on CPU
+  python bench/train_step.py --context-attention --seq 8192 --context 4  # the sequence split over `context` (8
+                                                   # fake CPU devices): K/V all-gathered vs passed round a ring
 
 Each configuration runs in its own process (JAX preallocates most of the GPU; torch must not share it). The
 PyTorch peer is `hf_torch_baseline.py` (from the shared bench; pass --baseline PATH, or copy it next to this file
@@ -54,7 +56,8 @@ def _devices(topology: str | None) -> list:
 
 
 def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int, remat: str, attention: str,
-           packed: bool, abstract: bool, optimizer_cfg: dict | None = None, devices: list | None = None):
+           packed: bool, abstract: bool, optimizer_cfg: dict | None = None, devices: list | None = None,
+           mesh_cfg: dict | None = None, context_attention: str = "all_gather", model_overrides: tuple = ()):
     import jax
     import numpy as np
     from flax import nnx
@@ -67,8 +70,10 @@ def _setup(model_name: str, layers: int | None, batch: int, seq: int, micro: int
     from sailor2_jax.train.objectives import Objective
     from sailor2_jax.train.step import init_state, setup_step
 
-    model_cfg = load_model_config(model_name, [f"num_layers={layers}"] if layers else [])
-    cfg = TrainConfig(model=model_cfg, compute=ComputeConfig(remat=remat, attention=attention), mesh=MeshConfig(),
+    model_cfg = load_model_config(model_name, ([f"num_layers={layers}"] if layers else []) + list(model_overrides))
+    cfg = TrainConfig(model=model_cfg, compute=ComputeConfig(remat=remat, attention=attention,
+                                                             context_attention=context_attention),
+                      mesh=MeshConfig(**(mesh_cfg or {})),
                       data={"batch_size": batch, "seq_len": seq, "micro_batches": micro},
                       optimizer=optimizer_cfg or {}, steps=1000)
     mesh = make_mesh(cfg.mesh, devices)
@@ -120,6 +125,43 @@ def run_jax(args: argparse.Namespace) -> dict:
             "mfu": tps * flops_per_token(model_cfg, args.seq) / args.peak / jax.device_count(),
             "warmup_s": warmup, "peak_mem_gb": stats.get("peak_bytes_in_use", 0) / 1e9 or None,
             "device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__}
+
+
+def context_attention(args: argparse.Namespace) -> dict:
+    """The whole train step with each row split over `context` of the fake CPU devices (fsdp takes the rest), K/V
+    all-gathered vs passed round a ring: step time (median, the two interleaved so drifting load hits both alike)
+    and the compiled step's temporaries per device (where the all-gather's saved [T/n, T] scores show). A 256-row
+    vocabulary, so that the LM head and its optimiser state do not hide the attention."""
+    import jax
+
+    case = args.case or "tiny"
+    model_name, layers, batch, _ = CASES[case]
+    batch, layers = args.batch or batch, args.layers or layers
+    mesh_cfg = {"data": 1, "fsdp": -1, "context": args.context, "tensor": 1}
+    runs = {}
+    for strategy in ("all_gather", "ring"):
+        mesh, _, step, state, batch_arrays = _setup(model_name, layers, batch, args.seq, 1, args.remat, "xla",
+                                                    True, False, mesh_cfg=mesh_cfg, context_attention=strategy,
+                                                    model_overrides=("vocab_size=256",))
+        with jax.set_mesh(mesh):
+            memory = step.lower(state, batch_arrays, None).compile().memory_analysis()
+            state, metrics = step(state, batch_arrays, None)
+            float(metrics["loss"])
+        runs[strategy] = {"mesh": mesh, "step": step, "state": state, "batch": batch_arrays, "times": [],
+                          "temp_gb": memory.temp_size_in_bytes / 1e9}
+    for _ in range(args.steps):
+        for run in runs.values():
+            with jax.set_mesh(run["mesh"]):
+                t = time.perf_counter()
+                run["state"], metrics = run["step"](run["state"], run["batch"], None)
+                float(metrics["loss"])
+                run["times"].append(time.perf_counter() - t)
+    out = {"case": case, "layers": layers, "batch": batch, "seq": args.seq, "context": args.context,
+           "devices": jax.device_count(), "remat": args.remat, "load_average": os.getloadavg()}
+    for strategy, run in runs.items():
+        out[strategy] = {"step_s_median": statistics.median(run["times"]), "temp_gb": run["temp_gb"]}
+    out["ring_vs_all_gather_time"] = out["ring"]["step_s_median"] / out["all_gather"]["step_s_median"]
+    return out
 
 
 def compile_time(args: argparse.Namespace) -> dict:
@@ -239,11 +281,17 @@ def main() -> None:
                    help="20B train state per device: trainable all vs the 16 layers LlamaPro adds")
     p.add_argument("--topology", help="--compile-time/--optimizer-memory: compile for this TPU slice (e.g. v5p-128; "
                                       "needs libtpu) instead of this machine's devices")
+    p.add_argument("--context-attention", action="store_true",
+                   help="the train step with the sequence split over --context fake CPU devices: all_gather vs ring")
+    p.add_argument("--context", type=int, default=4, help="--context-attention: the context axis size")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="write this run's results here")
     p.add_argument("--out", default="runs/bench", help="orchestrator: where the per-run JSON files go")
     args = p.parse_args()
-    if args.compile_time:
+    if args.context_attention:
+        os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  # before jax is imported
+        res = context_attention(args)
+    elif args.compile_time:
         res = compile_time(args)
     elif args.optimizer_memory:
         res = optimizer_memory(args)

@@ -195,6 +195,8 @@ class ComputeConfig(Config):
     remat: RematPolicy = "dots_saveable"
     attention: AttentionImpl = pydantic.Field(
         "auto", description="auto: Splash on TPU, cuDNN on NVIDIA GPUs, XLA elsewhere")
+    context_attention: Literal["all_gather", "ring"] = pydantic.Field(
+        "all_gather", description="a sequence split over mesh.context: K/V all-gathered, or passed round a ring")
 
 
 class MeshConfig(Config):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from sailor2_jax.aot.hlo import HloModule
 from sailor2_jax.aot.topology import HbmVerdict, Slice
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.model.attention import splash_block
+from sailor2_jax.model.kernels import splash_block
 from sailor2_jax.sharding import batch_sharding, make_mesh
 from sailor2_jax.train.config import TrainConfig
 from sailor2_jax.train.metrics import flops_per_token
@@ -41,12 +41,13 @@ SPLASH_KERNELS = {"splash_mha_fwd": (4, 3), "splash_mha_dq": (6, 1), "splash_mha
 
 
 def splash_flops(name: str, outputs: tuple[tuple[int, ...], ...], q_heads: int, seq_len: int, head_dim: int,
-                 context: int = 1) -> float | None:
+                 context: int = 1, ring: bool = False) -> float | None:
     """FLOPs of one Splash kernel execution (causal blocks only), or None for a kernel this does not know.
 
     Under context parallelism over n devices a shard runs two kernels of C = T/2n queries, chunks i and 2n−1−i,
     whose masks leave (i+1)·C and (2n−i)·C keys: 2n·C² causal pairs together whatever i is, so n·C² each on
-    average."""
+    average. Ring attention (`ring`) runs n kernels per shard of 2·C² pairs each (model/ring.py: its own chunks
+    causal over 2C × 2C, then 2C × C or C × 2C unmasked): the same 2n·C² in all."""
     kind = next((k for k in SPLASH_KERNELS if name.startswith(k)), None)
     if kind is None:
         return None
@@ -59,7 +60,7 @@ def splash_flops(name: str, outputs: tuple[tuple[int, ...], ...], q_heads: int, 
         C = seq_len // (2 * context)
         if dims[-1] != head_dim or dims[-2] not in (C,) + tuple(k * C for k in range(1, 2 * context + 1)):
             return None
-        return per_pair * rows * q_heads * context * C * C * head_dim
+        return per_pair * rows * q_heads * (2 if ring else context) * C * C * head_dim
     if dims[-2:] != (seq_len, head_dim):
         return None
     blocks = seq_len // (splash_block(seq_len) or seq_len)
@@ -226,14 +227,15 @@ def compile_lowered(lowered: jax.stages.Lowered, report: CompileReport, target: 
 
     chip = target.chip
     q_heads = model_cfg.num_heads // tensor
+    ring = context > 1 and report.compute.get("context_attention") == "ring"  # its kernels' shapes differ
     cost = HloModule(compiled.as_text(), peak_flops=chip.peak_flops, hbm_bandwidth=chip.hbm_bandwidth,
                      kernel_flops=lambda name, outputs: splash_flops(name, outputs, q_heads, seq_len,
-                                                                     model_cfg.head_dim, context),
+                                                                     model_cfg.head_dim, context, ring),
                      runtime_trips=runtime_trips).cost()
     calls, unknown = {}, {}
     for (name, outputs), n in cost.kernels.items():
         calls[name] = calls.get(name, 0) + int(n)
-        if splash_flops(name, outputs, q_heads, seq_len, model_cfg.head_dim, context) is None:
+        if splash_flops(name, outputs, q_heads, seq_len, model_cfg.head_dim, context, ring) is None:
             unknown[name] = unknown.get(name, 0) + int(n)
     report.attention = {"requested": report.compute["attention"],
                         "lowered": "splash (Mosaic kernel)" if any(k.startswith("splash") for k in calls) else "xla",

@@ -15,7 +15,7 @@ Backends:
   On CPU it runs the same kernel in Pallas's interpreter (how the tests check it); on GPU it is an error.
 - `auto`: `splash` on TPU (`xla` for lengths it cannot tile), `cudnn` on GPU, `xla` elsewhere.
 With a `context` mesh axis above 1 (training a split sequence) every backend runs per shard in `context_attention`,
-against keys and values all-gathered over that axis.
+against keys and values all-gathered over that axis or passed round it (`compute.context_attention`, `model/ring.py`).
 "On TPU" means the platform of the mesh being traced for (`sharding.target_platform`), not the local backend: a
 step lowered for a TPU slice on a CPU machine (`sailor2-jax compile`) gets the compiled Mosaic kernel.
 """
@@ -28,19 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
-from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
+from sailor2_jax.model.kernels import NEG_INF, attention_mask, make_splash_kernel, splash_block
+from sailor2_jax.model.ring import ring_attention
 from sailor2_jax.sharding import balanced_order, context_size, logical_to_spec, target_platform
-
-NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully masked rows stay NaN-free
-
-
-def attention_mask(q_segment_ids_BT: jax.Array, kv_segment_ids_BS: jax.Array, q_positions_BT: jax.Array,
-                   kv_positions_BS: jax.Array) -> jax.Array:
-    """[B, T, S] boolean: same segment and key position not after query position."""
-    same_segment = q_segment_ids_BT[:, :, None] == kv_segment_ids_BS[:, None, :]
-    causal = kv_positions_BS[:, None, :] <= q_positions_BT[:, :, None]
-    return same_segment & causal
 
 
 def xla_attention(q_BTNH, k_BSKH, v_BSKH, mask_BTS):
@@ -70,34 +61,6 @@ def cudnn_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None, *, implementati
                                         implementation=implementation)
 
 
-SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides T; 512 is the usual best on v4/v5 (MaxText's default)
-
-
-def splash_block(seq_len: int) -> int | None:
-    """Splash's query and key block for this length (None: no block tiles it)."""
-    return next((b for b in SPLASH_BLOCKS if seq_len % b == 0), None)
-
-
-@functools.cache
-def _splash_kernel(num_heads: int, seq_len: int, interpret: bool, kv_len: int | None = None, offset: int = 0):
-    """The causal multi-head Splash kernel for [N, T, H] queries and [K, S, H] keys/values (grouped natively); S = T
-    unless a context shard's query chunk, starting `offset` tokens into the keys, attends to keys [0, S).
-
-    Its residuals carry the `attention_out` name, so the `save_attention_out` remat policy keeps what the backward
-    pass needs instead of re-running the forward kernel."""
-    block = splash_block(seq_len)
-    if block is None:
-        raise ValueError(f"attention 'splash' needs a sequence length divisible by 128, got {seq_len}")
-    shape = (seq_len, kv_len or seq_len)
-    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask(shape, offset=offset)] * num_heads)
-    sizes = dict.fromkeys(("block_q", "block_kv", "block_kv_compute", "block_q_dkv", "block_kv_dkv",
-                           "block_kv_dkv_compute", "block_q_dq", "block_kv_dq"), block)
-    with jax.ensure_compile_time_eval():  # its mask tables are cached constants, never tracers of the first caller
-        return splash_kernel.make_splash_mha(mask, block_sizes=splash_kernel.BlockSizes(**sizes), head_shards=1,
-                                             q_seq_shards=1, residual_checkpoint_name="attention_out",
-                                             interpret=interpret)
-
-
 def _splash_run(kernel, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT=None, kv_segment_ids_BS=None):
     """A Splash kernel over a batch in our [B, T, N, H] layout (the kernel takes [N, T, H] and does not scale)."""
     H = q_BTNH.shape[-1]
@@ -124,7 +87,7 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
     # `jax.sharding.use_abstract_mesh` as `aot.compile` does.
 
     def per_shard(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT):
-        kernel = _splash_kernel(q_BTNH.shape[2], q_BTNH.shape[1], interpret=backend != "tpu")
+        kernel = make_splash_kernel(q_BTNH.shape[2], q_BTNH.shape[1], interpret=backend != "tpu")
         return _splash_run(kernel, q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, segment_ids_BT)
 
     mesh = jax.sharding.get_abstract_mesh()
@@ -138,14 +101,15 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT=None):
                          check_vma=False)(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT)
 
 
-def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl: str) -> jax.Array:
+def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl: str,
+                      strategy: str = "all_gather") -> jax.Array:
     """Attention with the sequence split over the mesh's `context` axis, rows in `balanced_order` (each shard holds
-    chunks i and 2n−1−i of 2n): every shard all-gathers the keys, values, segment ids and positions of its rows and
-    attends its own queries to all of them (Llama 3's all-gather context parallelism: K/V are GQA-small next to the
-    queries, and one all-gather per layer overlaps better than n ring steps). The backends per shard: `xla` and
-    `cudnn` take the exact segment-and-position mask; `splash` restores the keys' natural order and runs each query
-    chunk c as a causal kernel over the keys with offset c·C (its block-sparse mask skips the keys past the chunk),
-    so a shard computes only its unmasked blocks and the balanced order gives every shard the same work."""
+    chunks i and 2n−1−i of 2n). `all_gather`: every shard all-gathers the keys, values, segment ids and positions of
+    its rows and attends its own queries to all of them (Llama 3's all-gather context parallelism). The backends per
+    shard: `xla` and `cudnn` take the exact segment-and-position mask; `splash` restores the keys' natural order and
+    runs each query chunk c as a causal kernel over the keys with offset c·C (its block-sparse mask skips the keys
+    past the chunk), so a shard computes only its unmasked blocks and the balanced order gives every shard the same
+    work. `ring`: the keys and values pass round the shards instead (`model/ring.py`)."""
     n = context_size()
     T = q_BTNH.shape[1]
     platform = target_platform()
@@ -153,6 +117,8 @@ def context_attention(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, positions_BT, impl
         raise ValueError("attention 'splash' is a TPU kernel; use 'cudnn' or 'auto' on GPUs")
 
     def per_shard(q_BtNH, k_BtKH, v_BtKH, seg_Bt, pos_Bt):
+        if strategy == "ring":
+            return ring_attention(q_BtNH, k_BtKH, v_BtKH, seg_Bt, pos_Bt, n, impl, interpret=platform != "tpu")
         k_BTKH, v_BTKH, seg_BT, pos_BT = (jax.lax.all_gather(x, "context", axis=1, tiled=True)
                                           for x in (k_BtKH, v_BtKH, seg_Bt, pos_Bt))
         if impl == "splash":
@@ -187,7 +153,7 @@ def _splash_context(q_BtNH, k_BTKH, v_BTKH, seg_Bt, seg_BT, n: int, interpret: b
             # All T keys with the causal mask at offset c·C: the kernel skips the masked blocks (keys past the
             # chunk), and every branch takes the same key arrays, so differentiating the switch keeps no per-branch
             # copies of them (slicing the keys per branch kept n copies: 217 GiB per chip at 128K on v5p).
-            kernel = _splash_kernel(N, C, interpret, kv_len=T, offset=c * C)
+            kernel = make_splash_kernel(N, C, interpret, kv_len=T, offset=c * C)
             q = slice(half * C, (half + 1) * C)
             outs.append(_splash_run(kernel, q_BtNH[:, q], k_BTKH, v_BTKH, seg_Bt[:, q], seg_BT))
         return jnp.concatenate(outs, axis=1)
@@ -209,21 +175,23 @@ def resolve_impl(impl: str, seq_len: int) -> str:
 
 def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, *, q_segment_ids: jax.Array,
               kv_segment_ids: jax.Array, q_positions: jax.Array, kv_positions: jax.Array,
-              impl: str = "xla", packed: bool = True) -> jax.Array:
+              impl: str = "xla", packed: bool = True, context: str = "all_gather") -> jax.Array:
     """Grouped-query attention [B, T, N, H] x [B, S, K, H] -> [B, T, N, H].
 
     `packed=False` promises one document per row starting at position 0 with no padding before its end (the case
     where a plain causal kernel is exact); `cudnn` and `splash` then run their causal kernels alone. With
     `packed=True` every backend applies the segment mask (`cudnn` through a same-segment mask, `splash` through its
-    kernel's segment ids). Decoding (T != S) takes the reference path.
+    kernel's segment ids). Decoding (T != S) takes the reference path. `context` (`all_gather` or `ring`,
+    `compute.context_attention`) is how a sequence split over the `context` mesh axis attends (`context_attention`).
     """
     n = context_size()
     if n > 1 and q_BTNH.shape[1] == k_BSKH.shape[1]:  # a split sequence (training): the kernel sees chunks of T/2n
         impl = resolve_impl(impl, q_BTNH.shape[1] // (2 * n))
-        return context_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, q_positions, impl)
+        return context_attention(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, q_positions, impl, context)
     impl = resolve_impl(impl, q_BTNH.shape[1])
     if impl in ("cudnn", "splash") and q_BTNH.shape[1] == k_BSKH.shape[1]:
         route = cudnn_attention if impl == "cudnn" else splash_attention
         return route(q_BTNH, k_BSKH, v_BSKH, q_segment_ids if packed else None)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions)
     return xla_attention(q_BTNH, k_BSKH, v_BSKH, mask)
+

@@ -141,8 +141,8 @@ class KVCache:
 
 
 def decoder_layer(cfg: ModelConfig, x_BTD: jax.Array, w: dict[str, jax.Array], *, sin, cos, segment_ids_BT,
-                  positions_BT, packed: bool, attention_impl: str, cache: KVCache | None = None, layer=0
-                  ) -> tuple[jax.Array, KVCache | None]:
+                  positions_BT, packed: bool, attention_impl: str, cache: KVCache | None = None, layer=0,
+                  context_attention: str = "all_gather") -> tuple[jax.Array, KVCache | None]:
     """One pre-norm decoder layer; `w` holds this layer's weights (already in compute dtype).
 
     Training attends over the T tokens themselves. Decoding passes the `cache` and this layer's index: the new
@@ -157,7 +157,8 @@ def decoder_layer(cfg: ModelConfig, x_BTD: jax.Array, w: dict[str, jax.Array], *
     v_BTKH = shard(v_BTKH, ("batch", "seq", "act_kv_heads", None))
     if cache is None:
         o_BTNH = attention(q_BTNH, k_BTKH, v_BTKH, q_segment_ids=segment_ids_BT, kv_segment_ids=segment_ids_BT,
-                           q_positions=positions_BT, kv_positions=positions_BT, impl=attention_impl, packed=packed)
+                           q_positions=positions_BT, kv_positions=positions_BT, impl=attention_impl, packed=packed,
+                           context=context_attention)
     else:
         # Cache slots are not the queries' own tokens: only the reference path takes separate kv segments/positions.
         cache = cache.write(layer, k_BTKH, v_BTKH)
@@ -254,7 +255,8 @@ class Qwen2(nnx.Module):
             w, index = layer
             w = jax.tree.map(lambda a: a.astype(cdt), w)  # per layer: never a second full copy of the weights
             return decoder_layer(cfg, x, w, sin=sin, cos=cos, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT,
-                                 packed=packed, attention_impl=compute.attention, cache=cache, layer=index), None
+                                 packed=packed, attention_impl=compute.attention, cache=cache, layer=index,
+                                 context_attention=compute.context_attention), None
 
         if compute.remat != "none" and cache is None:  # decoding takes no gradients
             body = jax.checkpoint(body, policy=REMAT_POLICIES[compute.remat], prevent_cse=not compute.scan_layers)

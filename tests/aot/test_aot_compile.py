@@ -72,6 +72,23 @@ def test_flops_count_every_loop_iteration(tiny_report):
     assert 0 < ro["mfu"] < 1
 
 
+def test_context_parallel_ring_and_all_gather_count_the_same_attention_flops():
+    """Split over context 2, each shard computes the same causal pairs either way (all-gather: two query chunks
+    against the gathered keys; ring: its own chunks causal, then the visiting block unmasked on half its pairs):
+    the kernels' FLOPs agree."""
+    from sailor2_jax.aot.compile import compile_train_step
+
+    reports = {}
+    for strategy in ("all_gather", "ring"):
+        cfg = load(TrainConfig, None, TINY + ["data.seq_len=1024", "mesh.fsdp=2", "mesh.context=2",
+                                              "compute.remat=none", f"compute.context_attention={strategy}"])
+        reports[strategy] = compile_train_step(cfg, cfg.model, parse_slice("v5p:2x2x1"))
+    for r in reports.values():
+        assert r.attention["lowered"].startswith("splash") and not r.attention["kernels_not_counted"]
+    assert reports["ring"].flops["kernels"] == pytest.approx(reports["all_gather"].flops["kernels"])
+    assert reports["ring"].flops["matmuls"] == pytest.approx(reports["all_gather"].flops["matmuls"])
+
+
 def test_without_loops_the_counts_equal_xlas():
     """With no loop to multiply (layers unrolled, one micro-batch, one logits chunk) the walker's bytes over every
     memory space come close to XLA's own `bytes accessed` for the TPU program (tile padding included) from below:

@@ -1,6 +1,7 @@
 """Context parallelism: the sequence split over the mesh's `context` axis (2 and 4 of the 8 fake devices, in the
 load-balanced order) gives the unsplit attention's outputs and gradients on packed rows, for every backend (Splash in
-Pallas's interpreter, cuDNN's masked route through its XLA path on CPU), and the model's logits."""
+Pallas's interpreter, cuDNN's masked route through its XLA path on CPU), with K/V all-gathered or passed round a ring
+(and the two agree)."""
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ def _packed(T: int, B=2, N=4, K=2, H=16):
     return q, k, v, seg, pos
 
 
-def _loss_and_grads(q, k, v, seg, pos, impl, mesh=None, n=1):
+def _loss_and_grads(q, k, v, seg, pos, impl, mesh=None, n=1, context="all_gather"):
     """Attention's output and d(sum of squares of real outputs)/d(q, k, v), in natural order; with `n` > 1 the rows
     go in as the model sends them (balanced order) and come back."""
     order = balanced_order(q.shape[1], n) if n > 1 else np.arange(q.shape[1])
@@ -39,7 +40,7 @@ def _loss_and_grads(q, k, v, seg, pos, impl, mesh=None, n=1):
     def f(q, k, v):
         s, p = jnp.asarray(seg[:, order]), jnp.asarray(pos[:, order])
         out = attention(q[:, order], k[:, order], v[:, order], q_segment_ids=s, kv_segment_ids=s, q_positions=p,
-                        kv_positions=p, impl=impl)[:, back]
+                        kv_positions=p, impl=impl, context=context)[:, back]
         return jnp.sum(jnp.where(real, out, 0.0) ** 2), out
 
     fn = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
@@ -47,20 +48,28 @@ def _loss_and_grads(q, k, v, seg, pos, impl, mesh=None, n=1):
         (loss, out), grads = fn(q, k, v)
     else:
         with jax.set_mesh(mesh):
-            assert "all_gather" in str(jax.make_jaxpr(f)(q, k, v))  # the split path ran, not a replicated one
+            # the split path ran, not a replicated one, and passed K/V the way asked
+            assert {"all_gather": "all_gather", "ring": "ppermute"}[context] in str(jax.make_jaxpr(f)(q, k, v))
             (loss, out), grads = fn(q, k, v)
     return np.where(real, out, 0), float(loss), [np.asarray(g) for g in grads]
 
 
-@pytest.mark.parametrize("impl,n,T", [("xla", 2, 64), ("xla", 4, 64), ("cudnn", 4, 64), ("splash", 2, 512)])
-def test_context_attention_equals_unsplit_on_packed_rows(impl, n, T):
-    q, k, v, seg, pos = _packed(T)
-    want_out, want, want_g = _loss_and_grads(q, k, v, seg, pos, "xla")
-    got_out, got, got_g = _loss_and_grads(q, k, v, seg, pos, impl, make_mesh(MESHES[n]), n)
+def _assert_same(got, want):
+    (got_out, got, got_g), (want_out, want, want_g) = got, want
     np.testing.assert_allclose(got_out, want_out, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     for g, w in zip(got_g, want_g):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("context", ["all_gather", "ring"])
+@pytest.mark.parametrize("impl,n,T", [("xla", 2, 64), ("xla", 4, 64), ("cudnn", 4, 64), ("splash", 2, 512)])
+def test_context_attention_equals_unsplit_on_packed_rows(impl, n, T, context):
+    q, k, v, seg, pos = _packed(T)
+    got = _loss_and_grads(q, k, v, seg, pos, impl, make_mesh(MESHES[n]), n, context)
+    _assert_same(got, _loss_and_grads(q, k, v, seg, pos, "xla"))
+    if context == "ring":
+        _assert_same(got, _loss_and_grads(q, k, v, seg, pos, impl, make_mesh(MESHES[n]), n, "all_gather"))
 
 
 def test_balanced_order_gives_each_shard_chunks_i_and_2n_minus_1_minus_i():
