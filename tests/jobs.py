@@ -15,16 +15,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# LLVM at -O0 for XLA:CPU's code: the tests' programs are tiny, so optimising them costs far more compile time than it
-# saves at run time (the suite's CPU time about a third lower; docs/performance.md, "Test suite"); XLA:CPU uses no
-# fast-math at any level, so what they compute is the same
-XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
 
 
 def cpu_env(devices: int, **extra: str) -> dict[str, str]:
     """The environment of a process with `devices` fake CPU devices."""
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {XLA_TEST_FLAGS}",
-            "JAX_PLATFORMS": "cpu", **extra}
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
+            **extra}
 
 
 def cli_cmd(command: str, *args: str) -> list[str]:

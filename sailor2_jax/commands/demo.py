@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from sailor2_jax.commands._args import PROG, positive_int, renamed
@@ -28,8 +27,6 @@ def run(args: argparse.Namespace) -> int:
         jax.config.update("jax_num_cpu_devices", args.devices)
     except RuntimeError:  # backends already up (the demo called from a running program): keep its devices
         pass
-    else:  # the tiny model's programs: LLVM's optimisation of them costs more compile time than it saves at run time
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
     # no persistent compilation cache: on CPU, JAX 0.10's multi-device programs loaded back from it deadlock in
     # their first collective (docs/performance.md, "Compilation cache")
     try:
