@@ -200,6 +200,29 @@ def check_vocab(target: ModelConfig, draft: ModelConfig, tokenizer_size: int) ->
                          "the target's tokenizer (Sailor2-1B/8B/20B all have 151,936 rows)")
 
 
+@dataclasses.dataclass(frozen=True)
+class DraftPlan:
+    """What a draft is, checked: γ, the target's layers it runs (the self draft; None for a separate model), its
+    config and a description for the log."""
+    gamma: int
+    layers: list[int] | None
+    cfg: ModelConfig
+    description: str
+
+
+def plan_draft(target: ModelConfig, draft: ModelConfig | None, draft_tokens: int,
+               tokenizer_size: int | None = None) -> DraftPlan:
+    """The draft of `target` (`draft` None: the self draft) with γ = `draft_tokens`, or a clear error."""
+    if draft_tokens < 1:
+        raise ValueError(f"draft tokens (γ) must be at least 1, got {draft_tokens}")
+    if draft is None:
+        layers = self_draft_layers(target)
+        return DraftPlan(draft_tokens, layers, target.replace(num_layers=len(layers), inserted_layers=None),
+                         f"self ({len(layers)} of {target.num_layers} layers: those block expansion did not insert)")
+    check_vocab(target, draft, tokenizer_size or min(target.vocab_size, draft.vocab_size))
+    return DraftPlan(draft_tokens, None, draft, f"a {draft.num_layers}-layer draft model")
+
+
 def check_tokenizers(target, draft) -> None:
     """Both `tokenizers.Tokenizer`s map every token to the same id, or a clear error (a draft from another
     tokenizer proposes the wrong tokens: never wrong output, but nothing would be accepted)."""
@@ -220,21 +243,10 @@ class SpeculativeGenerator(Generator):
     def __init__(self, model: Qwen2, mesh: Mesh, draft: Qwen2 | None = None, *,
                  draft_tokens: int = DEFAULT_DRAFT_TOKENS, gather: bool = True, tokenizer_size: int | None = None):
         super().__init__(model, mesh, unstack=True, gather=gather)
-        if draft_tokens < 1:
-            raise ValueError(f"draft tokens (γ) must be at least 1, got {draft_tokens}")
-        self.gamma = draft_tokens
-        if draft is None:
-            self.draft_layers = self_draft_layers(model.cfg)
-            self.draft_cfg = model.cfg.replace(num_layers=len(self.draft_layers), inserted_layers=None)
-            self.draft_gen = None
-            self.description = (f"self ({len(self.draft_layers)} of {model.cfg.num_layers} layers: those block "
-                                "expansion did not insert)")
-        else:
-            check_vocab(model.cfg, draft.cfg, tokenizer_size or min(model.cfg.vocab_size, draft.cfg.vocab_size))
-            self.draft_layers = None
-            self.draft_cfg = draft.cfg
-            self.draft_gen = Generator(draft, mesh, unstack=True, gather=gather)
-            self.description = f"a {draft.cfg.num_layers}-layer draft model"
+        plan = plan_draft(model.cfg, None if draft is None else draft.cfg, draft_tokens, tokenizer_size)
+        self.gamma, self.draft_layers, self.draft_cfg, self.description = (plan.gamma, plan.layers, plan.cfg,
+                                                                           plan.description)
+        self.draft_gen = None if draft is None else Generator(draft, mesh, unstack=True, gather=gather)
         self.reset_stats()
 
     def reset_stats(self) -> None:

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sailor2_jax.generate.engine import Generator
-from sailor2_jax.generate.speculative import (RaggedKVCache, check_vocab, emit_block, fit_vocab, forward, propose,
-                                              self_draft_layers, verify)
+from sailor2_jax.generate.speculative import (RaggedKVCache, emit_block, fit_vocab, forward, plan_draft, propose,
+                                              verify)
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
 from sailor2_jax.serve.programs import (TOP, Drawn, SlotPrograms, SlotState, copy_row, first_argmax, log_probs,
                                        per_layer_shardings, scale)
@@ -41,22 +41,11 @@ class DraftPrograms(SlotPrograms):
 
     def __init__(self, model: Qwen2, mesh, draft: Qwen2 | None, *, draft_tokens: int, slots: int, max_len: int,
                  decode_steps: int = 1, place: bool = True, tokenizer_size: int | None = None):
-        if draft_tokens < 1:
-            raise ValueError(f"draft tokens (γ) must be at least 1, got {draft_tokens}")
-        self.gamma = draft_tokens
+        plan = plan_draft(model.cfg, None if draft is None else draft.cfg, draft_tokens, tokenizer_size)
+        self.gamma, self.draft_layers, self.draft_cfg, self.description = (plan.gamma, plan.layers, plan.cfg,
+                                                                           plan.description)
         self.rounds = max(1, decode_steps // (draft_tokens + 1))
-        if draft is None:
-            self.draft_layers = self_draft_layers(model.cfg)
-            self.draft_cfg = model.cfg.replace(num_layers=len(self.draft_layers), inserted_layers=None)
-            self.draft_gen = None
-            self.description = (f"self ({len(self.draft_layers)} of {model.cfg.num_layers} layers: those block "
-                                "expansion did not insert)")
-        else:
-            check_vocab(model.cfg, draft.cfg, tokenizer_size or min(model.cfg.vocab_size, draft.cfg.vocab_size))
-            self.draft_layers = None
-            self.draft_cfg = draft.cfg
-            self.draft_gen = Generator(draft, mesh)
-            self.description = f"a {draft.cfg.num_layers}-layer draft model"
+        self.draft_gen = None if draft is None else Generator(draft, mesh)
         super().__init__(model, mesh, slots=slots, max_len=max_len, decode_steps=decode_steps, place=place)
         self.draft_params, self.draft_weights = {}, []  # the self draft reads the target's
         if place and self.draft_gen is not None:
