@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -264,11 +265,16 @@ def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"output directory exists: {out_dir} (pass overwrite to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the result is a normal directory like mkdir's
+    # Ctrl-C/SIGTERM held back until the directory exists and is known here: one landing between mkdtemp and the
+    # `try` would otherwise leave it behind (seen in a test that signals the moment the directory appears)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal held back is raised here, inside the `try`
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the result is a normal directory like mkdir's
         yield tmp
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -278,5 +284,7 @@ def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
