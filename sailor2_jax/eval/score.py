@@ -1,10 +1,12 @@
 """Log-likelihood scoring on our model, with lm-eval's request semantics: one jitted, sharded program per (rows,
-length) bucket over the shared fp32 log-prob core (train/objectives.py `token_logprobs`).
+length, window) bucket over the shared fp32 log-prob core (model/logprobs.py `hidden_logprobs`).
 
 A scored row is `(ids, n)`: the model reads ids[:-1] and the row's score is the sum of log p(ids[t] | ids[<t]) over
 its last n tokens, plus whether each of them is the most likely token (lm-eval's `is_greedy`). Rows are right-padded
 to a power-of-two length (padding comes after every real token, so a causal model's scores do not see it), sorted
-longest first, and split over the data-parallel devices.
+longest first, and split over the data-parallel devices. The LM head runs only over a window of each row's last
+positions, as wide as the batch's longest scored part (a power of two): a multiple-choice row scores a few
+continuation tokens after a long context, and at V = 151,936 the head is most of a small model's work.
 
 - `pair_row`: a (context, continuation) request as lm-eval's `loglikelihood` encodes it (trailing whitespace of the
   context moved to the continuation, the continuation's ids taken from the tokenization of the joined string, the
@@ -26,7 +28,7 @@ from jax.sharding import NamedSharding
 
 from sailor2_jax.generate.engine import Generator, batch_bucket, length_bucket
 from sailor2_jax.sharding import logical_to_spec
-from sailor2_jax.model.logprobs import token_logprobs
+from sailor2_jax.model.logprobs import hidden_logprobs
 
 Row = tuple[list[int], int]
 
@@ -67,19 +69,20 @@ class Scorer:
     def __init__(self, generator: Generator, *, batch_size: int = 16, logits_chunk: int = 256):
         self.generator, self.mesh, self.batch_size, self.chunk = generator, generator.mesh, batch_size, logits_chunk
 
-    @functools.lru_cache(maxsize=16)
-    def program(self, rows: int, length: int) -> Callable:
+    @functools.lru_cache(maxsize=32)
+    def program(self, rows: int, length: int, window: int) -> Callable:
         graphdef, chunk = self.generator.graphdef, self.chunk
 
-        def score(params, tokens_BT, targets_BT, mask_BT):
+        def score(params, tokens_BT, index_BW, targets_BW, mask_BW):
             model = nnx.merge(graphdef, params)
-            logp_BT, greedy_BT = token_logprobs(model, tokens_BT, targets_BT, segment_ids_BT=None, positions_BT=None,
-                                                chunk=chunk, with_greedy=True)
-            return jnp.sum(jnp.where(mask_BT, logp_BT, 0.0), axis=-1), jnp.all(greedy_BT | ~mask_BT, axis=-1)
+            x_BTD = model.hidden(tokens_BT, positions_BT=None, segment_ids_BT=None)
+            x_BWD = jnp.take_along_axis(x_BTD, index_BW[..., None], axis=1)
+            logp_BW, greedy_BW = hidden_logprobs(model, x_BWD, targets_BW, chunk, with_greedy=True)
+            return jnp.sum(jnp.where(mask_BW, logp_BW, 0.0), axis=-1), jnp.all(greedy_BW | ~mask_BW, axis=-1)
 
         rows_T = NamedSharding(self.mesh, logical_to_spec(("batch", None)))
         rows_ = NamedSharding(self.mesh, logical_to_spec(("batch",)))
-        return jax.jit(score, in_shardings=(self.generator.param_shardings, rows_T, rows_T, rows_T),
+        return jax.jit(score, in_shardings=(self.generator.param_shardings, rows_T, rows_T, rows_T, rows_T),
                        out_shardings=(rows_, rows_))
 
     def score(self, rows: Sequence[Row], on_rows: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
@@ -93,15 +96,19 @@ class Scorer:
             chunk = order[start:start + self.batch_size]
             B = batch_bucket(len(chunk), self.batch_size, self.generator.data_parallel)
             T = length_bucket(len(rows[chunk[0]][0]) - 1)
-            T = -(-T // self.chunk) * self.chunk if T > self.chunk else T  # the LM head's chunks divide T
-            tokens, targets, mask = (np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), bool))
+            W = min(length_bucket(max(rows[i][1] for i in chunk)), T)  # the window the LM head scores
+            tokens, index = np.zeros((B, T), np.int32), np.tile(np.arange(W, dtype=np.int32), (B, 1))
+            targets, mask = np.zeros((B, W), np.int32), np.zeros((B, W), bool)
             for b, i in enumerate(chunk):
                 ids, n = rows[i]
-                L = len(ids) - 1
-                tokens[b, :L], targets[b, :L] = ids[:-1], ids[1:]
-                mask[b, L - n:L] = True
+                L = len(ids) - 1  # the row reads ids[:-1] and predicts ids[1:]; it scores positions L - n .. L - 1
+                tokens[b, :L] = ids[:-1]
+                start = max(L - W, 0)
+                index[b] += start
+                targets[b, :L - start] = ids[start + 1:]
+                mask[b, L - n - start:L - start] = True
             with jax.set_mesh(self.mesh):
-                logp, greedy = self.program(B, T)(self.generator.params, tokens, targets, mask)
+                logp, greedy = self.program(B, T, W)(self.generator.params, tokens, index, targets, mask)
             logp, greedy = np.asarray(jax.device_get(logp)), np.asarray(jax.device_get(greedy))
             for b, i in enumerate(chunk):
                 out[i] = (float(logp[b]), bool(greedy[b]))

@@ -13,7 +13,10 @@ DOCS = [{"context": "The capital of France is", "choices": [" Paris", " Berlin",
          "text": "Everyone has the right to life, liberty and security of person."},
         {"context": "Hà Nội là thủ đô của", "choices": [" Việt Nam", " Thái Lan"], "gold": 1,
          "text": "ทุกคนมีสิทธิในการดำรงชีวิต เสรีภาพ และความมั่นคงแห่งบุคคล " * 4},
-        {"context": "Q: 2+2=", "choices": ["4", "5", "22"], "gold": 0, "text": "Mọi người đều có quyền sống."}]
+        # longer than the scorer's LM-head window (16 positions: the longest choice rounded up), so the scored
+        # tokens sit in a window that starts past the row's beginning
+        {"context": "Answer with the number only, in digits, and nothing else at all. Q: 2+2=",
+         "choices": ["4", "5", "22"], "gold": 0, "text": "Mọi người đều có quyền sống."}]
 
 TASKS = """
 task: {name}
