@@ -23,8 +23,8 @@ live slots, gathered from the state by index and scattered back, so one client d
 b = slots it runs the state in place.
 
 Sampling settings are per slot (arrays, not compiled constants), so one decode program serves every request; the
-order and arithmetic are those of generate/sampling.py (penalty, temperature, top-k, top-p). Top-k/top-p need a
-sort over V: it runs under `lax.cond` only when some slot asks for it. A slot's draws use key fold_in(fold_in(
+order and arithmetic are those of generate/sampling.py (penalty, temperature, top-k, top-p). Top-k/top-p cost 64
+passes over [b, V] (bisection, no sort): they run under `lax.cond` only when some slot asks for them. A slot's draws use key fold_in(fold_in(
 key(seed), sample), step) with step its token index: a sample depends on its request's seed, its index and its
 tokens only — not on k, the bucket or the other slots.
 Logprobs are of the model's own distribution (log-softmax of the raw logits, what a forward pass gives), with the
@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sailor2_jax.generate.engine import Generator
-from sailor2_jax.generate.sampling import penalize_repetition
+from sailor2_jax.generate.sampling import penalize_repetition, top_k_mask, top_p_mask
 from sailor2_jax.generate.speculative import RaggedKVCache
 from sailor2_jax.model.qwen2 import KVCache
 from sailor2_jax.sharding import logical_to_spec, shard
@@ -83,16 +83,9 @@ class Drawn:
 
 
 def filter_top(scaled_BV: jax.Array, top_k_B: jax.Array, top_p_B: jax.Array) -> jax.Array:
-    """Per-row top-k then top-p (generate/sampling.py `candidates`, with the settings as arrays): -inf outside."""
-    V = scaled_BV.shape[-1]
-    sorted_BV = -jnp.sort(-scaled_BV, axis=-1)
-    k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, V), V)
-    in_k_BV = jnp.arange(V)[None, :] < k_B[:, None]
-    probs_BV = jax.nn.softmax(jnp.where(in_k_BV, sorted_BV, -jnp.inf), axis=-1)
-    before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
-    kept_B = jnp.sum(in_k_BV & (before_BV < top_p_B[:, None]), axis=-1)  # ≥ 1: the first candidate always stays
-    threshold_B = jnp.take_along_axis(sorted_BV, (kept_B - 1)[:, None], axis=-1)
-    return jnp.where(scaled_BV >= threshold_B, scaled_BV, -jnp.inf)
+    """Per-row top-k then top-p (generate/sampling.py's masks, with the settings as arrays): -inf outside."""
+    kept_BV = top_p_mask(scaled_BV, top_p_B, top_k_mask(scaled_BV, top_k_B))
+    return jnp.where(kept_BV, scaled_BV, -jnp.inf)
 
 
 def first_argmax(x_BV: jax.Array) -> jax.Array:
@@ -104,8 +97,8 @@ def first_argmax(x_BV: jax.Array) -> jax.Array:
 
 
 def scale(logits_BV: jax.Array, temperature_B: jax.Array, top_k_B: jax.Array, top_p_B: jax.Array) -> jax.Array:
-    """The logits a row samples from: ÷ its temperature (greedy rows: 1), then its top-k/top-p (the sort only when
-    some sampled row asks)."""
+    """The logits a row samples from: ÷ its temperature (greedy rows: 1), then its top-k/top-p (the filter only
+    when some sampled row asks)."""
     greedy_B = temperature_B == 0.0
     scaled_BV = logits_BV / jnp.where(greedy_B, 1.0, temperature_B)[:, None]
     needs_filter = jnp.any(~greedy_B & ((top_k_B > 0) | (top_p_B < 1.0)))

@@ -57,8 +57,10 @@ def test_filters_equal_numpy_reference(cfg):
         np.testing.assert_array_equal(tokens, expected.argmax(-1))
 
 
-def test_draws_follow_the_filtered_distribution():
-    cfg = SamplingConfig(temperature=0.8, top_k=30, top_p=0.9)
+@pytest.mark.parametrize("cfg", [SamplingConfig(temperature=0.8, top_k=30, top_p=0.9),
+                                 SamplingConfig(temperature=0.8, top_p=0.7)], ids=["top_k-then-top_p", "top_p-alone"])
+def test_draws_follow_the_filtered_distribution(cfg):
+    """Among the top-k candidates, and over the whole vocabulary when top-p alone filters (no sort there)."""
     rng = np.random.RandomState(1)
     row = (2 * rng.randn(200)).astype(np.float32)
     draws = 40_000
@@ -73,3 +75,19 @@ def test_draws_follow_the_filtered_distribution():
     assert np.abs(freq - probs).max() < 0.01  # ~5 standard errors at p = 0.25
     # the step is folded into each row's key: another step gives other draws from the same keys
     assert not np.array_equal(tokens, np.asarray(next_tokens(logits, None, keys, 4, cfg)))
+
+
+def test_per_row_filters_of_the_server_equal_numpy_reference():
+    """The server's filter (settings per row, as arrays) keeps, row by row, what transformers' processors keep."""
+    from sailor2_jax.serve.programs import filter_top
+
+    rows = [SamplingConfig(temperature=1.0, top_p=0.9), SamplingConfig(temperature=1.0, top_k=10),
+            SamplingConfig(temperature=1.0, top_k=50, top_p=0.8), SamplingConfig(temperature=1.0, top_p=0.05),
+            SamplingConfig(temperature=1.0), SamplingConfig(temperature=1.0, top_k=1)]
+    logits = (3 * np.random.RandomState(2).randn(len(rows), 1000)).astype(np.float32)
+    got = np.asarray(filter_top(logits, np.array([c.top_k for c in rows]), np.array([c.top_p for c in rows],
+                                                                                     np.float32)))
+    for i, cfg in enumerate(rows):
+        expected = numpy_reference(logits[i:i + 1], np.zeros((1, 1000), bool), cfg)[0]
+        np.testing.assert_array_equal(np.isfinite(got[i]), np.isfinite(expected), err_msg=str(cfg))
+        np.testing.assert_array_equal(got[i][np.isfinite(got[i])], logits[i][np.isfinite(expected)])
