@@ -9,8 +9,8 @@ bucketed, sharded) and of lm-eval's own `hf` model (transformers/torch) on the s
 Requests: every (context, choice) pair of the embedded UDHR continuation task (150 records × 4 choices = 600
 requests, all 15 languages); with `--answers letter` each choice is a letter instead, as in SailCompass'
 lettered multiple choice (Belebele, M3Exam): one scored token after a long context. Each engine runs the whole list
-once to warm up (ours compiles its buckets there, reported as `first_call_s`), then once timed. Both return the same log-likelihoods (the largest difference is
-printed: a check that the two did the same work). Markdown table on stdout, JSON with --out.
+once to warm up (ours compiles its buckets there, reported as `first_call_s`), then once timed. Both return the
+same log-likelihoods (the largest difference is printed: a check that the two did the same work). Markdown table on stdout, JSON with --out.
 """
 
 from __future__ import annotations

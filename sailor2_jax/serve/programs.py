@@ -24,9 +24,9 @@ b = slots it runs the state in place.
 
 Sampling settings are per slot (arrays, not compiled constants), so one decode program serves every request; the
 order and arithmetic are those of generate/sampling.py (penalty, temperature, top-k, top-p). Top-k/top-p cost 64
-passes over [b, V] (bisection, no sort): they run under `lax.cond` only when some slot asks for them. A slot's draws use key fold_in(fold_in(
-key(seed), sample), step) with step its token index: a sample depends on its request's seed, its index and its
-tokens only — not on k, the bucket or the other slots.
+passes over [b, V] (bisection, no sort): they run under `lax.cond` only when some slot asks for them. A slot's
+draws use key fold_in(fold_in(key(seed), sample), step) with step its token index: a sample depends on its
+request's seed, its index and its tokens only — not on k, the bucket or the other slots.
 Logprobs are of the model's own distribution (log-softmax of the raw logits, what a forward pass gives), with the
 TOP most likely tokens computed when some slot asks for them.
 """

@@ -58,7 +58,8 @@ def test_filters_equal_numpy_reference(cfg):
 
 
 @pytest.mark.parametrize("cfg", [SamplingConfig(temperature=0.8, top_k=30, top_p=0.9),
-                                 SamplingConfig(temperature=0.8, top_p=0.7)], ids=["top_k-then-top_p", "top_p-alone"])
+                                 SamplingConfig(temperature=0.8, top_p=0.7)],
+                         ids=["top_k-then-top_p", "top_p-alone"])
 def test_draws_follow_the_filtered_distribution(cfg):
     """Among the top-k candidates, and over the whole vocabulary when top-p alone filters (no sort there)."""
     rng = np.random.RandomState(1)
