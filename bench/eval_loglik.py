@@ -10,7 +10,8 @@ Requests: every (context, choice) pair of the embedded UDHR continuation task (1
 requests, all 15 languages); with `--answers letter` each choice is a letter instead, as in SailCompass'
 lettered multiple choice (Belebele, M3Exam): one scored token after a long context. Each engine runs the whole list
 once to warm up (ours compiles its buckets there, reported as `first_call_s`), then once timed. Both return the
-same log-likelihoods (the largest difference is printed: a check that the two did the same work). Markdown table on stdout, JSON with --out.
+same log-likelihoods (the largest difference is printed: a check that the two did the same work). Markdown table
+on stdout, JSON with --out.
 """
 
 from __future__ import annotations

@@ -73,16 +73,17 @@ class Scorer:
     def program(self, rows: int, length: int, window: int) -> Callable:
         graphdef, chunk = self.generator.graphdef, self.chunk
 
-        def score(params, tokens_BT, index_BW, targets_BW, mask_BW):
+        def score(params, tokens_BT, start_B, targets_BW, mask_BW):
             model = nnx.merge(graphdef, params)
             x_BTD = model.hidden(tokens_BT, positions_BT=None, segment_ids_BT=None)
+            index_BW = start_B[:, None] + jnp.arange(window, dtype=jnp.int32)  # each row's window of positions
             x_BWD = jnp.take_along_axis(x_BTD, index_BW[..., None], axis=1)
             logp_BW, greedy_BW = hidden_logprobs(model, x_BWD, targets_BW, chunk, with_greedy=True)
             return jnp.sum(jnp.where(mask_BW, logp_BW, 0.0), axis=-1), jnp.all(greedy_BW | ~mask_BW, axis=-1)
 
         rows_T = NamedSharding(self.mesh, logical_to_spec(("batch", None)))
         rows_ = NamedSharding(self.mesh, logical_to_spec(("batch",)))
-        return jax.jit(score, in_shardings=(self.generator.param_shardings, rows_T, rows_T, rows_T, rows_T),
+        return jax.jit(score, in_shardings=(self.generator.param_shardings, rows_T, rows_, rows_T, rows_T),
                        out_shardings=(rows_, rows_))
 
     def score(self, rows: Sequence[Row], on_rows: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
@@ -97,18 +98,18 @@ class Scorer:
             B = batch_bucket(len(chunk), self.batch_size, self.generator.data_parallel)
             T = length_bucket(len(rows[chunk[0]][0]) - 1)
             W = min(length_bucket(max(rows[i][1] for i in chunk)), T)  # the window the LM head scores
-            tokens, index = np.zeros((B, T), np.int32), np.tile(np.arange(W, dtype=np.int32), (B, 1))
+            tokens, start = np.zeros((B, T), np.int32), np.zeros(B, np.int32)
             targets, mask = np.zeros((B, W), np.int32), np.zeros((B, W), bool)
             for b, i in enumerate(chunk):
                 ids, n = rows[i]
                 L = len(ids) - 1  # the row reads ids[:-1] and predicts ids[1:]; it scores positions L - n .. L - 1
                 tokens[b, :L] = ids[:-1]
-                start = max(L - W, 0)
-                index[b] += start
-                targets[b, :L - start] = ids[start + 1:]
-                mask[b, L - n - start:L - start] = True
+                s = max(L - W, 0)  # the window's first position
+                start[b] = s
+                targets[b, :L - s] = ids[s + 1:]
+                mask[b, L - n - s:L - s] = True
             with jax.set_mesh(self.mesh):
-                logp, greedy = self.program(B, T, W)(self.generator.params, tokens, index, targets, mask)
+                logp, greedy = self.program(B, T, W)(self.generator.params, tokens, start, targets, mask)
             logp, greedy = np.asarray(jax.device_get(logp)), np.asarray(jax.device_get(greedy))
             for b, i in enumerate(chunk):
                 out[i] = (float(logp[b]), bool(greedy[b]))

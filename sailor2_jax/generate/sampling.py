@@ -95,14 +95,10 @@ def candidates(logits_BV: jax.Array, top_k: int, top_p: float) -> tuple[jax.Arra
 
     Ties at the k-th logit keep the lower ids (transformers keeps every tied token); with real-valued logits that
     never matters. Drawing among K candidates also needs K random numbers per row instead of V."""
-    if top_k == 0:
-        p_B = jnp.full(logits_BV.shape[:1], top_p, jnp.float32)
-        return jnp.where(top_p_mask(logits_BV, p_B), logits_BV, -jnp.inf), None
-    values_BK, ids_BK = jax.lax.top_k(logits_BV, min(top_k, logits_BV.shape[-1]))
-    if top_p < 1.0:
-        probs_BK = jax.nn.softmax(values_BK, axis=-1)  # the distribution after top-k: mass on these K alone
-        before_BK = jnp.cumsum(probs_BK, axis=-1) - probs_BK  # mass of the strictly more likely candidates
-        values_BK = jnp.where(before_BK < top_p, values_BK, -jnp.inf)  # the first candidate always stays
+    values_BK, ids_BK = (logits_BV, None) if top_k == 0 else jax.lax.top_k(logits_BV, min(top_k, logits_BV.shape[-1]))
+    if top_p < 1.0:  # the distribution after top-k: the nucleus of these K alone
+        kept_BK = top_p_mask(values_BK, jnp.full(values_BK.shape[:1], top_p, jnp.float32))
+        values_BK = jnp.where(kept_BK, values_BK, -jnp.inf)
     return values_BK, ids_BK
 
 
