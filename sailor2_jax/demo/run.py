@@ -4,7 +4,9 @@ stage's summary, checks and seconds."""
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
 import time
 from pathlib import Path
 from types import ModuleType
@@ -29,8 +31,29 @@ STAGES: tuple[ModuleType, ...] = (
 )
 
 
+# What the whole demo leaves under OUT (measured: 1.7 GiB, most of it the tiny model's checkpoints, each holding a
+# 151,936-row embedding and its Adam moments), with room for the checkpoint being written over it.
+DISK_NEEDED = int(2.5 * 2**30)
+
+
 class DemoFailed(RuntimeError):
     """A stage raised or one of its checks failed: the message names the stage and what failed."""
+
+
+def disk_used(path: Path) -> int:
+    """Bytes of the files under `path` (what the demo has written so far)."""
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+               if not os.path.islink(os.path.join(root, f)))
+
+
+def check_free_disk(out: Path) -> None:
+    """Refuse to start when OUT's disk cannot hold the demo, rather than fail minutes later mid-checkpoint; a rerun
+    overwrites what an earlier run left, so that counts as room."""
+    free = shutil.disk_usage(out).free + disk_used(out)
+    if free < DISK_NEEDED:
+        raise DemoFailed(f"{out}: {free / 2**30:.1f} GiB free on its disk (counting an earlier run's files), the "
+                         f"demo writes about {DISK_NEEDED / 2**30:.1f} GiB there; free some space or pass another "
+                         "--output-dir")
 
 
 def name_of(stage: ModuleType) -> str:
@@ -43,6 +66,7 @@ def run_demo(out: str | Path, stages: tuple[ModuleType, ...] = STAGES, console: 
 
     ctx = Context(out=Path(out), console=console or Console())
     ctx.out.mkdir(parents=True, exist_ok=True)
+    check_free_disk(ctx.out)
     summary: dict = {"devices": jax.device_count(), "backend": jax.default_backend(), "stages": {}}
     start = time.perf_counter()
     for number, stage in enumerate(stages, 1):
@@ -64,10 +88,13 @@ def run_demo(out: str | Path, stages: tuple[ModuleType, ...] = STAGES, console: 
                              f"{ctx.out / 'summary.json'})")
         passed = f"{len(result.checks)} checks passed" if result.checks else "no checks"
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
-        summary["stages"][name]["peak_rss_gib"] = round(peak, 2)
-        ctx.console.print(f"[dim]{number}. {name}: {passed}, {seconds}s, peak memory so far {peak:.1f} GiB")
+        disk = disk_used(ctx.out) / 2**30
+        summary["stages"][name] |= {"peak_rss_gib": round(peak, 2), "disk_gib": round(disk, 2)}
+        ctx.console.print(f"[dim]{number}. {name}: {passed}, {seconds}s, peak memory so far {peak:.1f} GiB, "
+                          f"{disk:.2f} GiB on disk")
     summary["seconds"] = round(time.perf_counter() - start, 1)
     write_json(ctx.out / "summary.json", summary)
-    ctx.console.rule(f"[bold]demo finished in {summary['seconds']}s, {sum(map(len, (r.checks for r in ctx.results.values())))} "
-                     f"checks passed — {ctx.out / 'summary.json'}")
+    checks = sum(len(r.checks) for r in ctx.results.values())
+    ctx.console.rule(f"[bold]demo finished in {summary['seconds']}s, {checks} checks passed — "
+                     f"{ctx.out / 'summary.json'}")
     return summary
