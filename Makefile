@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/sailor2-jax demo --output-dir runs/demo
 
 test: $(STAMP) $(OC_VENV)/.installed
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q --durations=25 tests
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q --durations=25 tests
 
 # Re-resolve the lock in a scratch venv from the newest releases the ranges in pyproject.toml admit. Commit the new
 # lock only after `make test` and `make demo` pass on it.

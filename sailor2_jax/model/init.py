@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -23,14 +27,23 @@ def param_count(cfg: ModelConfig) -> int:
 
 def create_model(cfg: ModelConfig, mesh: Mesh, seed: int = 0, compute: ComputeConfig = ComputeConfig()) -> Qwen2:
     """A randomly initialised model whose parameters are created directly as sharded arrays on `mesh`."""
+    graphdef, init = _init_program(cfg, compute, mesh)
+    # the key `nnx.Rngs(seed)` would make, passed as host data (every process of a multi-host job passes the same)
+    return nnx.merge(graphdef, init(np.asarray(jax.random.key_data(jax.random.key(seed)))))
+
+
+@functools.lru_cache(maxsize=8)
+def _init_program(cfg: ModelConfig, compute: ComputeConfig, mesh: Mesh) -> tuple[nnx.GraphDef, Callable]:
+    """The jitted init of one architecture on one mesh, the seed an argument: a process that creates the same model
+    again (another seed, a reference model, a second run) reuses the compiled program (threefry for every weight
+    takes seconds to compile on CPU)."""
     graphdef, abstract_state = nnx.split(abstract_model(cfg, compute))
     shardings = state_shardings(abstract_state, mesh)
 
-    def init():
-        return nnx.state(Qwen2(cfg, compute, rngs=nnx.Rngs(seed)))
+    def init(key_data: jax.Array):
+        return nnx.state(Qwen2(cfg, compute, rngs=nnx.Rngs(jax.random.wrap_key_data(key_data))))
 
-    init = jax.jit(init, out_shardings=shardings)  # the shardings tree mirrors the state tree
-    return nnx.merge(graphdef, init())
+    return graphdef, jax.jit(init, out_shardings=shardings)  # the shardings tree mirrors the state tree
 
 
 def with_compute(model: Qwen2, compute: ComputeConfig) -> Qwen2:

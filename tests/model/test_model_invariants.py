@@ -110,3 +110,27 @@ def test_every_attention_backend_respects_segments(impl):
                 p = np.exp(scores - scores.max())
                 p /= p.sum()
                 np.testing.assert_allclose(out[b, t, n], p @ v[b, keys, kv], rtol=1e-5, atol=1e-5)
+
+
+def test_creating_the_same_model_again_compiles_nothing_and_the_seed_still_counts(mesh8):
+    """`create_model` keeps its compiled init per architecture and mesh (the seed is an argument, not part of the
+    program): the second model costs no compile, and each seed gives the weights `nnx.Rngs(seed)` gives."""
+    from sailor2_jax.model.qwen2 import Qwen2
+
+    compiles = []
+
+    def listener(event, seconds, **_):
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+    cfg = load_model_config("tiny", ["vocab_size=96", "num_layers=1"])
+    first = create_model(cfg, mesh8, seed=3, compute=fp32())
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second = create_model(cfg, mesh8, seed=4, compute=fp32())
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    for seed, model in ((3, first), (4, second)):
+        direct = jax.jit(lambda: nnx.state(Qwen2(cfg, fp32(), rngs=nnx.Rngs(seed))))()
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(nnx.state(model)), jax.device_get(direct))
+    assert not np.array_equal(np.asarray(first.embed[...]), np.asarray(second.embed[...]))
