@@ -17,7 +17,6 @@ continuation tokens after a long context, and at V = 151,936 the head is most of
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -26,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from sailor2_jax.generate.engine import Generator, batch_bucket, length_bucket
+from sailor2_jax.generate.engine import Generator, batch_bucket, kept, length_bucket
 from sailor2_jax.sharding import logical_to_spec
 from sailor2_jax.model.logprobs import hidden_logprobs
 
@@ -69,7 +68,7 @@ class Scorer:
     def __init__(self, generator: Generator, *, batch_size: int = 16, logits_chunk: int = 256):
         self.generator, self.mesh, self.batch_size, self.chunk = generator, generator.mesh, batch_size, logits_chunk
 
-    @functools.lru_cache(maxsize=32)
+    @kept()
     def program(self, rows: int, length: int, window: int) -> Callable:
         graphdef, chunk = self.generator.graphdef, self.chunk
 

@@ -23,6 +23,7 @@ sample depends on (seed, prompt index, sample index) only, never on batch size, 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
@@ -94,6 +95,27 @@ def batch_bucket(n: int, batch_size: int, data_parallel: int) -> int:
     return -(-rows // data_parallel) * data_parallel
 
 
+def kept(maxsize: int = 32) -> Callable[[Callable], Callable]:
+    """A method's results kept per argument tuple (the last `maxsize`), in a cache that lives on the instance.
+    `functools.lru_cache` on a method would hold every instance it has seen, and so its weights, alive until evicted:
+    an `eval` of three models in one process kept all three."""
+    def wrap(method: Callable) -> Callable:
+        attr = f"_kept_{method.__qualname__}"  # an override and the method it calls keep apart
+
+        @functools.wraps(method)
+        def cached(self, *args):
+            cache = self.__dict__.setdefault(attr, collections.OrderedDict())
+            if args in cache:
+                cache.move_to_end(args)
+                return cache[args]
+            value = cache[args] = method(self, *args)
+            while len(cache) > maxsize:
+                cache.popitem(last=False)
+            return value
+        return cached
+    return wrap
+
+
 class Generator:
     """Generation from one model on one mesh; compiled programs are kept per bucket and sampling setting.
 
@@ -140,7 +162,7 @@ class Generator:
                            done=rows, stopped=rows, keys=rows, seen=named("batch", None) if repetition_penalty else None,
                            step=NamedSharding(self.mesh, P()))
 
-    @functools.lru_cache(maxsize=32)
+    @kept()
     def programs(self, rows: int, prompt_len: int, samples: int, max_new: int, sampling: SamplingConfig,
                  eos_ids: tuple[int, ...]) -> tuple[Callable, Callable]:
         """(prefill, decode), jitted with explicit shardings for `rows` prompts of `prompt_len` slots."""

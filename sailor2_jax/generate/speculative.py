@@ -31,7 +31,6 @@ the residual draw γ+1), so a sample depends on (seed, prompt, sample index) onl
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from collections.abc import Callable
 
@@ -43,7 +42,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.generate.engine import Completion, DecodeState, Generator
+from sailor2_jax.generate.engine import Completion, DecodeState, Generator, kept
 from sailor2_jax.generate.sampling import SamplingConfig, process_logits
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
 from sailor2_jax.sharding import logical_to_spec, shard
@@ -284,7 +283,7 @@ class SpeculativeGenerator(Generator):
         model = nnx.merge(self.draft_gen.graphdef, draft_params)
         return model, [{n: gather_layer(n, w) for n, w in layer.items()} for layer in model.unstacked_layers()]
 
-    @functools.lru_cache(maxsize=32)
+    @kept()
     def programs(self, rows: int, prompt_len: int, samples: int, max_new: int, sampling: SamplingConfig,
                  eos_ids: tuple[int, ...]) -> tuple[Callable, Callable]:
         """(prefill, decode) with `Generator`'s signatures: prefill(params, tokens, lengths, sample_ids, seed) →

@@ -143,3 +143,20 @@ def test_default_eos_ids_are_qwens_and_the_engine_needs_no_tokenizer_stack():
     # an accelerator image without TensorFlow/seqio can import the engine (and run bench/decode.py)
     code = "import sys, sailor2_jax.generate.engine; sys.exit('tensorflow' in sys.modules or 'seqio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_compiled_programs_are_kept_on_the_generator_and_freed_with_it(model1, mesh1):
+    """The same batch shape and settings reuse the compiled programs; a dropped generator (and the weights it holds)
+    is freed — a cache on the class would keep it alive."""
+    import gc
+    import weakref
+
+    gen = Generator(model1, mesh1)
+    args = (8, 16, 1, 4, SamplingConfig(), (1,))
+    assert gen.programs(*args) is gen.programs(*args)
+    assert gen.programs(*args) is not Generator(model1, mesh1).programs(*args)
+    assert len(gen.generate(prompts((3, 5)), max_new_tokens=4, eos_ids=(1,))) == 2
+    alive = weakref.ref(gen)
+    del gen
+    gc.collect()
+    assert alive() is None
