@@ -158,9 +158,9 @@ class Generator:
         slots = named(*KVCache.SLOT_AXES)
         cache = KVCache(k=named(*KVCache.KV_AXES), v=named(*KVCache.KV_AXES), segment_ids=slots, positions=slots,
                         index=NamedSharding(self.mesh, P()))
+        seen = named("batch", None) if repetition_penalty else None
         return DecodeState(cache=cache, tokens=named("batch", None), last=rows, positions=rows, length=rows,
-                           done=rows, stopped=rows, keys=rows, seen=named("batch", None) if repetition_penalty else None,
-                           step=NamedSharding(self.mesh, P()))
+                           done=rows, stopped=rows, keys=rows, seen=seen, step=NamedSharding(self.mesh, P()))
 
     @kept()
     def programs(self, rows: int, prompt_len: int, samples: int, max_new: int, sampling: SamplingConfig,
