@@ -95,8 +95,10 @@ def system_tokens(ex: TokenizedConversation, system: str | None) -> int:
 
 
 def score_policy(model: Qwen2, examples: Sequence[TokenizedConversation], mesh: Mesh, *, system: str | None,
-                 batch_size: int = 32, chunk: int = 1024, progress: bool = True) -> Scores:
-    """Assistant-token NLL and mean-pooled hidden states of every example, one forward pass each."""
+                 batch_size: int = 32, chunk: int = 64, progress: bool = True) -> Scores:
+    """Assistant-token NLL and mean-pooled hidden states of every example, one forward pass each. The fp32 logits
+    are made `chunk` positions at a time: a whole 256-token row at once (2.5 GB for 16 rows of a 151,936-row
+    vocabulary) made the demo's selection a third slower on the CPU mesh (38.9 → 25.8 s, the same scores)."""
     out = _policy_pass(model, examples, mesh, system, batch_size, chunk, progress, logprobs=True)
     return Scores(nll=out[:, 0], tokens=out[:, 1], embedding=out[:, 2:])
 
@@ -156,8 +158,9 @@ def percentile_ranks(values: np.ndarray) -> np.ndarray:
 def near_duplicates(embedding: np.ndarray, order: np.ndarray, threshold: float, block: int = 1024
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy diversity over `order` (best first): (index of the kept example each one duplicates or -1, its
-    highest cosine similarity to a kept one; [n], set for the rows in `order`), for rows `embedding` [n, E] (unit vectors, see `unit_embeddings`).
-    Blocks of `block` examples are compared with every kept one in one matrix product."""
+    highest cosine similarity to a kept one; [n], set for the rows in `order`), for rows `embedding` [n, E] (unit
+    vectors, see `unit_embeddings`). Blocks of `block` examples are compared with every kept one in one matrix
+    product."""
     n = len(embedding)
     dup_of, max_sim = np.full(n, -1), np.full(n, -np.inf)
     e = embedding
