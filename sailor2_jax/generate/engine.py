@@ -104,8 +104,10 @@ def kept(maxsize: int = 32) -> Callable[[Callable], Callable]:
 
         @functools.wraps(method)
         def cached(self, *args):
-            cache = self.__dict__.setdefault(attr, collections.OrderedDict())
-            if args in cache:
+            cache = self.__dict__.get(attr)
+            if cache is None:
+                cache = self.__dict__[attr] = collections.OrderedDict()
+            elif args in cache:
                 cache.move_to_end(args)
                 return cache[args]
             value = cache[args] = method(self, *args)

@@ -124,8 +124,7 @@ def _policy_pass(model: Qwen2, examples: Sequence[TokenizedConversation], mesh: 
             jnp.sum(pool_BT, axis=-1, keepdims=True), 1.0)
         if not logprobs:
             return emb_BD
-        T = x_BTD.shape[1]
-        logp_BT = hidden_logprobs(m, x_BTD, batch["targets"], chunk if T % chunk == 0 else T)
+        logp_BT = hidden_logprobs(m, x_BTD, batch["targets"], chunk)  # (it tiles any T with chunks of ≤ `chunk`)
         mask_BT = batch["loss_mask"].astype(jnp.float32)
         tokens_B = jnp.sum(mask_BT, axis=-1)
         nll_B = -jnp.sum(logp_BT * mask_BT, axis=-1) / jnp.maximum(tokens_B, 1.0)

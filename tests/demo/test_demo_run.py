@@ -31,7 +31,8 @@ def test_readme_lists_the_stages_in_the_order_they_run():
 
 
 def _stage(name, write_bytes):
-    """A stage module that writes `write_bytes` bytes under OUT/NAME and has one passing check."""
+    """A stage module that writes a file of `write_bytes` bytes under OUT/NAME (sparse: gibibytes cost no disk) and
+    has one passing check."""
     from sailor2_jax.demo.stage import StageResult
 
     stage = types.ModuleType(f"sailor2_jax.demo.{name}")
@@ -39,16 +40,17 @@ def _stage(name, write_bytes):
 
     def run(ctx):
         (ctx.out / name).mkdir()
-        (ctx.out / name / "blob").write_bytes(b"x" * write_bytes)
+        with open(ctx.out / name / "blob", "wb") as f:
+            f.truncate(write_bytes)
         return StageResult(summary={}, checks={"wrote": True})
     stage.run = run
     return stage
 
 
 def test_the_summary_records_each_stages_disk_use(tmp_path):
-    summary = run_demo(tmp_path, (_stage("one", 3 << 20), _stage("two", 1 << 20)), Console(file=io.StringIO()))
-    assert summary["stages"]["one"]["disk_gib"] == round(3 / 1024, 2)
-    assert summary["stages"]["two"]["disk_gib"] == round(4 / 1024, 2)
+    summary = run_demo(tmp_path, (_stage("one", 3 << 29), _stage("two", 1 << 29)), Console(file=io.StringIO()))
+    assert summary["stages"]["one"]["disk_gib"] == 1.5
+    assert summary["stages"]["two"]["disk_gib"] == 2.0
     assert json.loads((tmp_path / "summary.json").read_text())["stages"]["two"]["checks"] == {"wrote": True}
 
 
