@@ -103,7 +103,7 @@ def _interrupted() -> None:
 def run_command(argv: list[str], console) -> None:
     """`sailor2-jax ARGV` in this process, echoed first as a user would type it (the demo's stages run the real
     commands); a failing command raises, naming it."""
-    console.print(f"{PROG} {' '.join(argv)}")
+    console.print(f"{PROG} {' '.join(argv)}", soft_wrap=True, markup=False, highlight=False)
     rc = main(argv)
     if rc != 0:
         raise RuntimeError(f"{PROG} {argv[0]} failed (exit {rc})")

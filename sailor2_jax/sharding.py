@@ -98,6 +98,15 @@ def context_size() -> int:
     return 1 if mesh.empty or "context" not in mesh.axis_names else mesh.shape["context"]
 
 
+def logical_size(name: str, rules: Mapping[str, MeshAxes] = RULES) -> int:
+    """How many ways the current mesh splits logical axis `name` (1 outside a mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = rules[name]
+    if mesh.empty or axes is None:
+        return 1
+    return int(np.prod([mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes) if a in mesh.axis_names]))
+
+
 def balanced_order(seq_len: int, n: int) -> np.ndarray:
     """The load-balanced order of a sequence split n ways: the sequence's 2n chunks as [0, 2n−1, 1, 2n−2, ...], so
     contiguous shard i holds chunks i and 2n−1−i. `x[:, order]` puts a sequence in it; `x[:, argsort(order)]` back."""

@@ -13,11 +13,13 @@ MODELS = (("base", "base"), ("expanded", "expanded"), ("final", "hf_final"))  # 
 
 
 def run(ctx: Context) -> StageResult:
+    # Windows of 512 tokens: rolling windows still score every token once, and the tiny model's attention at 1,024
+    # positions on CPU made each model's `eval` half again as long (37.9 → 25.6 s, the same metrics at 4 digits)
     runs = []
     for name, directory in MODELS:
         ctx.run_command(["eval", "--model", str(ctx.out / directory), "--tasks", "demo", "--output-dir",
                          str(ctx.out / "eval" / name), "--name", name, "--dtype", "float32", "limit=15",
-                         "max_length=1024"])
+                         "max_length=512"])
         runs.append(str(ctx.out / "eval" / name))
     ctx.run_command(["eval-report", *runs, "--output-dir", str(ctx.out / "eval" / "report")])
     report = json.loads((ctx.out / "eval" / "report" / "report.json").read_text())

@@ -90,8 +90,9 @@ def run_demo(out: str | Path, stages: tuple[ModuleType, ...] = STAGES, console: 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
         disk = disk_used(ctx.out) / 2**30
         summary["stages"][name] |= {"peak_rss_gib": round(peak, 2), "disk_gib": round(disk, 2)}
+        # soft_wrap: one line in a log too (a console that is not a terminal is 80 columns wide)
         ctx.console.print(f"[dim]{number}. {name}: {passed}, {seconds}s, peak memory so far {peak:.1f} GiB, "
-                          f"{disk:.2f} GiB on disk")
+                          f"{disk:.2f} GiB on disk", soft_wrap=True)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     write_json(ctx.out / "summary.json", summary)
     checks = sum(len(r.checks) for r in ctx.results.values())

@@ -65,8 +65,8 @@ def rolling_rows(ids: list[int], max_length: int, prefix_id: int) -> list[Row]:
 class Scorer:
     """Scores rows on the model and mesh of a `Generator` (the same weights, no second copy)."""
 
-    # fp32 logits of `logits_chunk` window positions × the vocabulary at a time: 64 × 16 rows × 151,936 is 620 MB;
-    # 256 (2.5 GB in flight) made the demo's scoring a fifth slower on CPU (docs/performance.md, "Evaluation scoring")
+    # The LM head takes `logits_chunk` window positions at a time (and the vocabulary a block at a time,
+    # model/logprobs.py); 64 was the fastest on the demo's 8-device CPU mesh (docs/performance.md, "Evaluation scoring")
     def __init__(self, generator: Generator, *, batch_size: int = 16, logits_chunk: int = 64):
         self.generator, self.mesh, self.batch_size, self.chunk = generator, generator.mesh, batch_size, logits_chunk
 

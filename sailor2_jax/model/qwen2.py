@@ -273,7 +273,11 @@ class Qwen2(nnx.Module):
             cache = dataclasses.replace(cache, index=cache.index + x_BTD.shape[1])
         return rms_norm(x_BTD, self.final_norm[...], cfg.rms_norm_eps), cache
 
+    def head(self) -> jax.Array:
+        """The LM head [D, V] (the embedding's transpose when they are tied)."""
+        return self.embed[...].T if self.lm_head is None else self.lm_head[...]
+
     def logits(self, x_BTD: jax.Array) -> jax.Array:
-        head_DV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
-        logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, head_DV.astype(x_BTD.dtype), preferred_element_type=jnp.float32)
+        logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, self.head().astype(x_BTD.dtype),
+                                preferred_element_type=jnp.float32)
         return shard(logits_BTV, ("batch", "seq", "act_vocab"))

@@ -96,9 +96,9 @@ def system_tokens(ex: TokenizedConversation, system: str | None) -> int:
 
 def score_policy(model: Qwen2, examples: Sequence[TokenizedConversation], mesh: Mesh, *, system: str | None,
                  batch_size: int = 32, chunk: int = 64, progress: bool = True) -> Scores:
-    """Assistant-token NLL and mean-pooled hidden states of every example, one forward pass each. The fp32 logits
-    are made `chunk` positions at a time: a whole 256-token row at once (2.5 GB for 16 rows of a 151,936-row
-    vocabulary) made the demo's selection a third slower on the CPU mesh (38.9 → 25.8 s, the same scores)."""
+    """Assistant-token NLL and mean-pooled hidden states of every example, one forward pass each. The LM head takes
+    `chunk` positions at a time: a whole 256-token row at once made the demo's selection a third slower on the CPU
+    mesh (38.9 → 25.8 s, the same scores; measured before the log-softmax went by vocabulary blocks)."""
     out = _policy_pass(model, examples, mesh, system, batch_size, chunk, progress, logprobs=True)
     return Scores(nll=out[:, 0], tokens=out[:, 1], embedding=out[:, 2:])
 

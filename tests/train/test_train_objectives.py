@@ -17,7 +17,7 @@ from sailor2_jax.sharding import make_mesh
 from sailor2_jax.train.config import ObjectiveConfig, TrainConfig
 from sailor2_jax.train.batches import SyntheticPreference
 from sailor2_jax.train.loop import train
-from sailor2_jax.model.logprobs import token_logprobs
+from sailor2_jax.model.logprobs import hidden_logprobs, token_logprobs
 from sailor2_jax.train.objectives import Objective, preference_losses, sequence_logps
 
 
@@ -40,6 +40,43 @@ def test_token_logprobs_match_torch_log_softmax(model):
     got = token_logprobs(model, jnp.asarray(tokens), jnp.asarray(targets), segment_ids_BT=jnp.asarray(seg),
                          positions_BT=jnp.asarray(pos), chunk=8)  # 4 chunks over T
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_vocabulary_blocks_give_the_log_softmax_its_argmax_and_its_gradient():
+    """The LM head's log-probs a vocabulary block at a time (model/logprobs.py: 4 blocks on each of two tensor
+    shards) against plain `jax.nn.log_softmax` over the whole logits: values, the greedy flag and the parameters'
+    gradient (the one-block case is the test above)."""
+    cfg = load_model_config("tiny", ["vocab_size=256", "num_layers=2"])
+    mesh = make_mesh(MeshConfig(data=-1, fsdp=1, tensor=2), jax.devices()[:4])
+    model = create_model(cfg, mesh, seed=5, compute=ComputeConfig(dtype="float32"))
+    graphdef, params = nnx.split(model)
+    rng = np.random.default_rng(1)
+    tokens = jnp.asarray(rng.integers(0, 256, (2, 16)).astype(np.int32))
+    logits = np.asarray(model(tokens))
+    targets_np = rng.integers(0, 256, (2, 16)).astype(np.int32)
+    targets_np[0, :4] = logits[0, :4].argmax(-1)  # some targets are the greedy token
+    targets = jnp.asarray(targets_np)
+
+    def plain(params):
+        m = nnx.merge(graphdef, params)
+        logp = jax.nn.log_softmax(m(tokens), axis=-1)
+        return jnp.sum(jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]), logp
+
+    def blocked(params):
+        m = nnx.merge(graphdef, params)
+        logp, greedy = hidden_logprobs(m, m.hidden(tokens), targets, chunk=8, with_greedy=True, vocab_block=32)
+        return jnp.sum(logp), (logp, greedy)
+
+    with jax.set_mesh(mesh):
+        (_, logp_want), grad_want = jax.jit(jax.value_and_grad(plain, has_aux=True))(params)
+        (_, (logp, greedy)), grad = jax.jit(jax.value_and_grad(blocked, has_aux=True))(params)
+    want = np.take_along_axis(np.asarray(logp_want), targets_np[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(np.asarray(logp), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(greedy), targets_np == logits.argmax(-1))
+    want_by_path = dict(nnx.to_flat_state(grad_want))
+    for path, g in nnx.to_flat_state(grad):
+        np.testing.assert_allclose(np.asarray(g[...]), np.asarray(want_by_path[path][...]), rtol=1e-4, atol=1e-6,
+                                   err_msg=str(path))
 
 
 def _log_sigmoid(x):
@@ -98,8 +135,9 @@ def test_reference_cache_equals_frozen_reference(model):
     ("simpo", ["objective.beta=2.0"]), ("dpo", ["objective.len_reg_alpha=0.01"]),
     ("dpo", ["objective.dpop_lambda=5.0"])])
 def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
-    cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2",
-                                   f"objective.kind={kind}", "steps=8", "data.batch_size=8", "data.seq_len=32",
+    cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256",
+                                   "model.num_layers=2", f"objective.kind={kind}", "steps=8", "data.batch_size=8",
+                                   "data.seq_len=32",
                                    "optimizer.schedule.kind=constant", "optimizer.schedule.peak_lr=1e-2",
                                    "optimizer.weight_decay=0.0", "log.every=1", "log.progress=false",
                                    "log.tensorboard=false", "checkpoint.every=100"] + extra)
@@ -114,7 +152,8 @@ def test_each_objective_lowers_its_loss(tmp_path, kind, extra):
 def _dpo(tmp_path, name, reference, steps, eval_every=0):
     # fp32 compute: the frozen-model and precomputed runs are two different programs, compared with a tolerance
     # that holds on any machine (in bf16 they differ at bf16 rounding)
-    cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256", "model.num_layers=2", "compute.dtype=float32",
+    cfg = load(TrainConfig, None, ["data.source=synthetic", "model.base=tiny", "model.vocab_size=256",
+                                   "model.num_layers=2", "compute.dtype=float32",
                                    "objective.kind=dpo", f"objective.reference={reference}", f"steps={steps}",
                                    "data.batch_size=8", "data.seq_len=32", "optimizer.schedule.kind=constant",
                                    "optimizer.schedule.peak_lr=1e-2", "log.every=1", "log.progress=false",
