@@ -96,7 +96,16 @@ def main(argv: list[str] | None = None) -> int:
 def _interrupted() -> None:
     """The one line is the whole report of an interruption: an object the signal caught half-built (e.g. a tqdm bar
     interrupted in its constructor) may fail in its destructor when it is collected, and Python would print that
-    failure's traceback after our line ("Exception ignored in ..."); such failures are dropped from here on."""
+    failure's traceback after our line ("Exception ignored in ..."); such failures are dropped from here on. Progress
+    bars still open are closed first: the interrupted work's frames, whose unwinding would close them, live on in the
+    traceback until the handler ends, and the line would otherwise continue a half-drawn bar."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 — a bar caught in its constructor (tqdm registers it first) cannot close
+            pass
     sys.unraisablehook = lambda unraisable: None
 
 
