@@ -98,13 +98,17 @@ def context_size() -> int:
     return 1 if mesh.empty or "context" not in mesh.axis_names else mesh.shape["context"]
 
 
-def logical_size(name: str, rules: Mapping[str, MeshAxes] = RULES) -> int:
-    """How many ways the current mesh splits logical axis `name` (1 outside a mesh)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    axes = rules[name]
-    if mesh.empty or axes is None:
-        return 1
-    return int(np.prod([mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes) if a in mesh.axis_names]))
+def axes_size(mesh: Mesh | jax.sharding.AbstractMesh, axes: MeshAxes) -> int:
+    """How many devices mesh axes `axes` (a name, a tuple of names, or None) span together; an axis the mesh lacks
+    counts 1."""
+    names = (axes,) if isinstance(axes, str) else (axes or ())
+    return int(np.prod([mesh.shape[a] for a in names if a in mesh.axis_names]))
+
+
+def logical_size(name: str, mesh: Mesh | None = None, rules: Mapping[str, MeshAxes] = RULES) -> int:
+    """How many ways `mesh` (default: the current one; 1 outside a mesh) splits logical axis `name`."""
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    return 1 if mesh.empty else axes_size(mesh, rules[name])
 
 
 def balanced_order(seq_len: int, n: int) -> np.ndarray:
@@ -143,7 +147,7 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, what: str) -> P:
     for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
         if axes is None:
             continue
-        n = int(np.prod([mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes)]))
+        n = axes_size(mesh, axes)
         if size % n:
             raise ValueError(f"{what}: dimension {dim} of shape {shape} (size {size}) cannot be split over mesh "
                              f"axes {axes} of size {n}; change the mesh or the sharding rules")

@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 from sailor2_jax.generate.sampling import SamplingConfig, next_tokens
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
-from sailor2_jax.sharding import RULES, logical_to_spec, state_shardings
+from sailor2_jax.sharding import RULES, logical_size, logical_to_spec, state_shardings
 from sailor2_jax.tokenizer import DEFAULT_EOS_IDS
 
 MIN_LENGTH_BUCKET = 16
@@ -142,9 +142,7 @@ class Generator:
         # the same rules with the parameters' FSDP axis ("embed") whole
         self.gathered = state_shardings(self.params, mesh, {**RULES, "embed": None}) if gather else None
         self.dtype = jnp.dtype(model.compute.dtype)
-        axes = logical_to_spec(("batch",))[0]  # the mesh axes rows are split over (sharding.RULES)
-        axes = (axes,) if isinstance(axes, str) else (axes or ())
-        self.data_parallel = int(np.prod([mesh.shape[a] for a in axes]))
+        self.data_parallel = logical_size("batch", mesh)  # the devices rows are split over (sharding.RULES)
 
     def set_params(self, params) -> None:
         """Decode with other values of the same parameters — e.g. the live parameters of a training run (online

@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from sailor2_jax.sharding import batch_sharding
+from sailor2_jax.sharding import batch_sharding, logical_size
 
 Example = Mapping[str, np.ndarray]
 
@@ -42,7 +42,7 @@ def apply_batched(step: Callable[[Any, dict[str, jax.Array]], jax.Array], params
     `examples`: each puts its own devices' rows of a batch on them, and all get every result back."""
     if not examples:
         return np.zeros((0,), np.float32)
-    data_parallel = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+    data_parallel = logical_size("batch", mesh)
     rows = math.ceil(batch_size / data_parallel) * data_parallel
     lengths = np.asarray([len(next(iter(ex.values()))) for ex in examples])
     order = np.argsort(lengths, kind="stable")

@@ -53,9 +53,7 @@ def hidden_logprobs(model: Qwen2, x_BTD: jax.Array, targets_BT: jax.Array, chunk
     J = T // n // C
     head_DV = model.head().astype(x_BTD.dtype)
     V = head_DV.shape[1]
-    S = logical_size("act_vocab")
-    if V % S:
-        S = 1
+    S = logical_size("act_vocab")  # (the parameters' sharding already required V % S == 0)
     U = _largest_divisor(V // S, vocab_block)
     if U < vocab_block // 8:  # no block width near the asked one tiles the shard (a prime-ish size): one block
         U = V // S

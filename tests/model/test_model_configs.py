@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from sailor2_jax.config import ComputeConfig, MeshConfig, ModelConfig, load, load_model_config
 from sailor2_jax.model.init import create_model, param_count
-from sailor2_jax.sharding import logical_to_spec, make_mesh
+from sailor2_jax.sharding import logical_size, logical_to_spec, make_mesh
 
 
 @pytest.mark.parametrize("name,billions", [("sailor2-1b", 0.988), ("sailor2-8b", 8.547), ("sailor2-20b", 19.173),
@@ -126,3 +126,11 @@ def test_mesh_fills_the_remaining_axis():
     mesh = make_mesh(MeshConfig(data=2, fsdp=-1, tensor=2))
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "context": 1, "tensor": 2}
     assert mesh.size == len(jax.devices())
+
+
+def test_logical_size_counts_the_devices_a_logical_axis_is_split_over():
+    mesh = make_mesh(MeshConfig(data=2, fsdp=-1, tensor=2))
+    assert (logical_size("batch", mesh), logical_size("act_vocab", mesh), logical_size("act_embed", mesh)) == (4, 2, 1)
+    assert logical_size("act_vocab") == 1  # outside a mesh
+    with jax.set_mesh(mesh):
+        assert logical_size("act_vocab") == 2  # the current mesh
