@@ -1,11 +1,11 @@
 """The house: imports run only downward through the floors below, never in a circle.
 
-Floors, bottom to top: configs and files; the mesh, the tokenizer and the languages; the model and the data side;
-generation; post-training (chat format, conversation files, reward, the language verifier); evaluation, training
-and serving;
-the searches and compilers that drive training; the embedded-data builders; the command line; the demo wing. A
-package may import its own floor's other packages only where listed (`SIDEWAYS`). Every import counts, including
-those inside functions (they are how heavy dependencies load late, not a way around the house).
+Floors, bottom to top: configs and files; the mesh, shared executables, the tokenizer and the languages; the model
+and the data side; generation; post-training (chat format, conversation files, reward, the language verifier);
+evaluation, training and serving; the searches and compilers that drive training; the embedded-data builders; the
+command line; the demo wing. A package may import its own floor's other packages only where listed (`SIDEWAYS`).
+Every import counts, including those inside functions (they are how heavy dependencies load late, not a way around
+the house).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jobs import ROOT
 PACKAGE = ROOT / "sailor2_jax"
 FLOORS = [
     {"config", "files"},
-    {"sharding", "tokenizer", "languages"},
+    {"sharding", "compiled", "tokenizer", "languages"},
     {"model", "data"},
     {"generate"},
     {"post"},

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from sailor2_jax.compiled import shared_jit
 from sailor2_jax.generate.engine import Generator, batch_bucket, kept, length_bucket
 from sailor2_jax.sharding import logical_to_spec
 from sailor2_jax.model.logprobs import hidden_logprobs
@@ -84,8 +85,8 @@ class Scorer:
 
         rows_T = NamedSharding(self.mesh, logical_to_spec(("batch", None)))
         rows_ = NamedSharding(self.mesh, logical_to_spec(("batch",)))
-        return jax.jit(score, in_shardings=(self.generator.param_shardings, rows_T, rows_, rows_T, rows_T),
-                       out_shardings=(rows_, rows_))
+        return shared_jit(score, self.mesh, out_shardings=(rows_, rows_),
+                          in_shardings=(self.generator.param_shardings, rows_T, rows_, rows_T, rows_T))
 
     def score(self, rows: Sequence[Row], on_rows: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
         """(sum of log-probs, all greedy) per row, in the given order; `on_rows(k)` reports k more rows done."""

@@ -23,7 +23,6 @@ sample depends on (seed, prompt index, sample index) only, never on batch size, 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +34,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sailor2_jax.compiled import Recent, shared_jit
 from sailor2_jax.generate.sampling import SamplingConfig, next_tokens
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
 from sailor2_jax.sharding import RULES, logical_size, logical_to_spec, state_shardings
@@ -106,20 +106,16 @@ def kept(maxsize: int = 32) -> Callable[[Callable], Callable]:
         def cached(self, *args):
             cache = self.__dict__.get(attr)
             if cache is None:
-                cache = self.__dict__[attr] = collections.OrderedDict()
-            elif args in cache:
-                cache.move_to_end(args)
-                return cache[args]
-            value = cache[args] = method(self, *args)
-            while len(cache) > maxsize:
-                cache.popitem(last=False)
-            return value
+                cache = self.__dict__[attr] = Recent(maxsize)
+            return cache.get_or_make(args, lambda: method(self, *args))
         return cached
     return wrap
 
 
 class Generator:
-    """Generation from one model on one mesh; compiled programs are kept per bucket and sampling setting.
+    """Generation from one model on one mesh; compiled programs are kept per bucket and sampling setting, and their
+    executables are shared with every generator of a model of the same shapes (`compiled.shared_jit`: evaluating
+    or sampling from a second checkpoint compiles nothing again).
 
     `unstack` (default) runs the decode loop from per-layer copies of the layer weights, cut once per decode call
     (`Qwen2.unstacked_layers`: the loop then reads each weight once per step instead of copying its slice out of
@@ -234,10 +230,10 @@ class Generator:
         prompt_sharding = NamedSharding(self.mesh, logical_to_spec(("batch", None)))
         scalar = NamedSharding(self.mesh, P())
         states = self._state_shardings(penalty)
-        prefill = jax.jit(prefill, in_shardings=(self.param_shardings, prompt_sharding, rows_sharding, rows_sharding,
-                                                 scalar), out_shardings=states)
-        decode = jax.jit(decode, in_shardings=(self.param_shardings, states, scalar), out_shardings=states,
-                         donate_argnums=1)
+        prefill = shared_jit(prefill, self.mesh, in_shardings=(self.param_shardings, prompt_sharding, rows_sharding,
+                                                               rows_sharding, scalar), out_shardings=states)
+        decode = shared_jit(decode, self.mesh, in_shardings=(self.param_shardings, states, scalar),
+                            out_shardings=states, donate_argnums=1)
         return prefill, decode
 
     def _gathered(self, params: nnx.State) -> tuple[nnx.State, Callable]:

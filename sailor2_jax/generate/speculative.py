@@ -41,8 +41,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sailor2_jax.compiled import shared_jit
 from sailor2_jax.config import ModelConfig
-from sailor2_jax.generate.engine import Completion, DecodeState, Generator, kept
+from sailor2_jax.generate.engine import DecodeState, Generator, kept
 from sailor2_jax.generate.sampling import SamplingConfig, process_logits
 from sailor2_jax.model.qwen2 import KVCache, Qwen2
 from sailor2_jax.sharding import logical_to_spec, shard
@@ -382,11 +383,12 @@ class SpeculativeGenerator(Generator):
         scalar = NamedSharding(self.mesh, P())
         draft_shardings = self.param_shardings if self.draft_gen is None else self.draft_gen.param_shardings
         states = self._spec_shardings()
-        draft_prefill = jax.jit(draft_prefill, in_shardings=(draft_shardings, self._state_shardings(False),
-                                                             prompt_sharding, rows_sharding),
-                                out_shardings=states, donate_argnums=1)
-        decode = jax.jit(decode, in_shardings=(self.param_shardings, draft_shardings, states, scalar),
-                         out_shardings=states, donate_argnums=2)
+        draft_prefill = shared_jit(draft_prefill, self.mesh, in_shardings=(draft_shardings,
+                                                                           self._state_shardings(False),
+                                                                           prompt_sharding, rows_sharding),
+                                   out_shardings=states, donate_argnums=1)
+        decode = shared_jit(decode, self.mesh, in_shardings=(self.param_shardings, draft_shardings, states, scalar),
+                            out_shardings=states, donate_argnums=2)
 
         def prefill(params, tokens, lengths, sample_ids, seed):
             state = target_prefill(params, tokens, lengths, sample_ids, seed)

@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from sailor2_jax.compiled import shared_jit
 from sailor2_jax.config import ComputeConfig, ModelConfig
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import state_shardings
@@ -43,7 +44,7 @@ def _init_program(cfg: ModelConfig, compute: ComputeConfig, mesh: Mesh) -> tuple
     def init(key_data: jax.Array):
         return nnx.state(Qwen2(cfg, compute, rngs=nnx.Rngs(jax.random.wrap_key_data(key_data))))
 
-    return graphdef, jax.jit(init, out_shardings=shardings)  # the shardings tree mirrors the state tree
+    return graphdef, shared_jit(init, mesh, out_shardings=shardings)  # the shardings tree mirrors the state tree
 
 
 def with_compute(model: Qwen2, compute: ComputeConfig) -> Qwen2:

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
+from sailor2_jax.compiled import shared_jit
 from sailor2_jax.config import ModelConfig
 from sailor2_jax.model.expand import EXPANSION_FILE, read_expansion
 from sailor2_jax.model.hf import import_hf, read_hf_config
@@ -190,7 +191,7 @@ def fresh_state(cfg: TrainConfig, params: Params, setup: StepSetup) -> TrainStat
     def first(p, o):
         s = init_state(p, setup.tx, cfg.init.seed)
         return s if o is None else dataclasses.replace(s, opt_state=restart_schedule(o))
-    return jax.jit(first, out_shardings=setup.shardings)(params, opt_state)
+    return shared_jit(first, setup.shardings.step.mesh, out_shardings=setup.shardings)(params, opt_state)
 
 
 def data_iterator(cfg: TrainConfig, vocab: int, *, for_eval: bool = False, previous_run: str | None = None

@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from sailor2_jax.compiled import shared_jit
 from sailor2_jax.config import ModelConfig
 from sailor2_jax.model.qwen2 import Qwen2
 from sailor2_jax.sharding import global_batch, make_mesh
@@ -143,7 +144,7 @@ class _Loop:
     def prepare_eval(self, eval_iter: CheckpointableIterator | None) -> None:
         if not self.cfg.log.eval_every:
             return
-        self.eval_fn = jax.jit(make_eval_step(self.setup.graphdef, self.objective))
+        self.eval_fn = shared_jit(make_eval_step(self.setup.graphdef, self.objective), self.mesh)
         source = eval_iter or init.data_iterator(self.cfg, self.model_cfg.vocab_size, for_eval=True)
         self.eval_set = [global_batch(next(source), self.mesh) for _ in range(self.cfg.log.eval_batches)]
 

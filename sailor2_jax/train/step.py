@@ -10,7 +10,6 @@ so each micro-batch stays spread over every data-parallel device; each micro-bat
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sailor2_jax.compiled import Recent, shared_jit
 from sailor2_jax.config import ModelConfig
 from sailor2_jax.model.init import abstract_model
 from sailor2_jax.sharding import batch_sharding, shard, state_shardings
@@ -119,8 +119,8 @@ def train_state_shardings(abstract_state: nnx.State, tx: optax.GradientTransform
 
 def compile_step(step: Callable, mesh: Mesh, shardings: TrainState, ref_shardings: Params | None) -> Callable:
     """jit once: state in and out with its shardings (donated), batch rows over the data axes, metrics replicated."""
-    return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh, 1), ref_shardings),
-                   out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+    return shared_jit(step, mesh, in_shardings=(shardings, batch_sharding(mesh, 1), ref_shardings),
+                      out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # compared by identity: its compiled steps belong to it
@@ -173,18 +173,14 @@ def setup_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> StepSetu
     key = (json.dumps([model_cfg.model_dump(mode="json"), cfg.compute.model_dump(mode="json"),
                        cfg.objective.model_dump(mode="json"), cfg.optimizer.model_dump(mode="json"), total_steps],
                       sort_keys=True), mesh)
-    setup = _SETUPS.pop(key, None)
-    if setup is None:
+
+    def make() -> StepSetup:
         graphdef, abstract = nnx.split(abstract_for(cfg, model_cfg))
         shapes = nnx.to_pure_dict(abstract)
         mask = trainable_mask(cfg.optimizer, shapes)
         tx, lr = optimizer(cfg.optimizer, total_steps, mask)
-        setup = StepSetup(graphdef, shapes, mask, tx, lr, train_state_shardings(abstract, tx, mesh))
-    _SETUPS[key] = setup  # the most recently used last
-    while len(_SETUPS) > _SETUPS_KEPT:
-        _SETUPS.popitem(last=False)
-    return setup
+        return StepSetup(graphdef, shapes, mask, tx, lr, train_state_shardings(abstract, tx, mesh))
+    return _SETUPS.get_or_make(key, make)
 
 
-_SETUPS: collections.OrderedDict[tuple, StepSetup] = collections.OrderedDict()
-_SETUPS_KEPT = 4
+_SETUPS = Recent(4)

@@ -160,3 +160,23 @@ def test_compiled_programs_are_kept_on_the_generator_and_freed_with_it(model1, m
     del gen
     gc.collect()
     assert alive() is None
+
+
+def test_a_second_model_of_the_same_shapes_compiles_nothing_and_decodes_its_own_weights(tmp_path, mesh1):
+    """Two generators on two models of one architecture share their executables (compiled.shared_jit): the second
+    compiles nothing, and its tokens are still its own model's (transformers on its weights), not the first's."""
+    from generate_helpers import hf_model
+
+    from sailor2_jax.compiled import stats
+
+    refs = [hf_model(seed=seed) for seed in (11, 12)]
+    gens = [Generator(ours(r, tmp_path / str(i), mesh1), mesh1) for i, r in enumerate(refs)]
+    ps = prompts((6, 9, 4))
+    got = [gens[0].generate(ps, max_new_tokens=12, eos_ids=())]
+    before = stats()
+    got.append(gens[1].generate(ps, max_new_tokens=12, eos_ids=()))
+    after = stats()
+    assert after["compiled"] == before["compiled"] and after["shared"] == before["shared"] + 2  # prefill, decode
+    for ref, results in zip(refs, got):
+        assert _tokens(results) == [[row] for row in hf_generate(ref, ps, 12, (), do_sample=False)]
+    assert _tokens(got[0]) != _tokens(got[1])

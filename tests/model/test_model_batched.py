@@ -39,14 +39,14 @@ def reward_model(mesh):
 
 def token_sums(examples, mesh):
     """A vector result per example from `apply_batched` directly: [sum of tokens, count of non-padding tokens]."""
-    import jax
     import jax.numpy as jnp
 
+    from sailor2_jax.compiled import shared_jit
     from sailor2_jax.model.batched import apply_batched
     from sailor2_jax.sharding import batch_sharding
 
-    step = jax.jit(lambda scale, b: jnp.stack([b["tokens"].sum(1) * scale, (b["tokens"] != PAD).sum(1)], axis=1),
-                   out_shardings=batch_sharding(mesh, 2))
+    step = shared_jit(lambda scale, b: jnp.stack([b["tokens"].sum(1) * scale, (b["tokens"] != PAD).sum(1)], axis=1),
+                      mesh, out_shardings=batch_sharding(mesh, 2))
     return apply_batched(step, jnp.int32(1), [{"tokens": s} for s in examples], mesh=mesh, batch_size=BATCH_SIZE,
                          pad={"tokens": PAD}, progress=False)
 

@@ -10,8 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
 from generate_helpers import hf_model, one_device_mesh  # noqa: E402
-
-SYSTEM = "Be brief."  # short: the prompts fit the 64-token slots
+from serve_helpers import SYSTEM  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 import torch
-from conftest import SYSTEM
+from serve_helpers import SYSTEM
 from transformers import AutoTokenizer
 
 from sailor2_jax.tokenizer import EOS_ID, IM_END_ID

@@ -82,8 +82,8 @@ def test_served_greedy_chat_with_a_draft_equals_transformers_and_reports_accepta
     import openai
     import requests
     import torch
-    from conftest import SYSTEM
     from generate_helpers import real_vocab_hf_dir
+    from serve_helpers import SYSTEM
     from transformers import AutoTokenizer
 
     from sailor2_jax.generate.speculative import open_draft

@@ -11,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+from sailor2_jax.compiled import shared_jit
 from sailor2_jax.config import load
 from sailor2_jax.model.init import abstract_model, create_model
 from sailor2_jax.sharding import global_batch, make_mesh
@@ -55,7 +56,8 @@ def _loss_and_grads(kind: str, context: int, strategy: str = "all_gather", remat
     ref = jax.device_put(_weights(1)[1], shardings.params) if kind == "dpo" else None
     with jax.set_mesh(mesh):
         state = jax.device_put(init_state(params, tx, 0), shardings)
-        state, metrics = jax.jit(step)(state, global_batch(_batch(kind), mesh), ref)
+        # shared: the settings that lower to the same program (e.g. SFT's step and pretraining's) compile it once
+        state, metrics = shared_jit(step, mesh)(state, global_batch(_batch(kind), mesh), ref)
         after = jax.device_get(state.params)
     grads = jax.tree.map(lambda b, a: np.asarray(b) - np.asarray(a), params, after)
     return float(metrics["loss"]), grads
