@@ -22,44 +22,16 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from sailor2_jax.data.cache_format import (RECORD_DTYPE, SHARD_PATTERN, STATS_FILE, WRITER_OPTIONS, read_stats,
+                                          task_dir)
 from sailor2_jax.data.config import DataConfig
 
-RECORD_DTYPE = np.dtype("<i4")
-STATS_FILE = "stats.json"
-SHARD_PATTERN = "train.array_record-{index:05d}-of-{count:05d}"
-# one record per chunk: the loader reads documents in shuffled order, so every read must be a single seek
-WRITER_OPTIONS = "group_size:1"
-
 log = logging.getLogger(__name__)
-
-
-def task_dir(cache_dir: str | Path, task: str) -> Path:
-    return Path(cache_dir) / task
-
-
-def read_stats(cache_dir: str | Path, task: str) -> dict[str, Any] | None:
-    """A cached task's statistics, or None if the task is not (completely) cached."""
-    file = task_dir(cache_dir, task) / STATS_FILE
-    return json.loads(file.read_text()) if file.is_file() else None
-
-
-def shard_files(cache_dir: str | Path, task: str) -> list[str]:
-    stats = read_stats(cache_dir, task)
-    if stats is None:
-        raise FileNotFoundError(f"task {task!r} is not cached in {Path(cache_dir).absolute()}; "
-                                "run `sailor2-jax cache --config CFG` first")
-    return [str(task_dir(cache_dir, task) / name) for name in stats["shards"]]
-
-
-def decode(record: bytes) -> np.ndarray:
-    return np.frombuffer(record, dtype=RECORD_DTYPE).astype(np.int32, copy=False)
 
 
 class _TokenizeFile(beam.DoFn):

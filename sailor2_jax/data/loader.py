@@ -39,7 +39,7 @@ from grain.experimental import index_shuffle
 from tqdm import tqdm
 
 from sailor2_jax.data import mixture
-from sailor2_jax.data.cache import decode, read_stats, shard_files
+from sailor2_jax.data.cache_format import decode, read_stats, shard_files
 from sailor2_jax.languages import LANGUAGE_INDEX, LANGUAGES
 from sailor2_jax.data.config import Batching, DataConfig, load_data_config
 from sailor2_jax.data.packing import concat_then_split, document_to_columns, to_contract

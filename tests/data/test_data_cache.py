@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
 import unicodedata
 
 import numpy as np
@@ -93,7 +95,7 @@ def test_cache_command_then_loading_then_inspect(tmp_path, capsys):
 
     from grain.sources import ArrayRecordDataSource
 
-    from sailor2_jax.data.cache import decode, read_stats, shard_files
+    from sailor2_jax.data.cache_format import decode, read_stats, shard_files
 
     for lang in ("vi", "my", "zh"):
         name = f"udhr_{lang}"
@@ -137,7 +139,7 @@ def test_cache_skips_and_counts_bad_input_or_fails_naming_it(tmp_path):
          "on_bad_input": "skip", "cache_shards": 2}
     cfg = write_config(tmp_path / "skip.yaml", d)
     assert main(["cache", "--config", str(cfg)]) == 0
-    from sailor2_jax.data.cache import read_stats
+    from sailor2_jax.data.cache_format import read_stats
 
     stats = read_stats(tmp_path / "c", "mixed_id")
     assert stats["documents"] == 6
@@ -148,3 +150,10 @@ def test_cache_skips_and_counts_bad_input_or_fails_naming_it(tmp_path):
         from sailor2_jax.data.cache import cache
 
         cache(load_data_config(write_config(tmp_path / "err.yaml", d)))
+
+
+def test_training_reads_the_cache_without_importing_beam():
+    """Only `sailor2-jax cache` runs Beam; a training process reads the cache through data/cache_format.py and does
+    not pay Beam's import."""
+    code = "import sys, sailor2_jax.data.loader; sys.exit('apache_beam' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
